@@ -1,0 +1,88 @@
+"""Reading audio: soundfile for decoding, torchaudio for resampling, one error type naming the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 16_000
+"""The sample rate (Hz) every upstream consumes."""
+
+
+class AudioError(RuntimeError):
+    """An audio file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def audio_info(path: str | Path) -> tuple[float, int]:
+    """Return (duration in seconds, sample rate) without decoding the samples."""
+    try:
+        info = sf.info(str(path))
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except (sf.LibsndfileError, RuntimeError) as e:
+        if not Path(path).exists():
+            raise AudioError(path, "file not found") from None
+        raise AudioError(path, f"unreadable audio ({e})") from None
+    if info.frames == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    return info.frames / info.samplerate, info.samplerate
+
+
+def load_audio(
+    path: str | Path,
+    start: float = 0.0,
+    duration: float | None = None,
+    target_sr: int = SAMPLE_RATE,
+) -> torch.Tensor:
+    """Read a segment of an audio file as mono float32 at ``target_sr``.
+
+    Args:
+        path: any format libsndfile reads (wav, flac, ogg, mp3).
+        start: segment start in seconds.
+        duration: segment length in seconds (None: to the end of the file).
+        target_sr: output sample rate in Hz; other rates are resampled with torchaudio.
+
+    Returns:
+        (num_samples,) float32 tensor in [-1, 1]. Multi-channel audio is averaged to mono.
+
+    Raises:
+        AudioError: missing, unreadable, empty or non-finite audio.
+    """
+    path = str(path)
+    try:
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            first = int(round(start * sr))
+            if first:
+                f.seek(first)
+            frames = -1 if duration is None else int(round(duration * sr))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except (sf.LibsndfileError, RuntimeError) as e:
+        if not Path(path).exists():
+            raise AudioError(path, "file not found") from None
+        raise AudioError(path, f"unreadable audio ({e})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty audio (0 samples)" if start == 0 else f"no samples at offset {start:.3f} s")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if sr != target_sr:
+        wav = AF.resample(wav, sr, target_sr)
+    return wav
+
+
+def write_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono audio (float in [-1, 1]) with soundfile; the format follows the file suffix."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    sf.write(str(path), np.clip(data, -1.0, 1.0), sample_rate)

@@ -1,0 +1,64 @@
+"""``run_downstream.py``: train or evaluate a downstream head on a frozen upstream (S3PRL-style flags)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from corpora.audio import AudioError
+from corpora.manifest import ManifestError
+from upstream import available_upstreams
+
+from .config import ConfigError, load_yaml, parse_overrides
+from .runner import Experiment, RunSpec, resolve_config
+from .tasks import TASKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_downstream.py",
+        description="Train (-m train) or evaluate (-m evaluate) a SUPERB-style downstream head on a frozen upstream.",
+        epilog="Upstreams: " + "; ".join(f"{k}: {v}" for k, v in available_upstreams().items())
+        + ". Tasks: " + ", ".join(sorted(TASKS)) + ".",
+    )
+    p.add_argument("-m", "--mode", choices=("train", "evaluate"), required=True)
+    p.add_argument("-u", "--upstream", help="upstream name (train)")
+    p.add_argument("-k", "--upstream_ckpt", help="upstream checkpoint file (optional)")
+    p.add_argument("-d", "--downstream", help="task name (train)")
+    p.add_argument("-n", "--name", required=True, help="experiment name: folder under -p")
+    p.add_argument("-c", "--config", help="YAML config (sections: task, train, featurizer, cache)")
+    p.add_argument("-o", "--override", action="append", default=[],
+                   help="section.key=value, repeatable (or several joined by ',,'); checked against the config")
+    p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")
+    p.add_argument("-s", "--split", default="test", help="evaluate: comma-separated splits (default: test)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.mode == "train":
+            if not args.upstream or not args.downstream:
+                raise ConfigError("-m train needs -u UPSTREAM and -d TASK")
+            if args.upstream not in available_upstreams():
+                raise ConfigError(f"unknown upstream {args.upstream!r}; available: {', '.join(sorted(available_upstreams()))}")
+            if args.downstream not in TASKS:
+                raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
+            if args.upstream_ckpt and not Path(args.upstream_ckpt).is_file():
+                raise FileNotFoundError(f"upstream checkpoint not found: {args.upstream_ckpt}")
+            items = [o for group in args.override for o in group.split(",,") if o]
+            spec = RunSpec(args.downstream, args.upstream, str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
+            cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
+            results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
+        else:
+            splits = tuple(s for s in args.split.split(",") if s)
+            results = Experiment.load(Path(args.expdir), args.name).evaluate(splits)
+    except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits")}, indent=1))
+    print(f"results: {Path(args.expdir) / args.name / 'results.json'}")
+    return 0

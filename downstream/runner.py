@@ -1,0 +1,304 @@
+"""Train and evaluate a downstream head on a frozen upstream.
+
+One experiment folder ``<output_root>/<name>/`` describes itself completely:
+    ``config.yaml``          the full resolved config (upstream, task, every hyper-parameter)
+    ``upstream.pt``          the fitted upstream, for upstreams that need training statistics
+    ``checkpoints/last.pt``  the latest state (head, featurizer, optimiser, RNG, position), for resume
+    ``checkpoints/best.pt``  the state with the best dev metric
+    ``train.log``, ``tb/``   the log and TensorBoard event files
+    ``layer_weights.json``   the learned featurizer weights of the best checkpoint
+    ``results.json``         metrics per split with provenance; ``predictions-<split>.tsv``
+Checkpoints are written atomically; re-running ``train`` with the same name resumes from
+``last.pt`` and gives the same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from corpora.manifest import Record
+from upstream import Featurizer, Upstream, build_upstream
+from upstream.checkpoint import atomic_save
+from upstream.registry import save_upstream
+
+from .batching import AudioDataset, DurationBatcher, collate_waveforms
+from .cache import FeatureCache, collate_features
+from .config import ExperimentConfig, merge, to_dict
+from .tasks import Task, get_task
+
+log = logging.getLogger("downstream")
+
+
+@dataclass
+class RunSpec:
+    """What names an experiment besides its hyper-parameters."""
+
+    task: str
+    upstream: str
+    upstream_ckpt: str | None = None
+
+
+def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> ExperimentConfig:
+    """Defaults, then the YAML file, then ``-o`` overrides, each checked against the dataclasses."""
+    cfg = ExperimentConfig(task=get_task(spec.task).config_class())
+    cfg = merge(cfg, yaml_dict)
+    return merge(cfg, overrides)
+
+
+class FeatureSource:
+    """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths): from the cache or the live upstream."""
+
+    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, split: str):
+        self.upstream, self.records, self.cfg = upstream, records, cfg
+        self.cached = None
+        if cfg.cache.enabled:
+            cache = FeatureCache(cfg.cache.root, cfg.cache.dtype)
+            self.cached = cache.get(upstream, records, cfg.train.batch_seconds, cfg.train.batch_size, desc=f"extract {split}")
+
+    def batches(self, index_batches: list[list[int]]):
+        if self.cached is not None:
+            loader = DataLoader(self.cached, batch_sampler=index_batches, collate_fn=collate_features,
+                                num_workers=self.cfg.train.num_workers)
+            yield from loader
+            return
+        loader = DataLoader(AudioDataset(self.records), batch_sampler=index_batches, collate_fn=collate_waveforms,
+                            num_workers=self.cfg.train.num_workers)
+        for idx, wavs, lengths in loader:
+            with torch.no_grad():
+                out = self.upstream(wavs, lengths)
+            yield idx, out.stacked(), out.lengths
+
+
+class Experiment:
+    """A named experiment: builds upstream, task, featurizer and head from a config, trains, evaluates."""
+
+    def __init__(self, exp_dir: Path, spec: RunSpec, cfg: ExperimentConfig):
+        self.dir, self.spec, self.cfg = Path(exp_dir), spec, cfg
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.task: Task = get_task(spec.task)(cfg.task, self.dir)
+
+    # ---------------------------------------------------------------- setup
+    @classmethod
+    def create(cls, output_root: Path, name: str, spec: RunSpec, cfg: ExperimentConfig) -> "Experiment":
+        """A new experiment, or the existing one of that name if its config is identical (to resume)."""
+        exp_dir = Path(output_root) / name
+        snapshot = {"run": spec.__dict__, "config": to_dict(cfg)}
+        cfg_file = exp_dir / "config.yaml"
+        if cfg_file.is_file():
+            previous = yaml.safe_load(cfg_file.read_text())
+            if previous != snapshot:
+                raise ValueError(f"experiment '{name}' already exists in {exp_dir} with a different config; "
+                                 f"use another -n NAME or delete the folder (differences: {_diff(previous, snapshot)})")
+        else:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+        return cls(exp_dir, spec, cfg)
+
+    @classmethod
+    def load(cls, output_root: Path, name: str) -> "Experiment":
+        """An existing experiment, rebuilt from its config snapshot."""
+        exp_dir = Path(output_root) / name
+        cfg_file = exp_dir / "config.yaml"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"no experiment '{name}' in {output_root} ({cfg_file} missing)")
+        snapshot = yaml.safe_load(cfg_file.read_text())
+        spec = RunSpec(**snapshot["run"])
+        cfg = resolve_config(spec, snapshot["config"], {})
+        return cls(exp_dir, spec, cfg)
+
+    def _setup(self):
+        self._logging()
+        splits = self.task.prepare()
+        upstream = self._upstream(splits["train"])
+        featurizer = Featurizer(upstream.num_layers, self.cfg.featurizer.mode, self.cfg.featurizer.layer,
+                                self.cfg.featurizer.layer_norm)
+        head = self.task.build_head(upstream.hidden_size)
+        return splits, upstream, featurizer, head
+
+    def _upstream(self, train_records: list[Record]) -> Upstream:
+        fitted = self.dir / "upstream.pt"
+        if fitted.is_file():
+            return build_upstream(self.spec.upstream, fitted)
+        upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt)
+        if upstream.needs_fit:
+            n = min(len(train_records), self.cfg.train.fit_utterances)
+            chosen = random.Random(self.cfg.train.seed).sample(train_records, n)
+            log.info("fitting %s statistics on %d training utterances", upstream.name, n)
+            upstream.fit(AudioDataset(chosen)[i][1] for i in range(n))
+            save_upstream(upstream, fitted)
+        return upstream
+
+    def _logging(self) -> None:
+        log.setLevel(logging.INFO)
+        target = str((self.dir / "train.log").resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
+            for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+                log.removeHandler(h)
+            handler = logging.FileHandler(target)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+
+    # ---------------------------------------------------------------- train
+    def train(self) -> dict:
+        """Train to ``train.total_steps`` (resuming from ``last.pt`` if present), then evaluate dev and test."""
+        cfg, tcfg = self.cfg, self.cfg.train
+        _seed_everything(tcfg.seed)
+        splits, upstream, featurizer, head = self._setup()
+        t0 = time.perf_counter()
+        sources = {s: FeatureSource(upstream, splits[s], cfg, s) for s in ("train", "dev")}
+        extract_s = time.perf_counter() - t0
+        params = [*featurizer.parameters(), *head.parameters()]
+        optimizer = torch.optim.Adam(params, lr=tcfg.lr)
+        state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "train_seconds": 0.0}
+        last = self.ckpt_dir / "last.pt"
+        if last.is_file():
+            ckpt = torch.load(last, map_location="cpu", weights_only=False)
+            featurizer.load_state_dict(ckpt["featurizer"])
+            head.load_state_dict(ckpt["head"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"])
+            state = ckpt["position"]
+            log.info("resumed from %s at step %d", last, state["step"])
+        train_records = splits["train"]
+        batcher = DurationBatcher([r.duration for r in train_records], tcfg.batch_seconds, tcfg.batch_size,
+                                  seed=tcfg.seed, weights=self.task.sample_weights(train_records))
+        writer = SummaryWriter(str(self.dir / "tb"), purge_step=state["step"] + 1)
+        bar = tqdm(total=tcfg.total_steps, initial=state["step"], desc=f"train {self.spec.upstream}/{self.task.name}", unit="step")
+        featurizer.train()
+        head.train()
+        loop_start, running = time.perf_counter(), []
+        while state["step"] < tcfg.total_steps:
+            epoch_batches = batcher.epoch(state["epoch"])[state["batch"]:]
+            for idx, feats, lengths in sources["train"].batches(epoch_batches):
+                loss = self.task.loss(head(featurizer(feats), lengths), [train_records[i] for i in idx.tolist()])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+                optimizer.step()
+                state["step"] += 1
+                state["batch"] += 1
+                running.append(loss.item())
+                bar.update(1)
+                step = state["step"]
+                if step % tcfg.log_every == 0 or step == tcfg.total_steps:
+                    mean_loss = float(np.mean(running))
+                    running.clear()
+                    writer.add_scalar("train/loss", mean_loss, step)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}")
+                    log.info("step %d loss %.4f", step, mean_loss)
+                if step % tcfg.eval_every == 0 or step == tcfg.total_steps:
+                    state["train_seconds"] += time.perf_counter() - loop_start
+                    self._validate(sources["dev"], splits["dev"], featurizer, head, optimizer, state, writer)
+                    loop_start = time.perf_counter()
+                if step % tcfg.save_every == 0 or step == tcfg.total_steps:
+                    state["train_seconds"] += time.perf_counter() - loop_start
+                    self._save(last, featurizer, head, optimizer, state)
+                    loop_start = time.perf_counter()
+                if step >= tcfg.total_steps:
+                    break
+            else:
+                state["epoch"] += 1
+                state["batch"] = 0
+        bar.close()
+        writer.close()
+        summary = {"train_steps": state["step"], "train_seconds": round(state["train_seconds"], 3),
+                   "steps_per_second": round(state["step"] / max(state["train_seconds"], 1e-9), 3),
+                   "extract_seconds": round(extract_s, 3), "best_step": state["best_step"]}
+        return self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
+
+    def _validate(self, source, records, featurizer, head, optimizer, state, writer) -> None:
+        metrics = self._run_eval(source, records, featurizer, head)[0]
+        value = metrics[self.task.primary_metric]
+        for k, v in metrics.items():
+            writer.add_scalar(f"dev/{k}", v, state["step"])
+        better = state["best"] is None or (value > state["best"] if self.task.higher_is_better else value < state["best"])
+        log.info("step %d dev %s%s", state["step"], json.dumps(metrics), " (best)" if better else "")
+        if better:
+            state["best"], state["best_step"] = value, state["step"]
+            self._save(self.ckpt_dir / "best.pt", featurizer, head, optimizer, state)
+        featurizer.train()
+        head.train()
+
+    def _save(self, path: Path, featurizer, head, optimizer, state) -> None:
+        atomic_save({"featurizer": featurizer.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": torch.get_rng_state(), "position": dict(state), "task": self.task.state(),
+                     "layer_weights": featurizer.layer_weights()}, path)
+
+    # ---------------------------------------------------------------- evaluate
+    @torch.no_grad()
+    def _run_eval(self, source: FeatureSource, records: list[Record], featurizer, head) -> tuple[dict, list]:
+        featurizer.eval()
+        head.eval()
+        batcher = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds, self.cfg.train.batch_size, seed=0)
+        predictions: list = [None] * len(records)
+        for idx, feats, lengths in source.batches(batcher.sequential()):
+            for i, p in zip(idx.tolist(), self.task.predict(head(featurizer(feats), lengths))):
+                predictions[i] = p
+        return self.task.score(predictions, records), predictions
+
+    def evaluate(self, split_names=("test",), summary: dict | None = None, prepared=None) -> dict:
+        """Score the best checkpoint on ``split_names``; write predictions, layer weights and results.json."""
+        best = self.ckpt_dir / "best.pt"
+        if not best.is_file():
+            raise FileNotFoundError(f"{best} missing: train experiment '{self.dir.name}' first")
+        ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        self.task.load_state(ckpt["task"])
+        splits, upstream, featurizer, head = prepared or self._setup()
+        featurizer.load_state_dict(ckpt["featurizer"])
+        head.load_state_dict(ckpt["head"])
+        results_file = self.dir / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        results.update({
+            "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
+            "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,
+            "checkpoint_step": ckpt["position"]["step"], "primary_metric": self.task.primary_metric,
+            "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
+        })
+        if summary:
+            results["training"] = summary
+        metrics_by_split = results.setdefault("splits", {})
+        for split in split_names:
+            if split not in splits:
+                raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
+            t0 = time.perf_counter()
+            source = FeatureSource(upstream, splits[split], self.cfg, split)
+            metrics, predictions = self._run_eval(source, splits[split], featurizer, head)
+            metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
+            self.task.write_predictions(self.dir / f"predictions-{split}.tsv", predictions, splits[split])
+            log.info("%s %s", split, json.dumps(metrics))
+        (self.dir / "layer_weights.json").write_text(json.dumps(
+            {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]}, indent=1))
+        tmp = results_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(results_file)
+        return results
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out

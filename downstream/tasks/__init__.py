@@ -1,0 +1,14 @@
+"""Downstream tasks by name. The runner knows none of them; it asks this registry."""
+from __future__ import annotations
+
+from .base import Task
+from .ks import KeywordSpotting
+
+TASKS: dict[str, type[Task]] = {KeywordSpotting.name: KeywordSpotting}
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
+    return TASKS[name]

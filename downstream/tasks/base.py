@@ -1,0 +1,74 @@
+"""What a downstream task provides to the runner."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from corpora.manifest import Record
+
+SPLITS = ("train", "dev", "test")
+
+
+class Task(ABC):
+    """One downstream task: its data, head, loss, decoding and metrics.
+
+    Subclasses set ``name``, ``config_class`` (a dataclass with every task setting and its
+    default), ``primary_metric`` and ``higher_is_better`` (used to pick the best dev checkpoint).
+
+    Args:
+        cfg: an instance of ``config_class``.
+        workdir: where the task may write prepared manifests and vocabularies.
+    """
+
+    name: str
+    config_class: type
+    primary_metric: str
+    higher_is_better: bool
+
+    def __init__(self, cfg, workdir: Path):
+        self.cfg, self.workdir = cfg, Path(workdir)
+
+    @abstractmethod
+    def prepare(self) -> dict[str, list[Record]]:
+        """Read (and if needed build) the corpus: split name ('train', 'dev', 'test') -> records. Idempotent."""
+
+    @abstractmethod
+    def build_head(self, input_dim: int) -> nn.Module:
+        """The head; ``head(features (B, T, D), lengths (B,))`` returns what :meth:`loss` and :meth:`predict` take."""
+
+    @abstractmethod
+    def loss(self, output, records: list[Record]) -> torch.Tensor:
+        """Scalar training loss for a batch's head output and its records."""
+
+    @abstractmethod
+    def predict(self, output) -> list:
+        """One prediction per utterance of the batch."""
+
+    @abstractmethod
+    def score(self, predictions: list, records: list[Record]) -> dict[str, float]:
+        """Metrics of a whole split, ``primary_metric`` among them."""
+
+    def sample_weights(self, records: list[Record]) -> list[float] | None:
+        """Per-utterance training sampling weights (None: each utterance once per epoch)."""
+        return None
+
+    def state(self) -> dict:
+        """What must travel with the head to decode later (label sets, vocabularies)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` from a checkpoint."""
+
+    def write_predictions(self, path: Path, predictions: list, records: list[Record]) -> None:
+        """Per-utterance predictions next to the results (TSV: id, reference, hypothesis)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("id\treference\thypothesis\n")
+            for r, p in zip(records, predictions):
+                f.write(f"{r.id}\t{self.reference(r)}\t{p}\n")
+
+    def reference(self, record: Record) -> str:
+        """The reference a prediction is scored against, as text."""
+        return record.label or record.text

@@ -1,0 +1,123 @@
+"""Keyword spotting (SUPERB KS): utterance classification, scored by accuracy.
+
+Head as in SUPERB: Linear(D -> proj_dim), mean pooling over the valid frames, Linear(proj_dim ->
+classes), no non-linearity; cross-entropy; class-balanced sampling of training utterances.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score
+from torch import nn
+
+from corpora.manifest import Record, read_manifest
+from corpora.speech_commands import prepare_speech_commands, read_labels
+
+from .base import SPLITS, Task
+
+CORPORA = ("demo", "speech_commands", "manifest")
+
+
+@dataclass
+class KSConfig:
+    """Keyword-spotting settings.
+
+    ``corpus``: ``demo`` (the toolkit's synthetic keyword corpus, built under ``root`` if absent),
+    ``speech_commands`` (a Speech Commands v0.01/v0.02 tree at ``root``) or ``manifest`` (``root``
+    holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``label`` column).
+    ``classes``: ``superb12`` or ``all`` (Speech Commands and demo corpora).
+    """
+
+    corpus: str = "demo"
+    root: str = "data/demo_keywords"
+    classes: str = "superb12"
+    proj_dim: int = 256
+    balanced_sampling: bool = True
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the first ``lengths[b]`` frames of each (B, T, D) sequence -> (B, D)."""
+    mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    return (x * mask.unsqueeze(-1)).sum(1) / lengths.clamp_min(1).unsqueeze(-1).to(x.dtype)
+
+
+class KeywordHead(nn.Module):
+    """(B, T, D) features, (B,) lengths -> (B, num_classes) logits."""
+
+    def __init__(self, input_dim: int, num_classes: int, proj_dim: int = 256):
+        super().__init__()
+        self.projector = nn.Linear(input_dim, proj_dim)
+        self.classifier = nn.Linear(proj_dim, num_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.classifier(masked_mean(self.projector(features), lengths))
+
+
+class KeywordSpotting(Task):
+    name = "ks"
+    config_class = KSConfig
+    primary_metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, cfg: KSConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        if cfg.corpus not in CORPORA:
+            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for ks; choose from {CORPORA}")
+        self.labels: list[str] = []
+
+    def prepare(self) -> dict[str, list[Record]]:
+        cfg = self.cfg
+        if cfg.corpus == "manifest":
+            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
+            labels = sorted({r.label for r in splits["train"]})
+        else:
+            root = Path(cfg.root)
+            if cfg.corpus == "demo":
+                from corpora.synth import build_demo_keywords  # noqa: PLC0415  (only the demo needs TTS)
+
+                build_demo_keywords(root)
+            paths = prepare_speech_commands(root, self.workdir / "manifests", classes=cfg.classes)
+            splits = {s: read_manifest(p) for s, p in paths.items()}
+            labels = read_labels(self.workdir / "manifests")
+        if not self.labels:
+            self.labels = labels
+        for split, records in splits.items():
+            if not records:
+                raise ValueError(f"keyword spotting: split '{split}' of {cfg.root} is empty")
+            unknown = {r.label for r in records} - set(self.labels)
+            if unknown:
+                raise ValueError(f"keyword spotting: split '{split}' has labels {sorted(unknown)} not in the label set {self.labels}")
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        return splits
+
+    def build_head(self, input_dim: int) -> nn.Module:
+        return KeywordHead(input_dim, len(self.labels), self.cfg.proj_dim)
+
+    def _targets(self, records: list[Record]) -> torch.Tensor:
+        return torch.tensor([self.index[r.label] for r in records])
+
+    def loss(self, output: torch.Tensor, records: list[Record]) -> torch.Tensor:
+        return F.cross_entropy(output, self._targets(records))
+
+    def predict(self, output: torch.Tensor) -> list[str]:
+        return [self.labels[i] for i in output.argmax(-1).tolist()]
+
+    def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
+        return {"accuracy": float(accuracy_score([r.label for r in records], predictions))}
+
+    def sample_weights(self, records: list[Record]) -> list[float] | None:
+        if not self.cfg.balanced_sampling:
+            return None
+        counts = Counter(r.label for r in records)
+        return [1.0 / counts[r.label] for r in records]
+
+    def state(self) -> dict:
+        return {"labels": self.labels}
+
+    def load_state(self, state: dict) -> None:
+        self.labels = list(state["labels"])
+        self.index = {label: i for i, label in enumerate(self.labels)}

@@ -1,0 +1,47 @@
+"""Typed configs: YAML and -o overrides are checked against the dataclasses."""
+from pathlib import Path
+
+import pytest
+
+from downstream.config import ConfigError, load_yaml, merge, parse_overrides
+from downstream.runner import RunSpec, resolve_config
+
+
+def _cfg(yaml_dict=None, overrides=()):
+    return resolve_config(RunSpec("ks", "fbank"), yaml_dict or {}, parse_overrides(list(overrides)))
+
+
+def test_defaults_yaml_and_overrides_apply_in_order():
+    cfg = _cfg({"train": {"lr": 0.001, "total_steps": 5}}, ["train.total_steps=7", "task.classes=all", "cache.enabled=false"])
+    assert cfg.train.lr == 0.001 and cfg.train.total_steps == 7
+    assert cfg.task.classes == "all" and cfg.cache.enabled is False
+    assert cfg.task.proj_dim == 256 and cfg.train.batch_size == 32  # SUPERB's defaults
+    assert isinstance(_cfg(overrides=["train.lr=1"]).train.lr, float)  # an int is a fine float
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1e-3", "unknown config key 'train.lrr'"),
+    ("task.nope=1", "unknown config key 'task.nope'"),
+    ("optimizer.lr=1", "unknown config key 'optimizer'"),
+    ("train.total_steps=1.5", "'train.total_steps': expected int"),
+    ("train.total_steps=true", "'train.total_steps': expected int"),
+    ("cache.enabled=yes please", "'cache.enabled': expected bool"),
+    ("train.lr=__import__('os').getcwd()", "'train.lr': expected float"),
+    ("train", "not of the form"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _cfg(overrides=[override])
+
+
+def test_yaml_file_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  speed: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'train.speed'"):
+        _cfg(load_yaml(tmp_path / "bad.yaml"))
+    with pytest.raises(ConfigError, match="'train': expected a mapping"):
+        merge(_cfg(), {"train": 3})

@@ -1,0 +1,98 @@
+"""The upstream contract, the FBANK baseline and the featurizer."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from downstream.tasks.ks import KeywordHead, masked_mean
+from upstream import Featurizer, build_upstream
+from upstream.registry import save_upstream
+
+
+def _batch(lengths=(16000, 9000, 4000), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wavs, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("name", ["fbank", "fbank_global"])
+def test_fbank_contract(name):
+    up = build_upstream(name)
+    wavs, lengths = _batch()
+    if up.needs_fit:
+        with pytest.raises(RuntimeError, match="fit"):
+            up(wavs, lengths)
+        up.fit(w[:n] for w, n in zip(wavs, lengths))
+    out = up(wavs, lengths)
+    assert len(out.hidden_states) == up.num_layers == 1
+    h = out.hidden_states[0]
+    assert h.shape == (3, int(out.lengths.max()), up.hidden_size) and up.hidden_size == 240
+    assert up.downsample_rate == 160
+    # The frame-count formula agrees with the real forward pass (Kaldi snip_edges framing).
+    assert out.lengths.tolist() == up.num_frames(lengths).tolist() == [98, 54, 23]
+    # Padding is zero and does not change any utterance's features.
+    for i, n in enumerate(out.lengths.tolist()):
+        assert torch.all(h[i, n:] == 0)
+        alone = up(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1]).hidden_states[0][0]
+        torch.testing.assert_close(alone, h[i, :n])
+    if name == "fbank":  # per-utterance CMVN: each dimension of each utterance has zero mean
+        assert h[0, :98].mean(0).abs().max() < 1e-4
+
+
+def test_short_input_is_an_error():
+    with pytest.raises(ValueError, match="shorter than one 25 ms frame"):
+        build_upstream("fbank")(torch.zeros(1, 300), torch.tensor([300]))
+
+
+def test_registry_errors_and_checkpoint_round_trip(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown upstream 'nope'.*fbank"):
+        build_upstream("nope")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_upstream("fbank_global", tmp_path / "missing.pt")
+    up = build_upstream("fbank_global")
+    wavs, lengths = _batch()
+    up.fit(w[:n] for w, n in zip(wavs, lengths))
+    save_upstream(up, tmp_path / "u.pt")
+    back = build_upstream("fbank_global", tmp_path / "u.pt")
+    assert not back.needs_fit and back.fingerprint() == up.fingerprint()
+    torch.testing.assert_close(back(wavs, lengths).hidden_states[0], up(wavs, lengths).hidden_states[0])
+    with pytest.raises(ValueError, match="holds upstream 'fbank_global', not 'fbank'"):
+        build_upstream("fbank", tmp_path / "u.pt")
+    # Different statistics, different fingerprint (so a different cache key).
+    up.fit([0.5 * w[:n] for w, n in zip(wavs, lengths)])
+    assert up.fingerprint() != back.fingerprint()
+
+
+def test_featurizer_modes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 4)  # (B, T, L, D)
+    f = Featurizer(3)
+    torch.testing.assert_close(f(x), x.mean(2))  # weights start equal
+    assert f.layer_weights() == pytest.approx([1 / 3] * 3)
+    with torch.no_grad():
+        f.weights.copy_(torch.tensor([0.0, 0.0, 100.0]))
+    torch.testing.assert_close(f(x), x[:, :, 2])
+    assert "weights" in f.state_dict()
+    torch.testing.assert_close(Featurizer(3, "last")(x), x[:, :, 2])
+    torch.testing.assert_close(Featurizer(3, "layer", layer=0)(x), x[:, :, 0])
+    assert Featurizer(3, "layer", layer=1).layer_weights() == [0.0, 1.0, 0.0]
+    normed = Featurizer(3, layer_norm=True)(x)
+    torch.testing.assert_close(normed, torch.nn.functional.layer_norm(x, (4,)).mean(2))
+    with pytest.raises(ValueError, match="mode"):
+        Featurizer(3, "max")
+    with pytest.raises(ValueError, match="out of range"):
+        Featurizer(3, "layer", layer=5)
+    with pytest.raises(ValueError, match="built for 3 layers got 2"):
+        f(x[:, :, :2])
+
+
+def test_mean_pooling_ignores_padding():
+    torch.manual_seed(0)
+    head = KeywordHead(4, 3, proj_dim=8)
+    feats, lengths = torch.randn(2, 6, 4), torch.tensor([6, 3])
+    ref = head(feats, lengths)
+    feats[1, 3:] = 1e4  # garbage in the padded frames
+    torch.testing.assert_close(head(feats, lengths), ref)
+    torch.testing.assert_close(masked_mean(feats, lengths)[1], feats[1, :3].mean(0))

@@ -1,0 +1,83 @@
+"""The upstream contract.
+
+An upstream takes a batch of 16 kHz mono waveforms with their lengths and returns *every* hidden
+state (B x T x D each, all the same shape) with the valid frame count of each utterance.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class UpstreamOutput:
+    """Hidden states of one batch.
+
+    Attributes:
+        hidden_states: ``num_layers`` tensors of shape (B, T, D); frames at or past ``lengths[b]``
+            are padding and hold zeros.
+        lengths: (B,) int64 valid frame counts.
+    """
+
+    hidden_states: list[torch.Tensor]
+    lengths: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        """All layers as one (B, T, L, D) tensor, the featurizer's input."""
+        return torch.stack(self.hidden_states, dim=2)
+
+
+class Upstream(nn.Module, ABC):
+    """Base class of every upstream.
+
+    Subclasses set ``name``, ``downsample_rate`` (input samples per output frame at 16 kHz),
+    ``hidden_size`` (D) and ``num_layers`` (how many hidden states ``forward`` returns, the input
+    features counted as layer 0 where that is the model's convention), and implement
+    :meth:`num_frames` and :meth:`forward`.
+    """
+
+    name: str
+    downsample_rate: int
+    hidden_size: int
+    num_layers: int
+
+    def settings(self) -> dict:
+        """The settings that change the output (beyond the weights); part of the fingerprint."""
+        return {}
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when the upstream must see training audio (e.g. normalisation statistics) before use."""
+        return False
+
+    @abstractmethod
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Valid output frames for inputs of ``num_samples`` samples; (B,) int64 -> (B,) int64."""
+
+    @abstractmethod
+    def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
+        """Encode a padded batch.
+
+        Args:
+            wavs: (B, S) float32 waveforms at 16 kHz, zero-padded after ``wav_lengths``.
+            wav_lengths: (B,) int64 valid sample counts.
+        """
+
+    def fingerprint(self) -> str:
+        """A hash of name, settings and every parameter and buffer: what a feature cache keys on."""
+        h = hashlib.sha256(json.dumps({"name": self.name, "settings": self.settings()}, sort_keys=True).encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @staticmethod
+    def pad_frames(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack (T_i, D) tensors into a zero-padded (B, T_max, D) tensor and (B,) lengths."""
+        lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.long)
+        return nn.utils.rnn.pad_sequence(features, batch_first=True), lengths

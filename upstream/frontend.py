@@ -1,0 +1,71 @@
+"""Acoustic front-ends shared by the upstreams (torchaudio's Kaldi-compatible features)."""
+from __future__ import annotations
+
+import torch
+import torchaudio.compliance.kaldi as kaldi
+import torchaudio.transforms as T
+
+from corpora.audio import SAMPLE_RATE
+
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+WINDOW = int(SAMPLE_RATE * FRAME_LENGTH_MS / 1000)  # 400 samples
+HOP = int(SAMPLE_RATE * FRAME_SHIFT_MS / 1000)  # 160 samples
+
+
+def kaldi_num_frames(num_samples: torch.Tensor) -> torch.Tensor:
+    """Frames Kaldi's ``snip_edges`` framing yields: 1 + (S - 400) // 160 for S >= 400, else 0."""
+    return torch.where(num_samples >= WINDOW, 1 + (num_samples - WINDOW) // HOP, torch.zeros_like(num_samples))
+
+
+def log_mel_fbank(wav: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
+    """Kaldi-compatible log-mel filterbank of one (S,) waveform in [-1, 1] -> (T, num_mel_bins)."""
+    return kaldi.fbank(
+        wav.unsqueeze(0),
+        num_mel_bins=num_mel_bins,
+        frame_length=FRAME_LENGTH_MS,
+        frame_shift=FRAME_SHIFT_MS,
+        sample_frequency=SAMPLE_RATE,
+    )
+
+
+class Deltas(torch.nn.Module):
+    """Append ``order`` orders of regression deltas: (T, D) -> (T, D * (order + 1))."""
+
+    def __init__(self, order: int = 2, win_length: int = 5):
+        super().__init__()
+        self.order = order
+        self.compute = T.ComputeDeltas(win_length=win_length)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        out = [feats]
+        for _ in range(self.order):
+            out.append(self.compute(out[-1].T).T)
+        return torch.cat(out, dim=-1)
+
+
+def utterance_cmvn(feats: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Per-utterance mean and variance normalisation over time of (T, D) features."""
+    return (feats - feats.mean(dim=0, keepdim=True)) / (eps + feats.std(dim=0, keepdim=True))
+
+
+class RunningMoments:
+    """Accumulates per-dimension mean and standard deviation over many (T, D) feature matrices."""
+
+    def __init__(self, dim: int):
+        self.count = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+        self.sum_sq = torch.zeros(dim, dtype=torch.float64)
+
+    def update(self, feats: torch.Tensor) -> None:
+        f = feats.double()
+        self.count += f.shape[0]
+        self.sum += f.sum(0)
+        self.sum_sq += (f * f).sum(0)
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.count < 2:
+            raise ValueError("need at least two frames to estimate normalisation statistics")
+        mean = self.sum / self.count
+        var = (self.sum_sq / self.count - mean * mean).clamp_min(1e-10)
+        return mean.float(), var.sqrt().float()
