@@ -2,7 +2,8 @@
 
 Because the upstream is frozen, its hidden states for a corpus split never change. They are
 extracted once, batch by batch (bounded RAM), into one flat file of shape (total frames, L, D)
-in float16 and read back through a memory map, so training the head costs no upstream forward.
+in float16 and read back utterance by utterance with positional reads, so training the head costs
+no upstream forward and resident memory does not grow with the corpus.
 
 Layout of one entry, ``<root>/<key>/``:
     ``features.bin``  raw (sum of T_i, L, D) array in ``dtype``
@@ -49,23 +50,37 @@ def cache_key(upstream: Upstream, records: list[Record], dtype: str) -> str:
 
 
 class CachedFeatures(Dataset):
-    """Item i: (index, (T_i, L, D) float16 tensor) read from the memory-mapped entry."""
+    """Item i: (index, (T_i, L, D) float16 tensor), read from the entry's file on demand.
+
+    Reads are positional (``os.preadv``) into fresh buffers, so resident memory stays at one
+    batch whatever the corpus size; the operating system's page cache keeps hot data in RAM.
+    """
 
     def __init__(self, entry: Path):
         meta = json.loads((entry / "meta.json").read_text())
         self.entry = entry
         self.num_layers, self.hidden_size = meta["num_layers"], meta["hidden_size"]
+        self.dtype = np.dtype(DTYPES[meta["dtype"]])
+        self.frame_bytes = self.num_layers * self.hidden_size * self.dtype.itemsize
         self.index = np.load(entry / "index.npy")
-        total = int(self.index[:, 1].sum())
-        self.features = np.memmap(entry / "features.bin", dtype=DTYPES[meta["dtype"]], mode="r",
-                                  shape=(total, self.num_layers, self.hidden_size))
+        self._fd: int | None = None
+        self._pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        offset, count = self.index[i]
-        return i, torch.from_numpy(np.array(self.features[offset:offset + count]))
+        if self._pid != os.getpid():  # one descriptor per process (DataLoader workers fork)
+            self._fd, self._pid = os.open(self.entry / "features.bin", os.O_RDONLY), os.getpid()
+        offset, count = (int(v) for v in self.index[i])
+        frames = np.empty((count, self.num_layers, self.hidden_size), dtype=self.dtype)
+        if os.preadv(self._fd, [frames], offset * self.frame_bytes) != frames.nbytes:
+            raise OSError(f"{self.entry / 'features.bin'}: truncated cache entry (utterance {i}); delete the folder")
+        return i, torch.from_numpy(frames)
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
 
 def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

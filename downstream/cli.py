@@ -36,9 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def setup_console_logging(level: int) -> None:
+    """Log ``level`` and up to the console (the experiment's train.log also gets the per-step losses)."""
+    console = logging.StreamHandler()
+    console.setLevel(level)
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", handlers=[console])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_console_logging(logging.INFO)
     try:
         if args.mode == "train":
             if not args.upstream or not args.downstream:
@@ -59,6 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits")}, indent=1))
+    print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits", "layer_weights")}, indent=1))
     print(f"results: {Path(args.expdir) / args.name / 'results.json'}")
     return 0

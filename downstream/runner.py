@@ -141,7 +141,7 @@ class Experiment:
         return upstream
 
     def _logging(self) -> None:
-        log.setLevel(logging.INFO)
+        log.setLevel(logging.DEBUG)  # the file gets every loss; consoles show INFO and up
         target = str((self.dir / "train.log").resolve())
         if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
             for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
@@ -197,7 +197,7 @@ class Experiment:
                     running.clear()
                     writer.add_scalar("train/loss", mean_loss, step)
                     bar.set_postfix(loss=f"{mean_loss:.3f}")
-                    log.info("step %d loss %.4f", step, mean_loss)
+                    log.debug("step %d loss %.4f", step, mean_loss)
                 if step % tcfg.eval_every == 0 or step == tcfg.total_steps:
                     state["train_seconds"] += time.perf_counter() - loop_start
                     self._validate(sources["dev"], splits["dev"], featurizer, head, optimizer, state, writer)
@@ -263,7 +263,8 @@ class Experiment:
         results.update({
             "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
             "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,
-            "checkpoint_step": ckpt["position"]["step"], "primary_metric": self.task.primary_metric,
+            "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
+            "primary_metric": self.task.primary_metric,
             "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
         })
         if summary:

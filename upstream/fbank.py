@@ -6,6 +6,7 @@ Two variants, by how the features are normalised:
         mean pooling of per-utterance-normalised features is the same vector for every clip.
     ``fbank_global`` (``cmvn="global"``): one mean and standard deviation per dimension, estimated
         on the task's training audio (:meth:`FbankUpstream.fit`) and stored in the checkpoint.
+    ``fbank_raw`` (``cmvn="none"``): unnormalised, as S3PRL's ``fbank_no_cmvn`` config.
 """
 from __future__ import annotations
 

@@ -13,10 +13,12 @@ from .fbank import FbankUpstream
 _FACTORIES: dict[str, Callable[..., Upstream]] = {
     "fbank": lambda **kw: FbankUpstream(**{"cmvn": "utterance", **kw}),
     "fbank_global": lambda **kw: FbankUpstream(**{"cmvn": "global", **kw}),
+    "fbank_raw": lambda **kw: FbankUpstream(**{"cmvn": "none", **kw}),
 }
 _DESCRIPTIONS = {
     "fbank": "80 log-mel + deltas (240-d), per-utterance CMVN as in S3PRL/SUPERB",
     "fbank_global": "80 log-mel + deltas (240-d), global mean/std estimated on the training audio",
+    "fbank_raw": "80 log-mel + deltas (240-d), unnormalised (S3PRL's fbank_no_cmvn)",
 }
 
 
