@@ -50,6 +50,7 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
         model.load_state_dict(state["state_dict"])
     else:
         model = _FACTORIES[name](**overrides)
+    model.name = name  # the registry name is what checkpoints, caches and results record
     return model.eval()
 
 
