@@ -198,13 +198,14 @@ class Experiment:
                     writer.add_scalar("train/loss", mean_loss, step)
                     bar.set_postfix(loss=f"{mean_loss:.3f}")
                     log.debug("step %d loss %.4f", step, mean_loss)
-                if step % tcfg.eval_every == 0 or step == tcfg.total_steps:
+                validate_now = step % tcfg.eval_every == 0 or step == tcfg.total_steps
+                save_now = step % tcfg.save_every == 0 or step == tcfg.total_steps
+                if validate_now or save_now:  # neither counts as training time
                     state["train_seconds"] += time.perf_counter() - loop_start
-                    self._validate(sources["dev"], splits["dev"], featurizer, head, optimizer, state, writer)
-                    loop_start = time.perf_counter()
-                if step % tcfg.save_every == 0 or step == tcfg.total_steps:
-                    state["train_seconds"] += time.perf_counter() - loop_start
-                    self._save(last, featurizer, head, optimizer, state)
+                    if validate_now:
+                        self._validate(sources["dev"], splits["dev"], featurizer, head, optimizer, state, writer)
+                    if save_now:
+                        self._save(last, featurizer, head, optimizer, state)
                     loop_start = time.perf_counter()
                 if step >= tcfg.total_steps:
                     break
