@@ -81,3 +81,23 @@ class Upstream(nn.Module, ABC):
         """Stack (T_i, D) tensors into a zero-padded (B, T_max, D) tensor and (B,) lengths."""
         lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.long)
         return nn.utils.rnn.pad_sequence(features, batch_first=True), lengths
+
+
+class Pretrainable(ABC):
+    """An upstream that can be pre-trained here: :mod:`upstream.pretrain` calls :meth:`pretrain_loss`.
+
+    Everything the objective needs (prediction heads, masking, targets) belongs to the model object,
+    so one checkpoint holds it and pre-training can resume from it.
+    """
+
+    @abstractmethod
+    def pretrain_loss(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Self-supervised loss of a batch.
+
+        Args:
+            wavs: (B, S) float32 16 kHz waveforms, zero-padded after ``wav_lengths``.
+            wav_lengths: (B,) int64 valid sample counts.
+
+        Returns:
+            (scalar loss to minimise, extra statistics to log, e.g. {"masked_frames": 812.0}).
+        """
