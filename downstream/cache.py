@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 from upstream.base import Upstream
 
-from .batching import AudioDataset, DurationBatcher, collate_waveforms
 
 CACHE_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -117,7 +117,7 @@ class FeatureCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         batches = DurationBatcher([r.duration for r in records], batch_seconds, batch_size, seed=0).sequential()
-        loader = DataLoader(AudioDataset(records), batch_sampler=batches, collate_fn=collate_waveforms)
+        loader = ordered_loader(AudioDataset(records), batches, collate_waveforms)
         index = np.zeros((len(records), 2), dtype=np.int64)
         offset = 0
         upstream.eval()

@@ -159,6 +159,9 @@ def _coerce(value, annotation, path: str):
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+    elif annotation is dict:
+        if isinstance(value, dict):
+            return dict(value)
     elif annotation is str:
         if isinstance(value, str):
             return value

@@ -24,16 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 from upstream import Featurizer, Upstream, build_upstream
 from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
-from .batching import AudioDataset, DurationBatcher, collate_waveforms
 from .cache import FeatureCache, collate_features
 from .config import ExperimentConfig, merge, to_dict
 from .tasks import Task, get_task
@@ -69,12 +68,10 @@ class FeatureSource:
 
     def batches(self, index_batches: list[list[int]]):
         if self.cached is not None:
-            loader = DataLoader(self.cached, batch_sampler=index_batches, collate_fn=collate_features,
-                                num_workers=self.cfg.train.num_workers)
+            loader = ordered_loader(self.cached, index_batches, collate_features, self.cfg.train.num_workers)
             yield from loader
             return
-        loader = DataLoader(AudioDataset(self.records), batch_sampler=index_batches, collate_fn=collate_waveforms,
-                            num_workers=self.cfg.train.num_workers)
+        loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms, self.cfg.train.num_workers)
         for idx, wavs, lengths in loader:
             with torch.no_grad():
                 out = self.upstream(wavs, lengths)

@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from downstream.batching import DurationBatcher
+from corpora.batching import DurationBatcher
 
 
 def test_bounds_and_coverage():

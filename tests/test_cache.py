@@ -7,7 +7,7 @@ import torch
 from corpora.manifest import Record
 from corpora.speech_commands import prepare_speech_commands
 from corpora.manifest import read_manifest
-from downstream.batching import AudioDataset, collate_waveforms
+from corpora.batching import AudioDataset, collate_waveforms
 from downstream.cache import FeatureCache, cache_key
 from upstream import build_upstream
 

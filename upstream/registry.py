@@ -1,4 +1,8 @@
-"""Upstreams by name: ``build_upstream(name, ckpt=None, **overrides)``."""
+"""Upstreams by name: ``build_upstream(name, ckpt=None, **overrides)``.
+
+A checkpoint is either this toolkit's own (written by :func:`save_upstream`: name, settings,
+state dict) or a foreign format a loader is registered for (e.g. S3PRL's), recognised by content.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,12 +26,53 @@ _DESCRIPTIONS = {
 }
 
 
-def register_upstream(name: str, factory: Callable[..., Upstream], description: str) -> None:
-    """Make ``factory(**overrides)`` available as ``build_upstream(name)``."""
+_FOREIGN_LOADERS: dict[str, Callable[[Path], Upstream]] = {}
+
+
+def register_upstream(name: str, factory: Callable[..., Upstream], description: str,
+                      foreign_loader: Callable[[Path], Upstream] | None = None) -> None:
+    """Make ``factory(**overrides)`` available as ``build_upstream(name)``.
+
+    ``foreign_loader(path)`` builds the model from a checkpoint in another toolkit's format.
+    """
     if name in _FACTORIES:
         raise ValueError(f"upstream {name!r} is already registered")
     _FACTORIES[name] = factory
     _DESCRIPTIONS[name] = description
+    if foreign_loader is not None:
+        _FOREIGN_LOADERS[name] = foreign_loader
+
+
+def _apc(**settings) -> Upstream:
+    from .apc import build_apc  # noqa: PLC0415  (models load on demand: start-up stays fast)
+
+    return build_apc(**settings)
+
+
+def _apc_s3prl(path: Path) -> Upstream:
+    from .interop.s3prl_apc import load_s3prl_apc  # noqa: PLC0415
+
+    return load_s3prl_apc(path)
+
+
+register_upstream("apc", _apc, "autoregressive predictive coding: GRU stack predicting the log-mel frame n steps ahead "
+                  "(presets tiny/base/large; S3PRL checkpoints load)", _apc_s3prl)
+
+
+def _mockingjay(**settings) -> Upstream:
+    from .mockingjay import build_mockingjay  # noqa: PLC0415
+
+    return build_mockingjay(**settings)
+
+
+def _mockingjay_s3prl(path: Path) -> Upstream:
+    from .interop.s3prl_mockingjay import load_s3prl_mockingjay  # noqa: PLC0415
+
+    return load_s3prl_mockingjay(path)
+
+
+register_upstream("mockingjay", _mockingjay, "masked acoustic modelling: Transformer reconstructing masked log-mel spans "
+                  "(presets tiny/base/large; S3PRL checkpoints load)", _mockingjay_s3prl)
 
 
 def available_upstreams() -> dict[str, str]:
@@ -43,15 +88,33 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
         ckpt = Path(ckpt)
         if not ckpt.is_file():
             raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state.get("upstream") != name:
-            raise ValueError(f"{ckpt} holds upstream {state.get('upstream')!r}, not {name!r}")
-        model = _FACTORIES[name](**{**state["settings"], **overrides})
-        model.load_state_dict(state["state_dict"])
+        state = _load_own(ckpt)
+        if state is None:
+            if name not in _FOREIGN_LOADERS:
+                raise ValueError(f"{ckpt} is not a checkpoint of this toolkit, and no other format is known for {name!r}")
+            if overrides:
+                raise ValueError(f"settings {sorted(overrides)} cannot override a foreign checkpoint ({ckpt})")
+            model = _FOREIGN_LOADERS[name](ckpt)
+        else:
+            if state["upstream"] != name:
+                raise ValueError(f"{ckpt} holds upstream {state['upstream']!r}, not {name!r}")
+            model = _FACTORIES[name](**{**state["settings"], **overrides})
+            model.load_state_dict(state["state_dict"])
     else:
         model = _FACTORIES[name](**overrides)
     model.name = name  # the registry name is what checkpoints, caches and results record
     return model.eval()
+
+
+def _load_own(path: Path) -> dict | None:
+    """This toolkit's checkpoint dict, or None when the file is in some other format."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (foreign pickles may hold objects weights_only refuses)
+        return None
+    if isinstance(state, dict) and {"upstream", "settings", "state_dict"} <= state.keys():
+        return state
+    return None
 
 
 def save_upstream(model: Upstream, path: str | Path) -> Path:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from corpora.audio import load_audio
-from corpora.manifest import Record
+from .audio import load_audio
+from .manifest import Record
 
 
 class AudioDataset(Dataset):
@@ -87,3 +87,13 @@ class DurationBatcher:
             batches.append(current)
         return batches
 
+
+
+def ordered_loader(dataset: Dataset, batches: list[list[int]], collate_fn, num_workers: int = 0) -> DataLoader:
+    """A DataLoader yielding exactly ``batches`` in order.
+
+    It has its own random generator, so creating it does not draw from torch's global RNG: a resumed
+    run's dropout and masking see the same random stream as an uninterrupted run.
+    """
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
+                      generator=torch.Generator())

@@ -1,0 +1,81 @@
+"""Pre-training: the loop, held-out validation, curves, resume after a kill, and the checkpoint downstream tasks load."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from corpora.folder import scan_audio
+from downstream.config import merge
+from upstream import build_upstream
+from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
+
+SMALL = {
+    "apc": {"preset": "tiny", "hidden_size": 32, "num_layers": 2},
+    "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+}
+
+
+def _cfg(upstream: str, **train) -> PretrainConfig:
+    loop = {"total_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1, "batch_size": 8, "batch_seconds": 8.0,
+            "valid_fraction": 0.15, "num_workers": 0, "warmup_fraction": 0.2, **train}
+    return merge(PretrainConfig(), {"upstream": SMALL[upstream], "train": loop})
+
+
+def test_scan_uses_only_the_training_part(sc_root: Path, tmp_path: Path):
+    records, skipped = scan_audio(sc_root)
+    ids = {r.id for r in records}
+    assert len(records) == 3 * 3 * 4 and not skipped  # 3 words x 3 training speakers x 4 takes
+    assert not any("dave" in i or "erin" in i or "_background_noise_" in i for i in ids)
+    long = scan_audio(sc_root / "_background_noise_", segment_seconds=6.0)[0]  # a plain folder: 20 s file
+    assert len(long) == 4 and all(r.duration == 5.0 for r in long) and [r.start for r in long] == [0, 5, 10, 15]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        scan_audio(tmp_path / "nowhere")
+
+
+def test_lr_schedule():
+    cfg = _cfg("apc", total_steps=100, warmup_fraction=0.1).train
+    assert [lr_factor(s, cfg) for s in (0, 4, 9, 10, 55, 99)] == pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 1 / 90])
+
+
+@pytest.mark.parametrize("upstream", ["apc", "mockingjay"])
+def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, monkeypatch, upstream: str):
+    cfg = _cfg(upstream)
+    whole = Pretrainer(tmp_path / "whole", upstream, cfg, [sc_root]).run()
+    curve = (tmp_path / "whole" / "curve.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in curve[1:]] == ["3", "6"]
+    assert whole["steps"] == 6 and whole["valid_segments"] > 0
+
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
+
+    def killed_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        Pretrainer(tmp_path / "killed", upstream, cfg, [sc_root]).run()
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    Pretrainer(tmp_path / "killed", upstream, cfg, [sc_root]).run()  # resumes from step 4
+    a = torch.load(tmp_path / "whole/checkpoints/last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after resume"
+
+    # The exported checkpoint is what downstream tasks load.
+    model = build_upstream(upstream, tmp_path / "whole" / "upstream.pt")
+    out = model(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000]))
+    assert len(out.hidden_states) == model.num_layers and out.hidden_states[0].shape[-1] == 32
+    torch.testing.assert_close(model.state_dict()["postnet.weight" if upstream == "apc" else "spec_head.output.weight"],
+                               a["postnet.weight" if upstream == "apc" else "spec_head.output.weight"])
+
+
+def test_cli_errors(sc_root: Path, tmp_path: Path, capsys):
+    base = ["-n", "x", "-p", str(tmp_path), "--data", str(sc_root), "-o", "train.total_steps=2", "-o", "train.num_workers=0"]
+    assert main(["-u", "fbank", *base]) == 2
+    assert "cannot be pre-trained" in capsys.readouterr().err
+    assert main(["-u", "apc", *base, "-o", "train.step=3"]) == 2
+    assert "unknown config key 'train.step'" in capsys.readouterr().err
+    assert main(["-u", "apc", *base, "-o", "upstream.hiden_size=3"]) == 2
+    assert "hiden_size" in capsys.readouterr().err

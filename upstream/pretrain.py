@@ -1,0 +1,258 @@
+"""``python -m upstream.pretrain``: self-supervised pre-training of an upstream on unlabelled audio.
+
+    python -m upstream.pretrain -u apc -c recipes/pretrain/apc_tiny.yaml -n apc_tiny \\
+        --data ../shared/data/unlabeled --data ../shared/data/speech_commands_fsdd [-o train.total_steps=2000]
+
+The experiment folder ``<expdir>/<name>/`` holds ``config.yaml``, ``checkpoints/last.pt`` (model,
+optimiser, schedule, RNG and position: re-running the command resumes there), ``upstream.pt`` (the
+model in the format ``run_downstream.py -u NAME -k upstream.pt`` loads), ``curve.tsv`` (step,
+train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb/``, ``train.log``
+and ``summary.json``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
+are held out for the validation loss. All writes of checkpoints are atomic.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
+from corpora.folder import scan_audio
+from corpora.manifest import Record
+
+from .base import Pretrainable
+from .checkpoint import atomic_save
+from .registry import available_upstreams, build_upstream, save_upstream
+
+log = logging.getLogger("upstream.pretrain")
+
+
+@dataclass
+class PretrainLoopConfig:
+    """The optimisation loop (the model's own settings are in the ``upstream`` section)."""
+
+    seed: int = 1337
+    total_steps: int = 5000
+    optimizer: str = "adamw"
+    """``adamw`` or ``adam``."""
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.07
+    """Linear warm-up over this fraction of the steps, then linear decay to zero (0: constant lr)."""
+    decay: bool = True
+    batch_size: int = 32
+    batch_seconds: float = 160.0
+    """Most padded seconds of audio per batch."""
+    segment_seconds: float = 10.0
+    """Longer recordings are cut into segments of at most this length."""
+    grad_clip: float = 5.0
+    valid_fraction: float = 0.02
+    eval_every: int = 250
+    save_every: int = 250
+    log_every: int = 25
+    num_workers: int = 1
+    threads: int = 0
+    """torch intra-op threads (0: torch's default)."""
+
+
+@dataclass
+class PretrainConfig:
+    upstream: dict = field(default_factory=dict)
+    """Model settings passed to the upstream's factory (``preset`` and its config fields)."""
+    train: PretrainLoopConfig = field(default_factory=PretrainLoopConfig)
+
+
+def held_out(record: Record, fraction: float) -> bool:
+    """Deterministic validation membership from a hash of the record id."""
+    h = int(hashlib.md5(record.id.encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def lr_factor(step: int, cfg: PretrainLoopConfig) -> float:
+    """Multiplier of ``cfg.lr`` at ``step`` (0-based): linear warm-up, then linear decay or constant."""
+    warmup = int(cfg.warmup_fraction * cfg.total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cfg.decay:
+        return 1.0
+    return max(0.0, (cfg.total_steps - step) / max(1, cfg.total_steps - warmup))
+
+
+class Pretrainer:
+    """One pre-training experiment: data, model, optimiser, loop, checkpoints."""
+
+    def __init__(self, exp_dir: Path, upstream: str, cfg: PretrainConfig, data: list[str]):
+        self.dir, self.upstream_name, self.cfg, self.data = Path(exp_dir), upstream, cfg, [str(d) for d in data]
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_upstream(upstream, **cfg.upstream)  # checks the settings before anything is written
+        if not isinstance(self.model, Pretrainable):
+            raise ValueError(f"upstream {upstream!r} cannot be pre-trained here")
+        snapshot = {"upstream": upstream, "data": self.data, "config": dataclasses.asdict(cfg)}
+        cfg_file = self.dir / "config.yaml"
+        if cfg_file.is_file():
+            previous = yaml.safe_load(cfg_file.read_text())
+            if previous != snapshot:
+                raise ValueError(f"pre-training experiment {self.dir} exists with a different config or data; "
+                                 "use another -n NAME or delete the folder")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+
+    def _records(self) -> tuple[list[Record], list[Record]]:
+        records, skipped = [], []
+        for source in self.data:
+            recs, bad = scan_audio(source, self.cfg.train.segment_seconds)
+            records += recs
+            skipped += bad
+        (self.dir / "skipped.tsv").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+        valid = [r for r in records if held_out(r, self.cfg.train.valid_fraction)]
+        train = [r for r in records if not held_out(r, self.cfg.train.valid_fraction)]
+        if not train or not valid:
+            raise ValueError(f"pre-training data {self.data}: {len(train)} training and {len(valid)} validation "
+                             "utterances; need both (adjust train.valid_fraction)")
+        return train, valid
+
+    def run(self) -> dict:
+        tcfg = self.cfg.train
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+        train, valid = self._records()
+        hours = sum(r.duration for r in train) / 3600
+        model = self.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(tcfg.optimizer)
+        if opt_cls is None:
+            raise ValueError(f"train.optimizer must be 'adamw' or 'adam', not {tcfg.optimizer!r}")
+        optimizer = opt_cls(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay if tcfg.optimizer == "adamw" else 0.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tcfg))
+        position = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0}
+        last = self.dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            ckpt = torch.load(last, map_location="cpu", weights_only=False)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            position = ckpt["position"]
+            log.info("resumed from %s at step %d", last, position["step"])
+        log.info("%s: %d parameters, %d training segments (%.2f h), %d validation", self.upstream_name,
+                 sum(p.numel() for p in params), len(train), hours, len(valid))
+        batcher = DurationBatcher([r.duration for r in train], tcfg.batch_seconds, tcfg.batch_size, seed=tcfg.seed)
+        valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
+        writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1)
+        curve = self.dir / "curve.tsv"
+        if not curve.is_file():
+            curve.write_text("step\ttrain_loss\tvalid_loss\tlr\tseconds\n")
+        bar = tqdm(total=tcfg.total_steps, initial=position["step"], desc=f"pretrain {self.upstream_name}", unit="step")
+        running: list[float] = []
+        start = time.perf_counter() - position["seconds"]
+        model.train()
+        while position["step"] < tcfg.total_steps:
+            batches = batcher.epoch(position["epoch"])[position["batch"]:]
+            loader = ordered_loader(AudioDataset(train), batches, collate_waveforms, tcfg.num_workers)
+            for _, wavs, lengths in loader:
+                loss, _ = model.pretrain_loss(wavs, lengths)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                position["step"] += 1
+                position["batch"] += 1
+                running.append(loss.item())
+                bar.update(1)
+                step = position["step"]
+                done = step >= tcfg.total_steps
+                if step % tcfg.log_every == 0 or done:
+                    bar.set_postfix(loss=f"{np.mean(running[-tcfg.log_every:]):.4f}")
+                if step % tcfg.eval_every == 0 or done:
+                    train_loss = float(np.mean(running)) if running else float("nan")
+                    running.clear()
+                    valid_loss = self._validate(model, valid, valid_batches)
+                    position["seconds"] = time.perf_counter() - start
+                    lr = scheduler.get_last_lr()[0]
+                    with open(curve, "a") as f:
+                        f.write(f"{step}\t{train_loss:.6f}\t{valid_loss:.6f}\t{lr:.3e}\t{position['seconds']:.1f}\n")
+                    writer.add_scalar("train/loss", train_loss, step)
+                    writer.add_scalar("valid/loss", valid_loss, step)
+                    writer.add_scalar("train/lr", lr, step)
+                    log.info("step %d train %.4f valid %.4f lr %.2e", step, train_loss, valid_loss, lr)
+                if step % tcfg.save_every == 0 or done:
+                    position["seconds"] = time.perf_counter() - start
+                    save_upstream(model, self.dir / "upstream.pt")
+                    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                 "position": dict(position)}, last)
+                if done:
+                    break
+            else:
+                position["epoch"] += 1
+                position["batch"] = 0
+        bar.close()
+        writer.close()
+        rows = [line.split("\t") for line in curve.read_text().splitlines()[1:]]
+        summary = {"upstream": self.upstream_name, "settings": model.settings(), "steps": position["step"],
+                   "wall_seconds": round(position["seconds"], 1), "train_hours_of_audio": round(hours, 3),
+                   "train_segments": len(train), "valid_segments": len(valid),
+                   "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
+                   "parameters": sum(p.numel() for p in params), "data": self.data}
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    @torch.no_grad()
+    def _validate(self, model, valid: list[Record], batches: list[list[int]]) -> float:
+        """Mean validation loss, weighted by batch size; the RNG is restored so masking here does not shift training."""
+        rng = torch.get_rng_state()
+        torch.manual_seed(0)
+        total, count = 0.0, 0
+        for _, wavs, lengths in ordered_loader(AudioDataset(valid), batches, collate_waveforms):
+            loss, _ = model.pretrain_loss(wavs, lengths)
+            total += loss.item() * len(lengths)
+            count += len(lengths)
+        torch.set_rng_state(rng)
+        return total / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    from downstream.cli import setup_console_logging  # noqa: PLC0415
+    from downstream.config import ConfigError, load_yaml, merge, parse_overrides  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m upstream.pretrain", description=__doc__.splitlines()[0])
+    p.add_argument("-u", "--upstream", required=True, help=f"one of: {', '.join(available_upstreams())}")
+    p.add_argument("-n", "--name", required=True, help="experiment name (folder under -p)")
+    p.add_argument("--data", action="append", required=True,
+                   help="audio folder, Speech Commands tree (training part used) or .tsv manifest; repeatable")
+    p.add_argument("-c", "--config", help="YAML with sections 'upstream' and 'train'")
+    p.add_argument("-o", "--override", action="append", default=[], help="section.key=value, repeatable")
+    p.add_argument("-p", "--expdir", default="exp/pretrain")
+    args = p.parse_args(argv)
+    setup_console_logging(logging.INFO)
+    try:
+        cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})
+        overrides = parse_overrides(args.override)
+        model_overrides = overrides.pop("upstream", {})
+        cfg = merge(cfg, overrides)
+        cfg = dataclasses.replace(cfg, upstream={**cfg.upstream, **model_overrides})
+        summary = Pretrainer(Path(args.expdir) / args.name, args.upstream, cfg, args.data).run()
+    except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    print(f"checkpoint for run_downstream.py: {Path(args.expdir) / args.name / 'upstream.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
