@@ -1,7 +1,9 @@
 """Unlabelled audio for pre-training: any folder of audio, a Speech Commands tree's training part, or a manifest.
 
 Long recordings are cut into segments of at most ``segment_seconds`` (records with a start offset),
-so a batch never holds an hour-long file.
+so a batch never holds an hour-long file. Near-silent segments (peak below ``min_peak``, e.g. the
+empty tail of a recording) are dropped and reported: per-utterance normalisation of a segment with
+almost no energy turns rounding noise into features thousands of standard deviations large.
 """
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import logging
 import math
 from pathlib import Path
 
-from .audio import AudioError, audio_info
+import numpy as np
+
+from .audio import AudioError, audio_info, load_audio
 from .manifest import Record, read_manifest
 from .speech_commands import AUDIO_SUFFIXES as SC_SUFFIXES, NOISE_DIR
 
@@ -18,9 +22,12 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (*SC_SUFFIXES, ".ogg", ".mp3")
 MIN_SECONDS = 0.1
 """Shorter files and tail segments are dropped: they hold less than a few frames."""
+MIN_PEAK = 10 ** (-50 / 20)
+"""Segments whose largest sample is below -50 dBFS are treated as silence and dropped."""
 
 
-def scan_audio(source: str | Path, segment_seconds: float = 10.0) -> tuple[list[Record], list[tuple[str, str]]]:
+def scan_audio(source: str | Path, segment_seconds: float = 10.0,
+               min_peak: float = MIN_PEAK) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records of every usable audio file under ``source``, cut into segments.
 
     ``source`` is one of:
@@ -31,11 +38,12 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0) -> tuple[list[
         a ``.tsv`` manifest.
 
     Returns:
-        (records, skipped): skipped lists (path, reason) of unreadable or empty files.
+        (records, skipped): skipped lists (path or segment id, reason) of unreadable, empty or
+        near-silent audio.
     """
     source = Path(source)
     if source.suffix == ".tsv":
-        return _segment(read_manifest(source), segment_seconds), []
+        return _drop_silent(_segment(read_manifest(source), segment_seconds), min_peak)
     if not source.is_dir():
         raise FileNotFoundError(f"pre-training data not found: {source}")
     held_out: set[str] = set()
@@ -56,7 +64,19 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0) -> tuple[list[
         records.append(Record(id=f"{source.name}/{rel.rsplit('.', 1)[0]}", path=str(path), duration=duration))
     if not records:
         raise ValueError(f"{source}: no usable audio files ({', '.join(AUDIO_SUFFIXES)})")
-    return _segment(records, segment_seconds), skipped
+    kept, silent = _drop_silent(_segment(records, segment_seconds), min_peak)
+    return kept, skipped + silent
+
+
+def _drop_silent(records: list[Record], min_peak: float) -> tuple[list[Record], list[tuple[str, str]]]:
+    kept, silent = [], []
+    for r in records:
+        peak = float(np.abs(load_audio(r.path, r.start, r.duration).numpy()).max())
+        if peak < min_peak:
+            silent.append((r.id, f"near-silent segment (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)"))
+        else:
+            kept.append(r)
+    return kept, silent
 
 
 def _segment(records: list[Record], segment_seconds: float) -> list[Record]:

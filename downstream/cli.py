@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--upstream_ckpt", help="upstream checkpoint file (optional)")
     p.add_argument("-d", "--downstream", help="task name (train)")
     p.add_argument("-n", "--name", required=True, help="experiment name: folder under -p")
-    p.add_argument("-c", "--config", help="YAML config (sections: task, train, featurizer, cache)")
+    p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache)")
     p.add_argument("-o", "--override", action="append", default=[],
                    help="section.key=value, repeatable (or several joined by ',,'); checked against the config")
     p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")

@@ -65,6 +65,8 @@ class ExperimentConfig:
     """One downstream experiment. ``task`` holds the task's own config dataclass."""
 
     task: Any
+    upstream: dict = field(default_factory=dict)
+    """Upstream settings for ``build_upstream`` (e.g. ``preset: tiny`` for a randomly initialised model)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -128,7 +128,7 @@ class Experiment:
         fitted = self.dir / "upstream.pt"
         if fitted.is_file():
             return build_upstream(self.spec.upstream, fitted)
-        upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt)
+        upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)
         if upstream.needs_fit:
             n = min(len(train_records), self.cfg.train.fit_utterances)
             chosen = random.Random(self.cfg.train.seed).sample(train_records, n)

@@ -1,7 +1,9 @@
 """Pre-training: the loop, held-out validation, curves, resume after a kill, and the checkpoint downstream tasks load."""
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from corpora.folder import scan_audio
@@ -30,6 +32,12 @@ def test_scan_uses_only_the_training_part(sc_root: Path, tmp_path: Path):
     assert len(long) == 4 and all(r.duration == 5.0 for r in long) and [r.start for r in long] == [0, 5, 10, 15]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         scan_audio(tmp_path / "nowhere")
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    tail = np.concatenate([0.3 * np.ones(16000), 1e-4 * np.ones(16000)]).astype(np.float32)
+    sf.write(quiet / "a.wav", tail, 16000, subtype="FLOAT")
+    kept, dropped = scan_audio(quiet, segment_seconds=1.0)
+    assert [r.start for r in kept] == [0.0] and dropped == [("quiet/a#1", "near-silent segment (peak -80 dBFS)")]
 
 
 def test_lr_schedule():
