@@ -2,7 +2,8 @@
 
 One experiment folder ``<output_root>/<name>/`` describes itself completely:
     ``config.yaml``          the full resolved config (upstream, task, every hyper-parameter)
-    ``upstream.pt``          the fitted upstream, for upstreams that need training statistics
+    ``upstream.pt``          the upstream as used, where no checkpoint names it: fitted statistics
+                             (fbank_global) or the random initial weights of a random-weights baseline
     ``checkpoints/last.pt``  the latest state (head, featurizer, optimiser, RNG, position), for resume
     ``checkpoints/best.pt``  the state with the best dev metric
     ``train.log``, ``tb/``   the log and TensorBoard event files
@@ -128,8 +129,12 @@ class Experiment:
         fitted = self.dir / "upstream.pt"
         if fitted.is_file():
             return build_upstream(self.spec.upstream, fitted)
-        upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)
-        if upstream.needs_fit:
+        with torch.random.fork_rng():  # random initial weights are a function of the seed alone
+            torch.manual_seed(self.cfg.train.seed)
+            upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)
+        if self.spec.upstream_ckpt is None and any(True for _ in upstream.parameters()):
+            save_upstream(upstream, fitted)  # the random-weights baseline: evaluate must see the same weights
+        elif upstream.needs_fit:
             n = min(len(train_records), self.cfg.train.fit_utterances)
             chosen = random.Random(self.cfg.train.seed).sample(train_records, n)
             log.info("fitting %s statistics on %d training utterances", upstream.name, n)
@@ -260,6 +265,7 @@ class Experiment:
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
             "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
+            "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream),
             "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,
             "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
             "primary_metric": self.task.primary_metric,
@@ -283,6 +289,15 @@ class Experiment:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(results_file)
         return results
+
+
+def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
+    """How the leaderboard names an upstream: ``apc:apc_tiny`` (pre-training folder or checkpoint
+    file name), ``apc:random`` (learnable weights, no checkpoint), or ``fbank`` (nothing learnt)."""
+    if ckpt:
+        path = Path(ckpt)
+        return f"{name}:{path.parent.name if path.name == 'upstream.pt' else path.stem}"
+    return f"{name}:random" if any(True for _ in upstream.parameters()) else name
 
 
 def _seed_everything(seed: int) -> None:

@@ -4,7 +4,9 @@ Each downstream experiment writes ``<results_root>/<experiment>/results.json`` h
 provenance (task, upstream, seed, checkpoint, ...) and one metrics dict per evaluated split.
 :func:`collect` turns those files into one row per (experiment, split), :func:`summarise`
 averages the primary metric over seeds, and :func:`write_leaderboard` / :func:`main` save the
-rows as CSV and print a ranked table. Only results files are read; nothing is imported from
+rows as CSV and print a ranked table. The ``upstream`` column is the run's ``upstream_label``
+(``apc:apc_tiny``, ``apc:random``, ``fbank``) where present, so pre-trained and random-weights
+runs of one architecture are ranked apart. Only results files are read; nothing is imported from
 the rest of the project.
 
     python -m leaderboard RESULTS_ROOT [-o leaderboard.csv] [--split test]
@@ -86,7 +88,7 @@ def _rows_of(path: Path) -> list[dict]:
             raise ValueError(f"split {split!r} has no numeric {metric!r}")
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
         rows.append({
-            "upstream": results["upstream"], "task": results["task"], "split": split,
+            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"], "split": split,
             "metric": metric, "value": float(value), "higher_is_better": results["higher_is_better"],
             "other_metrics": json.dumps(others, sort_keys=True), **provenance,
             "experiment": results.get("experiment", path.parent.name),

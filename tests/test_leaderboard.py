@@ -172,3 +172,14 @@ def test_cli_unknown_split_exits_1(root, capsys):
     with pytest.warns(UserWarning):
         assert main([str(root), "--split", "eval"]) == 1
     assert "eval" in capsys.readouterr().err
+
+
+def test_upstream_label_separates_checkpoints(tmp_path):
+    for name, label, acc in (("a", "apc:random", 0.4), ("b", "apc:apc_tiny", 0.8)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "task": "ks", "upstream": "apc", "upstream_label": label, "primary_metric": "accuracy",
+            "higher_is_better": True, "seed": 1, "experiment": name, "splits": {"test": {"accuracy": acc}}}))
+    df = collect(tmp_path)
+    assert sorted(df["upstream"]) == ["apc:apc_tiny", "apc:random"]
+    assert list(summarise(df)["upstream"]) == ["apc:apc_tiny", "apc:random"]

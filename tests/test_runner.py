@@ -104,3 +104,13 @@ def test_corrupt_audio_in_a_manifest_names_the_file(sc_root: Path, tmp_path: Pat
                  "-o", "task.corpus=manifest", "-o", f"task.root={tmp_path / 'man'}", "-o", f"cache.root={tmp_path / 'cache'}"])
     assert code == 2
     assert f"{bad_path}: unreadable audio" in capsys.readouterr().err
+
+
+def test_random_weights_baseline_is_reproduced_by_evaluate(sc_root: Path, tmp_path: Path):
+    overrides = _overrides(sc_root, tmp_path, "train.total_steps=10", "upstream.preset=tiny", "upstream.hidden_size=16")
+    trained = _run(tmp_path, "r", overrides, upstream="apc").train()
+    assert trained["upstream_label"] == "apc:random"
+    (tmp_path / "exp/r/results.json").unlink()
+    again = Experiment.load(tmp_path / "exp", "r").evaluate(("dev", "test"))
+    assert again["upstream_fingerprint"] == trained["upstream_fingerprint"]  # the same random weights
+    assert again["splits"]["test"]["accuracy"] == trained["splits"]["test"]["accuracy"]
