@@ -158,6 +158,11 @@ def _coerce(value, annotation, path: str):
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

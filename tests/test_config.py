@@ -17,6 +17,7 @@ def test_defaults_yaml_and_overrides_apply_in_order():
     assert cfg.task.classes == "all" and cfg.cache.enabled is False
     assert cfg.task.proj_dim == 256 and cfg.train.batch_size == 32  # SUPERB's defaults
     assert isinstance(_cfg(overrides=["train.lr=1"]).train.lr, float)  # an int is a fine float
+    assert _cfg(overrides=["train.lr=1e-3"]).train.lr == 0.001  # YAML 1.1 reads this as a string
 
 
 @pytest.mark.parametrize("override, message", [
