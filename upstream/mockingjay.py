@@ -356,7 +356,7 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout_p = config.attention_probs_dropout_prob  # on the attention probabilities
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -365,9 +365,10 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, score_bias: torch.Tensor) -> torch.Tensor:
         """``score_bias``: (B, 1, 1, T) added to the scores (0 for valid keys, -10000 for padding)."""
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + score_bias
-        probs = self.dropout(torch.softmax(scores, dim=-1))
-        ctx = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        # softmax(q k^T / sqrt(d) + bias) v, fused (no (B, heads, T, T) score tensor kept in memory)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=score_bias.to(q.dtype),
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        ctx = ctx.permute(0, 2, 1, 3).contiguous()
         return ctx.view(ctx.shape[0], ctx.shape[1], -1)
 
 
@@ -513,6 +514,20 @@ def chunk_bounds(length: int, max_len: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------------------
 # The upstream
 # --------------------------------------------------------------------------------------------------
+def _similar_length_groups(pieces: list[tuple[int, int, int]], min_fill: float = 0.75) -> list[list[tuple[int, int, int]]]:
+    """Group (utterance, start, end) chunks so that each group's shortest is >= ``min_fill`` of its
+    longest: chunks are encoded group by group, with little padding (each chunk is encoded alone
+    either way, so the outputs do not depend on the grouping)."""
+    ordered = sorted(pieces, key=lambda p: p[2] - p[1], reverse=True)
+    groups: list[list[tuple[int, int, int]]] = []
+    for piece in ordered:
+        if groups and (piece[2] - piece[1]) >= min_fill * (groups[-1][0][2] - groups[-1][0][1]):
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    return groups
+
+
 class MockingjayUpstream(Upstream, Pretrainable):
     """Mockingjay behind the upstream contract, with its MAM pre-training objective.
 
@@ -588,19 +603,17 @@ class MockingjayUpstream(Upstream, Pretrainable):
         if all(len(b) == 1 for b in bounds):
             states = self.transformer(feats, valid)
         else:
-            pieces = [(i, s, e) for i, bs in enumerate(bounds) for s, e in bs]
-            chunk_t = max(e - s for _, s, e in pieces)
-            chunk = feats.new_zeros(len(pieces), chunk_t, feats.shape[2])
-            for j, (i, s, e) in enumerate(pieces):
-                chunk[j, : e - s] = feats[i, s:e]
-            chunk_len = torch.tensor([e - s for _, s, e in pieces], device=feats.device)
-            chunk_states = self.transformer(chunk, torch.arange(chunk_t, device=feats.device)[None, :] < chunk_len[:, None])
-            states = []
-            for h in chunk_states:
-                out = h.new_zeros(batch, max_t, h.shape[2])
-                for j, (i, s, e) in enumerate(pieces):
-                    out[i, s:e] = h[j, : e - s]
-                states.append(out)
+            states = [feats.new_zeros(batch, max_t, self.hidden_size) for _ in range(self.num_layers)]
+            for group in _similar_length_groups([(i, s, e) for i, bs in enumerate(bounds) for s, e in bs]):
+                chunk_t = max(e - s for _, s, e in group)
+                chunk = feats.new_zeros(len(group), chunk_t, feats.shape[2])
+                for j, (i, s, e) in enumerate(group):
+                    chunk[j, : e - s] = feats[i, s:e]
+                chunk_len = torch.tensor([e - s for _, s, e in group], device=feats.device)
+                chunk_valid = torch.arange(chunk_t, device=feats.device)[None, :] < chunk_len[:, None]
+                for out, h in zip(states, self.transformer(chunk, chunk_valid)):
+                    for j, (i, s, e) in enumerate(group):
+                        out[i, s:e] = h[j, : e - s]
         keep = valid[:, :, None].to(states[0].dtype)
         return [h * keep for h in states]
 
