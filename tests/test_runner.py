@@ -13,7 +13,7 @@ from downstream.config import parse_overrides
 
 
 def _overrides(sc_root: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [f"task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all", f"cache.root={tmp_path / 'cache'}",
+    return ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all", f"cache.root={tmp_path / 'cache'}",
             "train.total_steps=30", "train.eval_every=10", "train.save_every=5", "train.batch_size=8", "train.lr=0.01", *extra]
 
 

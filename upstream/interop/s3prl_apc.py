@@ -21,14 +21,13 @@ makes it VQ-APC, which is not supported here. ``data.audio`` keys other than ``f
 from __future__ import annotations
 
 import copy
-import pickle
 import warnings
 from pathlib import Path
 
-import torch
 
 from ..apc import APCConfig, APCUpstream
 from ..checkpoint import atomic_save
+from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 
 S3PRL_DEFAULT_N_FUTURE = 5
 """S3PRL's ``pretrain/apc/config_model.yaml`` value, used when a checkpoint has no ``task.n_future``."""
@@ -38,20 +37,6 @@ S3PRL_SEQUENCE_LENGTH = 1500
 # data.audio options that reach kaldi.fbank, with the only value this implementation computes.
 _FBANK_OPTIONS = {"frame_length": 25.0, "frame_shift": 10.0, "dither": 0.0}
 _PARAS = ("num_layers", "hidden_size", "dropout", "residual")
-
-
-def _error(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: {why}")
-
-
-def _unpickler_reason(e: Exception) -> str:
-    """The informative line of torch's long weights-only error, e.g. ``Unsupported global: ...``."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if "WeightsUnpickler error:" in line:
-            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
-    return lines[0] if lines else type(e).__name__
 
 
 def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
@@ -69,51 +54,41 @@ def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
             fit the configuration.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"S3PRL APC checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as e:  # with weights_only, also what a file of random bytes gives
-        reason = _unpickler_reason(e)
-        raise _error(path, f"not a torch checkpoint, or one holding pickled objects beyond tensors and plain "
-                     f"containers ({reason}); if it is a checkpoint you trust, pass trusted=True") from None
-    except Exception as e:
-        raise _error(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from None
-
+    ckpt = load_checkpoint(path, trusted)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise _error(path, f"not an S3PRL APC checkpoint (expected a dict with 'config' and 'model'; found {found})")
+        raise checkpoint_error(path, f"not an S3PRL APC checkpoint (expected a dict with 'config' and 'model'; found {found})")
     config, state = ckpt["config"], ckpt["model"]
     try:
         paras = dict(config["model"]["paras"])
         audio = dict(config["data"]["audio"])
     except (KeyError, TypeError):
-        raise _error(path, "not an S3PRL APC checkpoint (config lacks model.paras or data.audio)") from None
+        raise checkpoint_error(path, "not an S3PRL APC checkpoint (config lacks model.paras or data.audio)") from None
 
     if paras.get("vq") is not None or any(str(k).startswith("vq_layers.") for k in state):
-        raise _error(path, f"VQ-APC checkpoint (model.paras.vq = {paras.get('vq')!r}); VQ is not supported, only plain APC")
+        raise checkpoint_error(path, f"VQ-APC checkpoint (model.paras.vq = {paras.get('vq')!r}); VQ is not supported, only plain APC")
     paras.pop("vq", None)
 
     feat_type = audio.pop("feat_type", None)
     if feat_type != "fbank":
-        raise _error(path, f"features {feat_type!r} are not supported (only S3PRL APC's 'fbank' log-mel)")
+        raise checkpoint_error(path, f"features {feat_type!r} are not supported (only S3PRL APC's 'fbank' log-mel)")
     if "feat_dim" not in audio:
-        raise _error(path, "config data.audio has no feat_dim")
+        raise checkpoint_error(path, "config data.audio has no feat_dim")
     feat_dim = audio.pop("feat_dim")
     audio.pop("decode_wav", None)  # how S3PRL read files; no effect on features
     cmvn = audio.pop("cmvn", True)
     for key, value in audio.items():
         if key not in _FBANK_OPTIONS:
-            raise _error(path, f"fbank option data.audio.{key} = {value!r} is not supported")
+            raise checkpoint_error(path, f"fbank option data.audio.{key} = {value!r} is not supported")
         if not isinstance(value, (int, float)) or float(value) != _FBANK_OPTIONS[key]:
-            raise _error(path, f"fbank option data.audio.{key} = {value!r} is not supported (only {_FBANK_OPTIONS[key]:g})")
+            raise checkpoint_error(path, f"fbank option data.audio.{key} = {value!r} is not supported (only {_FBANK_OPTIONS[key]:g})")
 
     if "input_size" in paras and paras.pop("input_size") != feat_dim:
-        raise _error(path, f"model.paras.input_size differs from data.audio.feat_dim ({feat_dim})")
+        raise checkpoint_error(path, f"model.paras.input_size differs from data.audio.feat_dim ({feat_dim})")
     unknown = sorted(set(paras) - set(_PARAS))
     missing = sorted(set(_PARAS) - set(paras))
     if unknown or missing:
-        raise _error(path, f"unsupported model.paras: unknown {unknown}, missing {missing}")
+        raise checkpoint_error(path, f"unsupported model.paras: unknown {unknown}, missing {missing}")
 
     task = config.get("task") if isinstance(config.get("task"), dict) else {}
     try:
@@ -127,12 +102,12 @@ def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
             cmvn=bool(cmvn),
         )
     except ValueError as e:
-        raise _error(path, str(e)) from None
+        raise checkpoint_error(path, str(e)) from None
     model = APCUpstream(cfg)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise _error(path, f"weights do not fit the configuration {cfg}: {e}") from None
+        raise checkpoint_error(path, f"weights do not fit the configuration {cfg}: {e}") from None
     return model.eval()
 
 

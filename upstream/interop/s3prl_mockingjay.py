@@ -26,18 +26,13 @@ deltas, CMVN) and refuses Kaldi-extracter (``audio.kaldi``) configurations.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import pickle
-import sys
-import types
 from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 
 from ..checkpoint import atomic_save
+from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 from ..mockingjay import FEATURE_TYPES, MockingjayConfig, MockingjayUpstream
 
 # Defaults S3PRL uses when a key is absent (OnlinePreprocessor's signature, select_feat's keywords).
@@ -68,72 +63,19 @@ _EXTRA_KEY = "SuperbLite"
 (the zero/random/keep split) survive a round trip."""
 
 
-def _error(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path}: {why}")
-
-
-class _Stub:
-    """Stands in for a pickled object of a module that is not importable here (trusted loads only)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        self.__dict__["_state"] = state
-
-
-class _StubModule(types.ModuleType):
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return type(name, (_Stub,), {"__module__": self.__name__})
-
-
-@contextmanager
-def _legacy_modules():
-    """Old S3PRL checkpoints pickle a scheduler from a top-level ``optimizers`` module (see builder.py)."""
-    added = "optimizers" not in sys.modules
-    if added:
-        sys.modules["optimizers"] = _StubModule("optimizers")
-    try:
-        yield
-    finally:
-        if added:
-            sys.modules.pop("optimizers", None)
-
-
-def _torch_load(path: Path, trusted: bool) -> object:
-    try:
-        if trusted:
-            with _legacy_modules():
-                return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals([argparse.Namespace]):  # S3PRL's runner saves its "Args"
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln), lines[0] if lines else "")
-        raise _error(
-            path,
-            "not a torch checkpoint, or one holding pickled objects beyond tensors and plain containers "
-            f"({reason}); S3PRL loads such files with weights_only=False: if you trust this file, pass trusted=True",
-        ) from None
-    except Exception as e:
-        raise _error(path, f"not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-
-
 def _upstream_config(states: dict, path: Path) -> dict:
     """The upstream config, where S3PRL's builder looks for it."""
     for key in ("Config", "Upstream_Config"):
         cfg = states.get(key)
         if isinstance(cfg, dict) and isinstance(cfg.get("transformer"), dict):
             return cfg
-    raise _error(path, "no upstream config with a 'transformer' section under 'Config' or 'Upstream_Config'")
+    raise checkpoint_error(path, "no upstream config with a 'transformer' section under 'Config' or 'Upstream_Config'")
 
 
 def _feature_settings(prefix: str, feat: dict, path: Path) -> dict:
     feat_type = feat.get("feat_type")
     if feat_type not in FEATURE_TYPES:
-        raise _error(path, f"audio.{prefix} feat_type {feat_type!r} is not supported (only {', '.join(FEATURE_TYPES)})")
+        raise checkpoint_error(path, f"audio.{prefix} feat_type {feat_type!r} is not supported (only {', '.join(FEATURE_TYPES)})")
     return {
         f"{prefix}_feat_type": feat_type,
         f"{prefix}_log": bool(feat.get("log", False)),
@@ -148,9 +90,9 @@ def settings_from_s3prl_config(config: dict, path: str | Path = "<config>") -> d
     tr = config["transformer"]
     missing = [k for k in _TRANSFORMER_KEYS if k not in tr]
     if missing:
-        raise _error(path, f"transformer config lacks {', '.join(missing)}")
+        raise checkpoint_error(path, f"transformer config lacks {', '.join(missing)}")
     if not isinstance(tr["hidden_act"], str):
-        raise _error(path, f"transformer.hidden_act {tr['hidden_act']!r} is not a name")
+        raise checkpoint_error(path, f"transformer.hidden_act {tr['hidden_act']!r} is not a name")
     out: dict = {k: tr[k] for k in _TRANSFORMER_KEYS}
     for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         out[k] = int(out[k])
@@ -167,21 +109,21 @@ def settings_from_s3prl_config(config: dict, path: str | Path = "<config>") -> d
 
     audio = config.get("audio")
     if not isinstance(audio, dict):
-        raise _error(path, "no 'audio' section: features were extracted offline, which S3PRL's Mockingjay "
+        raise checkpoint_error(path, "no 'audio' section: features were extracted offline, which S3PRL's Mockingjay "
                      "upstream (and this loader) does not support")
     if "kaldi" in audio:
-        raise _error(path, "Kaldi-extracter features (audio.kaldi) are not supported, only S3PRL's OnlinePreprocessor")
+        raise checkpoint_error(path, "Kaldi-extracter features (audio.kaldi) are not supported, only S3PRL's OnlinePreprocessor")
     if int(audio.get("sample_rate", 16000)) != 16000:
-        raise _error(path, f"audio.sample_rate {audio['sample_rate']} is not supported (only 16000)")
+        raise checkpoint_error(path, f"audio.sample_rate {audio['sample_rate']} is not supported (only 16000)")
     level = audio.get("target_level")
     if not isinstance(level, (int, float)) or isinstance(level, bool):
-        raise _error(path, f"audio.target_level {level!r} is not supported (a number of dB is needed)")
+        raise checkpoint_error(path, f"audio.target_level {level!r} is not supported (a number of dB is needed)")
     out["target_level"] = float(level)
     for k, default in _AUDIO_DEFAULTS.items():
         out[k] = audio.get(k, default)
     out["n_freq"], out["n_mels"], out["n_mfcc"] = int(out["n_freq"]), int(out["n_mels"]), int(out["n_mfcc"])
     if not isinstance(audio.get("input"), dict):
-        raise _error(path, "audio section has no 'input' features")
+        raise checkpoint_error(path, "audio section has no 'input' features")
     out.update(_feature_settings("input", audio["input"], path))
     target = audio.get("target") if isinstance(audio.get("target"), dict) else audio["input"]
     out.update(_feature_settings("target", target, path))
@@ -251,10 +193,10 @@ def load_s3prl_mockingjay(path: str | Path, *, trusted: bool = False) -> Mocking
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"S3PRL Mockingjay checkpoint not found: {path}")
-    states = _torch_load(path, trusted)
+    states = load_checkpoint(path, trusted)
     if not isinstance(states, dict) or not isinstance(states.get("Transformer"), dict):
         found = sorted(map(str, states)) if isinstance(states, dict) else type(states).__name__
-        raise _error(path, f"not an S3PRL Mockingjay checkpoint (expected a dict with 'Transformer'; found {found})")
+        raise checkpoint_error(path, f"not an S3PRL Mockingjay checkpoint (expected a dict with 'Transformer'; found {found})")
     settings = settings_from_s3prl_config(_upstream_config(states, path), path)
     extra = states.get(_EXTRA_KEY)
     if isinstance(extra, dict) and isinstance(extra.get("settings"), dict):
@@ -263,18 +205,18 @@ def load_s3prl_mockingjay(path: str | Path, *, trusted: bool = False) -> Mocking
     try:
         model = MockingjayUpstream(MockingjayConfig(**settings))
     except (TypeError, ValueError) as e:
-        raise _error(path, f"unsupported configuration ({e})") from None
+        raise checkpoint_error(path, f"unsupported configuration ({e})") from None
 
     try:
         model.transformer.load_state_dict(_renamed(states["Transformer"]), strict=True)
     except RuntimeError as e:
-        raise _error(path, f"'Transformer' weights do not fit the configuration: {e}") from None
+        raise checkpoint_error(path, f"'Transformer' weights do not fit the configuration: {e}") from None
     head = states.get("SpecHead")
     if isinstance(head, dict):
         try:
             model.spec_head.load_state_dict(_renamed(head), strict=True)
         except RuntimeError as e:
-            raise _error(path, f"'SpecHead' weights do not fit the configuration: {e}") from None
+            raise checkpoint_error(path, f"'SpecHead' weights do not fit the configuration: {e}") from None
     return model.eval()
 
 
