@@ -96,3 +96,26 @@ def test_mean_pooling_ignores_padding():
     feats[1, 3:] = 1e4  # garbage in the padded frames
     torch.testing.assert_close(head(feats, lengths), ref)
     torch.testing.assert_close(masked_mean(feats, lengths)[1], feats[1, :3].mean(0))
+
+
+@pytest.mark.parametrize("name", ["apc", "mockingjay"])
+def test_build_upstream_recognises_s3prl_checkpoints(tmp_path: Path, name: str):
+    """``-k`` takes an S3PRL checkpoint as well as this toolkit's own ``upstream.pt``."""
+    from upstream.interop.s3prl_apc import export_s3prl_apc
+    from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay
+
+    small = {"apc": {"hidden_size": 16}, "mockingjay": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}}
+    model = build_upstream(name, preset="tiny", **small[name])
+    (export_s3prl_apc if name == "apc" else export_s3prl_mockingjay)(model, tmp_path / "s3prl.ckpt")
+    save_upstream(model, tmp_path / "ours.pt")
+    wavs, lengths = _batch()
+    expected = model(wavs, lengths).hidden_states
+    for ckpt in ("s3prl.ckpt", "ours.pt"):
+        loaded = build_upstream(name, tmp_path / ckpt)
+        for a, b in zip(loaded(wavs, lengths).hidden_states, expected):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="cannot override a foreign checkpoint"):
+        build_upstream(name, tmp_path / "s3prl.ckpt", hidden_size=8)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt"):
+        build_upstream(name, tmp_path / "junk.ckpt")
