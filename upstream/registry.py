@@ -5,6 +5,7 @@ state dict) or a foreign format a loader is registered for (e.g. S3PRL's), recog
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -43,36 +44,22 @@ def register_upstream(name: str, factory: Callable[..., Upstream], description: 
         _FOREIGN_LOADERS[name] = foreign_loader
 
 
-def _apc(**settings) -> Upstream:
-    from .apc import build_apc  # noqa: PLC0415  (models load on demand: start-up stays fast)
+def _lazy(module: str, function: str) -> Callable:
+    """``module.function``, imported on first call: models load on demand and start-up stays fast."""
 
-    return build_apc(**settings)
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module, __package__), function)(*args, **kwargs)
 
-
-def _apc_s3prl(path: Path) -> Upstream:
-    from .interop.s3prl_apc import load_s3prl_apc  # noqa: PLC0415
-
-    return load_s3prl_apc(path)
+    return call
 
 
-register_upstream("apc", _apc, "autoregressive predictive coding: GRU stack predicting the log-mel frame n steps ahead "
-                  "(presets tiny/base/large; S3PRL checkpoints load)", _apc_s3prl)
-
-
-def _mockingjay(**settings) -> Upstream:
-    from .mockingjay import build_mockingjay  # noqa: PLC0415
-
-    return build_mockingjay(**settings)
-
-
-def _mockingjay_s3prl(path: Path) -> Upstream:
-    from .interop.s3prl_mockingjay import load_s3prl_mockingjay  # noqa: PLC0415
-
-    return load_s3prl_mockingjay(path)
-
-
-register_upstream("mockingjay", _mockingjay, "masked acoustic modelling: Transformer reconstructing masked log-mel spans "
-                  "(presets tiny/base/large; S3PRL checkpoints load)", _mockingjay_s3prl)
+register_upstream("apc", _lazy(".apc", "build_apc"),
+                  "autoregressive predictive coding: GRU stack predicting the log-mel frame n steps ahead "
+                  "(presets tiny/base/large; S3PRL checkpoints load)", _lazy(".interop.s3prl_apc", "load_s3prl_apc"))
+register_upstream("mockingjay", _lazy(".mockingjay", "build_mockingjay"),
+                  "masked acoustic modelling: Transformer reconstructing masked log-mel spans "
+                  "(presets tiny/base/large; S3PRL checkpoints load)",
+                  _lazy(".interop.s3prl_mockingjay", "load_s3prl_mockingjay"))
 
 
 def available_upstreams() -> dict[str, str]:
