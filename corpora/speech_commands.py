@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 
 from .audio import AudioError, audio_info
-from .manifest import Record, read_manifest, write_manifest
+from .manifest import Record, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -134,4 +134,3 @@ def read_labels(out_dir: str | Path) -> list[str]:
     return Path(out_dir, "labels.txt").read_text().split()
 
 
-__all__ = ["prepare_speech_commands", "read_labels", "read_manifest", "SUPERB_KEYWORDS", "UNKNOWN", "SILENCE"]

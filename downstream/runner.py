@@ -132,7 +132,7 @@ class Experiment:
         with torch.random.fork_rng():  # random initial weights are a function of the seed alone
             torch.manual_seed(self.cfg.train.seed)
             upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)
-        if self.spec.upstream_ckpt is None and any(True for _ in upstream.parameters()):
+        if self.spec.upstream_ckpt is None and upstream.has_weights:
             save_upstream(upstream, fitted)  # the random-weights baseline: evaluate must see the same weights
         elif upstream.needs_fit:
             n = min(len(train_records), self.cfg.train.fit_utterances)
@@ -297,7 +297,7 @@ def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
     if ckpt:
         path = Path(ckpt)
         return f"{name}:{path.parent.name if path.name == 'upstream.pt' else path.stem}"
-    return f"{name}:random" if any(True for _ in upstream.parameters()) else name
+    return f"{name}:random" if upstream.has_weights else name
 
 
 def _seed_everything(seed: int) -> None:

@@ -55,6 +55,11 @@ class Upstream(nn.Module, ABC):
         """True when the upstream must see training audio (e.g. normalisation statistics) before use."""
         return False
 
+    @property
+    def has_weights(self) -> bool:
+        """True when the model has parameters (learnt or random), not only fixed feature settings."""
+        return any(True for _ in self.parameters())
+
     @abstractmethod
     def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Valid output frames for inputs of ``num_samples`` samples; (B,) int64 -> (B,) int64."""
