@@ -1,11 +1,15 @@
-"""Hidden-state extraction speed and memory: this toolkit's upstreams vs S3PRL's experts on the same weights.
+"""Hidden-state extraction speed and memory: this toolkit's upstreams vs the reference implementations on the same weights.
 
-For Mockingjay base (3 x 768) and APC base (3 x 512 GRU), random weights are exported in S3PRL's
-checkpoint format; each (model, implementation) pair then extracts all hidden states of the same
-utterances (default: 32 of librispeech_mini, batch 8, 2 threads) in its own process, after one
-warm-up batch. Prints the real-time factor (audio seconds per wall second), peak RSS and ratios.
+Mockingjay base (3 x 768) and APC base (3 x 512 GRU): random weights exported in S3PRL's checkpoint
+format, run by S3PRL's experts and by this toolkit. HuBERT Base (12 x 768): random weights of
+S3PRL's (fairseq's) ``HubertModel`` saved in S3PRL's format and copied into a Hugging Face
+``HubertModel`` folder; run by S3PRL's expert, by transformers and by this toolkit. Each (model,
+implementation) pair extracts all hidden states of the same utterances (default: 32 of
+librispeech_mini, batch 8, 2 threads) in its own process, after one warm-up batch. Prints the
+real-time factor (audio seconds per wall second), peak RSS and ratios, and for HuBERT the largest
+difference of the last hidden state of the first utterance between implementations.
 
-    python benchmarks/extract_speed.py [--utterances 32] [--batch 8] [--threads 2]
+    python benchmarks/extract_speed.py [--models mockingjay apc hubert] [--utterances 32] [--batch 8] [--threads 2]
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech_mini" / "LibriSpeech"
-MODELS = ("mockingjay", "apc")
+MODELS = ("mockingjay", "apc", "hubert")
+IMPLS = {"mockingjay": ("s3prl", "ours"), "apc": ("s3prl", "ours"), "hubert": ("s3prl", "huggingface", "ours")}
 
 
 def _utterances(n: int) -> list[torch.Tensor]:
@@ -35,8 +40,35 @@ def _utterances(n: int) -> list[torch.Tensor]:
     return [load_audio(f) for f in files]
 
 
+def _export_hubert(path: Path) -> None:
+    """Random HuBERT Base weights as S3PRL's checkpoint (``path``) and as a Hugging Face folder (``path``.hf)."""
+    import dataclasses  # noqa: PLC0415
+
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig  # noqa: PLC0415
+    from transformers import HubertConfig as HFConfig, HubertModel as HFModel  # noqa: PLC0415
+
+    from upstream import build_upstream  # noqa: PLC0415
+    from upstream.interop.hubert_checkpoints import _HF_PREFIXES  # noqa: PLC0415
+
+    mc, tc = HubertConfig(label_rate=50), HubertPretrainingConfig()
+    ref = HubertModel(mc, tc, [list(range(504))])
+    torch.save({"task_cfg": dataclasses.asdict(tc), "model_cfg": dataclasses.asdict(mc), "model_weight": ref.state_dict(),
+                "dictionaries_symbols": [list(range(504))]}, path)
+    ours = build_upstream("hubert", path).model.state_dict()
+    hf = HFModel(HFConfig())
+    state = {}
+    for key, value in ours.items():
+        for hf_prefix, our_prefix in _HF_PREFIXES:
+            if key.startswith(our_prefix):
+                state[hf_prefix + key[len(our_prefix):]] = value
+    hf.load_state_dict(state, strict=True)
+    hf.save_pretrained(str(path) + ".hf")
+
+
 def _export(model_name: str, path: Path) -> None:
-    if model_name == "apc":
+    if model_name == "hubert":
+        _export_hubert(path)
+    elif model_name == "apc":
         from upstream.apc import build_apc  # noqa: PLC0415
         from upstream.interop.s3prl_apc import export_s3prl_apc  # noqa: PLC0415
 
@@ -58,6 +90,16 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
 
         def run(chunk):
             return expert(chunk)["hidden_states"]
+    elif impl == "huggingface":
+        from transformers import HubertModel  # noqa: PLC0415
+
+        hf = HubertModel.from_pretrained(str(ckpt) + ".hf").eval()
+
+        def run(chunk):
+            lengths = torch.tensor([len(w) for w in chunk])
+            mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+            return hf(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), attention_mask=mask,
+                      output_hidden_states=True).hidden_states
     else:
         from upstream import build_upstream  # noqa: PLC0415
 
@@ -73,13 +115,16 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
         for chunk in batches:
             states = run(chunk)
         wall = time.perf_counter() - start
+        first = run(batches[0][:1])[-1][0]
     audio = sum(len(w) for w in wavs) / 16000
     return {"model": model_name, "impl": impl, "rtf": audio / wall, "wall": wall, "audio_seconds": audio,
-            "layers": len(states), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "layers": len(states), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "last_state": first[:, :8].flatten().tolist()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--utterances", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
@@ -91,10 +136,10 @@ def main() -> None:
         return
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for model_name in MODELS:
+        for model_name in args.models:
             ckpt = Path(tmp) / f"{model_name}_s3prl.ckpt"
             _export(model_name, ckpt)
-            for impl in ("s3prl", "ours"):
+            for impl in IMPLS[model_name]:
                 out = subprocess.run([sys.executable, __file__, "--worker", model_name, impl, str(ckpt),
                                       "--utterances", str(args.utterances), "--batch", str(args.batch),
                                       "--threads", str(args.threads)], check=True, capture_output=True, text=True)
@@ -104,10 +149,14 @@ def main() -> None:
                       f"{row['audio_seconds']:.0f} s of audio  {row['layers']} states  peak RSS {row['peak_rss_mb']:6.0f} MB",
                       flush=True)
     print(f"\n{args.utterances} utterances of {LIBRISPEECH}, batch {args.batch}, {args.threads} threads")
-    for model_name in MODELS:
-        ours, ref = rows[(model_name, "ours")], rows[(model_name, "s3prl")]
-        print(f"{model_name:<11} speed ours/S3PRL {ours['rtf'] / ref['rtf']:.2f} (target >= 1)   "
-              f"peak RSS ours/S3PRL {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f} (target <= 1)")
+    for model_name in args.models:
+        ours = rows[(model_name, "ours")]
+        for impl in IMPLS[model_name][:-1]:
+            ref = rows[(model_name, impl)]
+            diff = max(abs(a - b) for a, b in zip(ours["last_state"], ref["last_state"]))
+            print(f"{model_name:<11} speed ours/{impl} {ours['rtf'] / ref['rtf']:.2f} (target >= 1)   "
+                  f"peak RSS ours/{impl} {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f} (target <= 1)   "
+                  f"last-state max diff (utterance 1, 8 dims) {diff:.1e}")
 
 
 if __name__ == "__main__":

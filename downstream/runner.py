@@ -132,14 +132,15 @@ class Experiment:
         with torch.random.fork_rng():  # random initial weights are a function of the seed alone
             torch.manual_seed(self.cfg.train.seed)
             upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)
-        if self.spec.upstream_ckpt is None and upstream.has_weights:
-            save_upstream(upstream, fitted)  # the random-weights baseline: evaluate must see the same weights
-        elif upstream.needs_fit:
+        random_weights = self.spec.upstream_ckpt is None and upstream.has_weights
+        needs_fit = upstream.needs_fit
+        if needs_fit:  # e.g. global normalisation statistics (fbank_global, a random BEST-RQ)
             n = min(len(train_records), self.cfg.train.fit_utterances)
             chosen = random.Random(self.cfg.train.seed).sample(train_records, n)
             log.info("fitting %s statistics on %d training utterances", upstream.name, n)
             upstream.fit(AudioDataset(chosen)[i][1] for i in range(n))
-            save_upstream(upstream, fitted)
+        if random_weights or needs_fit:
+            save_upstream(upstream, fitted)  # evaluate must see the same random weights and statistics
         return upstream
 
     def _logging(self) -> None:

@@ -114,3 +114,16 @@ def test_random_weights_baseline_is_reproduced_by_evaluate(sc_root: Path, tmp_pa
     again = Experiment.load(tmp_path / "exp", "r").evaluate(("dev", "test"))
     assert again["upstream_fingerprint"] == trained["upstream_fingerprint"]  # the same random weights
     assert again["splits"]["test"]["accuracy"] == trained["splits"]["test"]["accuracy"]
+
+
+def test_random_upstream_with_statistics_is_fitted_then_saved(sc_root: Path, tmp_path: Path):
+    """A random BEST-RQ needs normalisation statistics: fitted on training audio, saved with its weights."""
+    overrides = _overrides(sc_root, tmp_path, "train.total_steps=4", "train.eval_every=4", "upstream.preset=tiny",
+                           "upstream.embed_dim=16", "upstream.num_layers=1", "upstream.num_heads=2",
+                           "upstream.ffn_dim=32", "upstream.codebook_size=32")
+    trained = _run(tmp_path, "b", overrides, upstream="bestrq").train()
+    assert trained["upstream_label"] == "bestrq:random"
+    from upstream import build_upstream
+
+    saved = build_upstream("bestrq", tmp_path / "exp/b/upstream.pt")
+    assert not saved.needs_fit and saved.std.min() > 0 and not torch.all(saved.mean == 0)

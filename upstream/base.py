@@ -9,6 +9,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -95,6 +96,22 @@ class Pretrainable(ABC):
     so one checkpoint holds it and pre-training can resume from it.
     """
 
+    def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> dict | None:
+        """Stages that must run before the first step (e.g. k-means targets); resumable, idempotent.
+
+        Args:
+            work_dir: a folder of the experiment for this method's files.
+            train, valid: the :class:`corpora.manifest.Record` lists pre-training uses.
+            settings: the config's ``targets`` section.
+
+        Returns:
+            record id -> (T,) int target ids, passed to :meth:`pretrain_loss` as ``targets``, or
+            None for objectives whose targets come from the audio alone (the default).
+        """
+        if settings:
+            raise ValueError(f"upstream {type(self).__name__} takes no 'targets' settings, got {sorted(settings)}")
+        return None
+
     @abstractmethod
     def pretrain_loss(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Self-supervised loss of a batch.
@@ -102,6 +119,9 @@ class Pretrainable(ABC):
         Args:
             wavs: (B, S) float32 16 kHz waveforms, zero-padded after ``wav_lengths``.
             wav_lengths: (B,) int64 valid sample counts.
+
+        Models whose :meth:`prepare_pretraining` returns targets take them as a third argument,
+        ``targets``: a list of B (T_b,) int64 tensors.
 
         Returns:
             (scalar loss to minimise, extra statistics to log, e.g. {"masked_frames": 812.0}).

@@ -71,6 +71,8 @@ class PretrainLoopConfig:
 class PretrainConfig:
     upstream: dict = field(default_factory=dict)
     """Model settings passed to the upstream's factory (``preset`` and its config fields)."""
+    targets: dict = field(default_factory=dict)
+    """Settings of the target stages, for upstreams that have them (HuBERT: :class:`upstream.kmeans_targets.KMeansTargetConfig`)."""
     train: PretrainLoopConfig = field(default_factory=PretrainLoopConfig)
 
 
@@ -95,6 +97,7 @@ class Pretrainer:
 
     def __init__(self, exp_dir: Path, upstream: str, cfg: PretrainConfig, data: list[str]):
         self.dir, self.upstream_name, self.cfg, self.data = Path(exp_dir), upstream, cfg, [str(d) for d in data]
+        self.targets: dict | None = None
         torch.manual_seed(cfg.train.seed)
         self.model = build_upstream(upstream, **cfg.upstream)  # checks the settings before anything is written
         if not isinstance(self.model, Pretrainable):
@@ -124,11 +127,18 @@ class Pretrainer:
                              "utterances; need both (adjust train.valid_fraction)")
         return train, valid
 
+    def prepare(self) -> tuple[list[Record], list[Record], dict | None]:
+        """Data and the model's target stages (k-means for HuBERT): (train, valid, id -> targets or None)."""
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        train, valid = self._records()
+        targets = self.model.prepare_pretraining(self.dir / "targets", train, valid, self.cfg.targets)
+        return train, valid, targets
+
     def run(self) -> dict:
         tcfg = self.cfg.train
-        if tcfg.threads:
-            torch.set_num_threads(tcfg.threads)
-        train, valid = self._records()
+        train, valid, targets = self.prepare()
+        self.targets = targets
         hours = sum(r.duration for r in train) / 3600
         model = self.model
         params = [p for p in model.parameters() if p.requires_grad]
@@ -153,17 +163,16 @@ class Pretrainer:
         valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
         writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1)
         curve = self.dir / "curve.tsv"
-        if not curve.is_file():
-            curve.write_text("step\ttrain_loss\tvalid_loss\tlr\tseconds\n")
         bar = tqdm(total=tcfg.total_steps, initial=position["step"], desc=f"pretrain {self.upstream_name}", unit="step")
         running: list[float] = []
+        running_stats: list[dict[str, float]] = []
         start = time.perf_counter() - position["seconds"]
         model.train()
         while position["step"] < tcfg.total_steps:
             batches = batcher.epoch(position["epoch"])[position["batch"]:]
             loader = ordered_loader(AudioDataset(train), batches, collate_waveforms, tcfg.num_workers)
-            for _, wavs, lengths in loader:
-                loss, _ = model.pretrain_loss(wavs, lengths)
+            for idx, wavs, lengths in loader:
+                loss, stats = self._loss(model, train, idx, wavs, lengths)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
@@ -172,6 +181,7 @@ class Pretrainer:
                 position["step"] += 1
                 position["batch"] += 1
                 running.append(loss.item())
+                running_stats.append(stats)
                 bar.update(1)
                 step = position["step"]
                 done = step >= tcfg.total_steps
@@ -180,11 +190,19 @@ class Pretrainer:
                 if step % tcfg.eval_every == 0 or done:
                     train_loss = float(np.mean(running)) if running else float("nan")
                     running.clear()
+                    stat_means = {k: float(np.mean([s[k] for s in running_stats if k in s]))
+                                  for k in sorted({k for s in running_stats for k in s})}
+                    running_stats.clear()
                     valid_loss = self._validate(model, valid, valid_batches)
                     position["seconds"] = time.perf_counter() - start
                     lr = scheduler.get_last_lr()[0]
+                    if not curve.is_file():
+                        curve.write_text("\t".join(["step", "train_loss", "valid_loss", "lr", "seconds", *stat_means]) + "\n")
                     with open(curve, "a") as f:
-                        f.write(f"{step}\t{train_loss:.6f}\t{valid_loss:.6f}\t{lr:.3e}\t{position['seconds']:.1f}\n")
+                        f.write("\t".join([str(step), f"{train_loss:.6f}", f"{valid_loss:.6f}", f"{lr:.3e}",
+                                           f"{position['seconds']:.1f}", *(f"{v:.6g}" for v in stat_means.values())]) + "\n")
+                    for key, value in stat_means.items():
+                        writer.add_scalar(f"train/{key}", value, step)
                     writer.add_scalar("train/loss", train_loss, step)
                     writer.add_scalar("valid/loss", valid_loss, step)
                     writer.add_scalar("train/lr", lr, step)
@@ -211,14 +229,20 @@ class Pretrainer:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
+    def _loss(self, model, records: list[Record], idx: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor):
+        """``model.pretrain_loss`` of a batch, with the utterances' targets when the model has them."""
+        if self.targets is None:
+            return model.pretrain_loss(wavs, lengths)
+        return model.pretrain_loss(wavs, lengths, [self.targets[records[i].id].long() for i in idx.tolist()])
+
     @torch.no_grad()
     def _validate(self, model, valid: list[Record], batches: list[list[int]]) -> float:
         """Mean validation loss, weighted by batch size; the RNG is restored so masking here does not shift training."""
         rng = torch.get_rng_state()
         torch.manual_seed(0)
         total, count = 0.0, 0
-        for _, wavs, lengths in ordered_loader(AudioDataset(valid), batches, collate_waveforms):
-            loss, _ = model.pretrain_loss(wavs, lengths)
+        for idx, wavs, lengths in ordered_loader(AudioDataset(valid), batches, collate_waveforms):
+            loss, _ = self._loss(model, valid, idx, wavs, lengths)
             total += loss.item() * len(lengths)
             count += len(lengths)
         torch.set_rng_state(rng)
@@ -234,18 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--name", required=True, help="experiment name (folder under -p)")
     p.add_argument("--data", action="append", required=True,
                    help="audio folder, Speech Commands tree (training part used) or .tsv manifest; repeatable")
-    p.add_argument("-c", "--config", help="YAML with sections 'upstream' and 'train'")
-    p.add_argument("-o", "--override", action="append", default=[], help="section.key=value, repeatable")
+    p.add_argument("-c", "--config", help="YAML with sections 'upstream', 'train' and (HuBERT) 'targets'")
+    p.add_argument("-o", "--override", action="append", default=[],
+                   help="section.key=value, repeatable (sections: upstream, train, targets)")
     p.add_argument("-p", "--expdir", default="exp/pretrain")
+    p.add_argument("--until", choices=["targets", "train"], default="train",
+                   help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
     args = p.parse_args(argv)
     setup_console_logging(logging.INFO)
     try:
         cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})
         overrides = parse_overrides(args.override)
         model_overrides = overrides.pop("upstream", {})
+        target_overrides = overrides.pop("targets", {})
         cfg = merge(cfg, overrides)
-        cfg = dataclasses.replace(cfg, upstream={**cfg.upstream, **model_overrides})
-        summary = Pretrainer(Path(args.expdir) / args.name, args.upstream, cfg, args.data).run()
+        cfg = dataclasses.replace(cfg, upstream={**cfg.upstream, **model_overrides},
+                                  targets={**cfg.targets, **target_overrides})
+        pretrainer = Pretrainer(Path(args.expdir) / args.name, args.upstream, cfg, args.data)
+        if args.until == "targets":
+            pretrainer.prepare()
+            print(f"target stages done: {pretrainer.dir / 'targets'}")
+            return 0
+        summary = pretrainer.run()
     except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

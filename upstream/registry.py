@@ -61,6 +61,14 @@ register_upstream("mockingjay", _lazy(".mockingjay", "build_mockingjay"),
                   "(presets tiny/base/large; S3PRL checkpoints load)",
                   _lazy(".interop.s3prl_mockingjay", "load_s3prl_mockingjay"))
 
+register_upstream("hubert", _lazy(".hubert", "build_hubert"),
+                  "masked prediction of k-means ids (MFCC, then its own layer), torchaudio's HuBERT "
+                  "(presets tiny/base/large; fairseq, Hugging Face and S3PRL checkpoints load)",
+                  _lazy(".interop.hubert_checkpoints", "load_hubert"))
+register_upstream("bestrq", _lazy(".bestrq", "build_bestrq"),
+                  "masked prediction of a frozen random-projection quantizer's ids from log-mel, torchaudio "
+                  "Conformer (presets tiny/base/large)")
+
 
 def available_upstreams() -> dict[str, str]:
     """Name -> one-line description."""
@@ -73,9 +81,9 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
         raise ValueError(f"unknown upstream {name!r}; available: {', '.join(sorted(_FACTORIES))}")
     if ckpt is not None:
         ckpt = Path(ckpt)
-        if not ckpt.is_file():
+        if not ckpt.exists():
             raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
-        state = _load_own(ckpt)
+        state = _load_own(ckpt) if ckpt.is_file() else None  # a folder: e.g. a Hugging Face model
         if state is None:
             if name not in _FOREIGN_LOADERS:
                 raise ValueError(f"{ckpt} is not a checkpoint of this toolkit, and no other format is known for {name!r}")

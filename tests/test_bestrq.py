@@ -1,0 +1,113 @@
+"""BEST-RQ: the frozen quantizer, masking, the contract and pre-training statistics."""
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from upstream import build_upstream
+from upstream.bestrq import RandomProjectionQuantizer, build_bestrq
+from upstream.registry import save_upstream
+
+SMALL = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=5, codebook_size=64)
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wavs, torch.tensor(lengths)
+
+
+def _fitted(**kw):
+    model = build_bestrq("tiny", **{**SMALL, **kw})
+    wavs, lengths = _batch([16000, 12000], seed=5)
+    model.fit(w[:n] for w, n in zip(wavs, lengths))
+    return model
+
+
+def test_quantizer_is_deterministic_nearest_cosine_code():
+    torch.manual_seed(0)
+    q = RandomProjectionQuantizer(320, 16, 8192)
+    torch.manual_seed(0)
+    same = RandomProjectionQuantizer(320, 16, 8192)
+    assert torch.equal(q.projection, same.projection) and torch.equal(q.codebook, same.codebook)
+    assert torch.allclose(q.codebook.norm(dim=1), torch.ones(8192))
+    bound = (6 / (320 + 16)) ** 0.5  # Xavier-uniform
+    assert q.projection.abs().max() <= bound and q.projection.std() > 0.5 * bound / 3 ** 0.5
+    x = torch.randn(50, 320)
+    ids = q(x)
+    assert torch.equal(ids, q(x))
+    z = F.normalize(x @ q.projection, dim=-1)
+    brute = torch.cdist(z, q.codebook).argmin(1)  # on the unit sphere the nearest code by distance = by cosine
+    assert torch.equal(ids, brute)
+
+
+def test_quantizer_is_frozen_and_saved(tmp_path: Path):
+    model = _fitted(mask_start_prob=0.05)
+    assert not any(n.startswith("quantizer.") for n, _ in model.named_parameters())
+    proj, book = model.quantizer.projection.clone(), model.quantizer.codebook.clone()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    wavs, lengths = _batch([16000, 9000])
+    model.train()
+    for _ in range(2):
+        loss, stats = model.pretrain_loss(wavs, lengths, torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.quantizer.projection.grad is None and model.quantizer.codebook.grad is None
+    assert torch.equal(proj, model.quantizer.projection) and torch.equal(book, model.quantizer.codebook)
+    assert model.classifier.weight.grad is not None and model.conformer.conformer_layers[0].ffn1.sequential[1].weight.grad is not None
+    save_upstream(model, tmp_path / "b.pt")
+    again = build_upstream("bestrq", tmp_path / "b.pt")
+    assert torch.equal(again.quantizer.codebook, book) and not again.needs_fit
+    assert 1 <= stats["codes_used"] <= 64 and 1 <= stats["code_perplexity"] <= stats["codes_used"]
+
+
+def test_contract_batch_equals_single_and_needs_fit():
+    model = build_bestrq("tiny", **SMALL).eval()
+    wavs, lengths = _batch([16000, 9000, 880])
+    with pytest.raises(RuntimeError, match="fit"):
+        model(wavs, lengths)
+    model = _fitted().eval()
+    with torch.no_grad():
+        out = model(wavs, lengths)
+        assert out.lengths.tolist() == model.num_frames(lengths).tolist() == [24, 13, 1]
+        assert model.downsample_rate == 640 and len(out.hidden_states) == model.num_layers == 3
+        for i, n in enumerate(out.lengths.tolist()):
+            alone = model(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1])
+            for h, a in zip(out.hidden_states, alone.hidden_states):
+                torch.testing.assert_close(h[i, :n], a[0], atol=1e-5, rtol=1e-5)
+                assert torch.all(h[i, n:] == 0)
+    with pytest.raises(ValueError, match="at least 880"):
+        model(torch.zeros(1, 879), torch.tensor([879]))
+
+
+def test_span_mask_probability_and_span_length():
+    model = build_bestrq("tiny", **SMALL)
+    lengths = torch.tensor([4000, 4000, 2000])
+    g = torch.Generator().manual_seed(0)
+    mask = model.span_mask(lengths, 4000, g)
+    assert torch.equal(mask, model.span_mask(lengths, 4000, torch.Generator().manual_seed(0)))
+    assert not mask[2, 2000:].any()
+    # Starts with p = 0.01 per 10 ms frame, 400 ms (40-frame) spans: 1 - 0.99^40 = 33 % masked.
+    assert 0.25 < mask[:2].float().mean().item() < 0.41
+    row, runs, n = mask[0].int().tolist(), [], 0
+    for v in row + [0]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    assert min(runs[:-1]) >= 40  # every run (but one clipped at the end) is at least a whole span
+
+
+def test_pretrain_loss_targets_only_masked_frames():
+    model = _fitted(mask_start_prob=0.0)
+    wavs, lengths = _batch([16000])
+    loss, stats = model.pretrain_loss(wavs, lengths)
+    assert stats["masked_fraction"] == 0.0 and float(loss) == 0.0
+    model = _fitted(mask_start_prob=0.05)
+    loss, stats = model.pretrain_loss(wavs, lengths, torch.Generator().manual_seed(0))
+    assert 0.2 < stats["masked_fraction"] < 1.0 and float(loss) > 0

@@ -1,0 +1,245 @@
+"""HuBERT: parity with Hugging Face, S3PRL and fairseq weights; masking; label-rate alignment; k-means stages."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from upstream import build_upstream
+from upstream.hubert import build_hubert
+from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
+from upstream.pretrain import PretrainConfig, Pretrainer, main
+from downstream.config import merge
+from corpora.folder import scan_audio
+
+SMALL_CONV = [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2
+SMALL = dict(conv_layers=SMALL_CONV, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16,
+             pos_conv_groups=4, final_dim=16, num_classes=20)
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wavs, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("stable_layer_norm", [False, True])
+def test_huggingface_parity_every_layer(tmp_path: Path, stable_layer_norm: bool):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.HubertConfig(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, do_stable_layer_norm=stable_layer_norm,
+        feat_extract_norm="layer" if stable_layer_norm else "group", conv_bias=stable_layer_norm)
+    hf = transformers.HubertModel(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = build_upstream("hubert", tmp_path / "hf")
+    assert ours.num_layers == 4 and ours.hidden_size == 64 and ours.downsample_rate == 320
+    wavs, lengths = _batch([16000])
+    with torch.no_grad():
+        hf_out = hf(wavs, output_hidden_states=True)
+        out = ours(wavs, lengths)
+    # The last state is the encoder's output (after the final layer norm of pre-LN models), as in
+    # S3PRL and transformers 4; transformers 5 lists the last layer before that norm.
+    ref = [*hf_out.hidden_states[:-1], hf_out.last_hidden_state]
+    assert len(ref) == len(out.hidden_states) == 4
+    for i, (a, b) in enumerate(zip(ref, out.hidden_states)):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= 1e-4, f"layer {i} differs"
+    assert out.lengths.tolist() == [49] == [ref[0].shape[1]]
+
+
+def test_batch_equals_single_utterance_and_frame_formula():
+    model = build_hubert("base", **SMALL).eval()
+    wavs, lengths = _batch([16000, 9000, 400, 719])
+    with torch.no_grad():
+        out = model(wavs, lengths)
+        assert out.lengths.tolist() == model.num_frames(lengths).tolist() == [49, 27, 1, 1]
+        for i, n in enumerate(out.lengths.tolist()):
+            alone = model(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1])
+            assert alone.hidden_states[0].shape[1] == n
+            for h, a in zip(out.hidden_states, alone.hidden_states):
+                torch.testing.assert_close(h[i, :n], a[0], atol=1e-5, rtol=1e-5)
+                assert torch.all(h[i, n:] == 0)
+    with pytest.raises(ValueError, match="at least 400"):
+        model(torch.zeros(1, 399), torch.tensor([399]))
+
+
+def _s3prl_model(tmp_path: Path):
+    hub = pytest.importorskip("s3prl.upstream.hubert.hubert_model")
+    torch.manual_seed(0)
+    mc = hub.HubertConfig(label_rate=50, encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
+                          encoder_attention_heads=4, conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+                          conv_pos=16, conv_pos_groups=4, final_dim=16)
+    tc = hub.HubertPretrainingConfig()
+    model = hub.HubertModel(mc, tc, [list(range(20))]).eval()
+    return model, dataclasses.asdict(mc), dataclasses.asdict(tc)
+
+
+def _s3prl_states(model, wavs):
+    """S3PRL's hubert expert: the input of every Transformer layer, then the encoder's output."""
+    states = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: states.append(i[0].transpose(0, 1)))
+             for layer in model.encoder.layers]
+    with torch.no_grad():
+        final, _ = model.extract_features(wavs, padding_mask=None, mask=False)
+    for h in hooks:
+        h.remove()
+    frames = final.shape[1]  # fairseq pads inside the layers to an even length; S3PRL trims it away
+    return [h[:, :frames] for h in states] + [final]
+
+
+def test_s3prl_and_fairseq_checkpoints_match_the_reference(tmp_path: Path):
+    omegaconf = pytest.importorskip("omegaconf")
+    model, model_cfg, task_cfg = _s3prl_model(tmp_path)
+    torch.save({"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": model.state_dict(),
+                "dictionaries_symbols": [list(range(20))]}, tmp_path / "s3prl.pt")
+    # fairseq's layout: an OmegaConf config and the same parameter names.
+    cfg = omegaconf.OmegaConf.create({"model": {"_name": "hubert", **model_cfg}, "task": task_cfg})
+    torch.save({"cfg": cfg, "model": model.state_dict()}, tmp_path / "fairseq.pt")
+    wavs, lengths = _batch([12000])
+    ref = _s3prl_states(model, wavs)
+    for name in ("s3prl.pt", "fairseq.pt"):
+        ours = build_upstream("hubert", tmp_path / name)
+        assert ours.config.num_classes == 20 and ours.config.final_dim == 16
+        with torch.no_grad():
+            out = ours(wavs, lengths).hidden_states
+        assert len(out) == len(ref) == 3
+        for i, (a, b) in enumerate(zip(ref, out)):
+            assert (a - b).abs().max() <= 1e-4, f"{name}: layer {i} differs"
+        # The pre-training head came along: a fairseq model can go on pre-training here.
+        torch.testing.assert_close(ours.model.logit_generator.label_embeddings, model.label_embs_concat)
+
+
+def test_foreign_checkpoint_errors_name_the_file(tmp_path: Path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt.*neither a fairseq nor an S3PRL"):
+        build_upstream("hubert", tmp_path / "other.pt")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "wav2vec2"}')
+    with pytest.raises(ValueError, match="hf.*not HuBERT"):
+        build_upstream("hubert", tmp_path / "hf")
+
+
+def test_mask_sampling_spans_padding_and_seed():
+    model = build_hubert("base", **SMALL)
+    x = torch.zeros(4, 500, 64)
+    valid = torch.arange(500)[None, :] < torch.tensor([500, 500, 300, 100])[:, None]
+    torch.manual_seed(3)
+    _, mask = model.model.mask_generator(x.clone(), ~valid)
+    torch.manual_seed(3)
+    _, again = model.model.mask_generator(x.clone(), ~valid)
+    assert torch.equal(mask, again)
+    assert not (mask & ~valid).any()
+    # As in fairseq, every utterance of a batch gets as many masked frames as the least masked one.
+    assert len(set(mask.sum(1).tolist())) == 1
+    # p = 8 % of frames start a 10-frame span: about 1 - e^-0.8 = 55 % masked when spans overlap freely.
+    _, mask = model.model.mask_generator(torch.zeros(8, 500, 64), torch.zeros(8, 500, dtype=torch.bool))
+    frac = mask.float().mean().item()
+    assert 0.45 < frac < 0.65, frac
+    # Alone in its batch, every masked run of an utterance is at least one whole span long.
+    _, mask = model.model.mask_generator(torch.zeros(1, 500, 64), torch.zeros(1, 500, dtype=torch.bool))
+    row = mask[0].int().tolist()
+    runs, n = [], 0
+    for v in row + [0]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    assert min(runs) >= 10 or row[-1]
+
+
+def test_label_rate_alignment():
+    model = build_hubert("base", **SMALL)
+    for n in [400, 719, 720, 1039, 16000, 16001, 33333]:
+        frames = int(model.num_frames(torch.tensor([n]))[0])
+        assert mfcc_39(0.1 * torch.randn(n)).shape == (frames, 39), n
+    wavs, lengths = _batch([16000, 9600])
+    frames = model.num_frames(lengths).tolist()
+    good = [torch.randint(0, 20, (t,)) for t in frames]
+    loss, stats = model.pretrain_loss(wavs, lengths, good)
+    assert loss.isfinite() and 0.3 < stats["masked_fraction"] < 0.8
+    with pytest.raises(ValueError, match="frame rate"):  # labels at the 100 Hz MFCC rate: the classic bug
+        model.pretrain_loss(wavs, lengths, [torch.randint(0, 20, (2 * t,)) for t in frames])
+    with pytest.raises(ValueError, match="frame rate"):
+        model.pretrain_loss(wavs, lengths, [good[0], good[1][:-1]])
+    with pytest.raises(ValueError, match="outside 0..19"):
+        model.pretrain_loss(wavs, lengths, [good[0], torch.full((frames[1],), 20)])
+
+
+def test_teacher_at_another_frame_rate_is_refused(sc_root: Path, tmp_path: Path):
+    from upstream.registry import save_upstream
+
+    apc = build_upstream("apc", preset="tiny", hidden_size=16, num_layers=1)
+    save_upstream(apc, tmp_path / "apc.pt")
+    cfg = KMeansTargetConfig(source=str(tmp_path / "apc.pt"), teacher="apc", layer=0)
+    train, _ = scan_audio(sc_root)
+    stages = KMeansTargets(tmp_path / "t", cfg, build_hubert("base", **SMALL), 4)
+    with pytest.raises(ValueError, match="label rate mismatch"):
+        stages.sample_features(train)
+
+
+def test_kmeans_stages_resume_and_reuse(sc_root: Path, tmp_path: Path, monkeypatch):
+    import sklearn.cluster
+    import upstream.kmeans_targets as kt
+
+    records, _ = scan_audio(sc_root)
+    train, valid = records[:-3], records[-3:]
+    student = build_hubert("base", **SMALL)
+    cfg = KMeansTargetConfig(sample_fraction=0.5, n_init=1)
+
+    # A kill while labelling leaves features and centroids, and no labels file.
+    real_assign = kt.assign
+    monkeypatch.setattr(kt, "assign", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("kill")))
+    with pytest.raises(KeyboardInterrupt):
+        KMeansTargets(tmp_path / "t", cfg, student, 8).labels(train, valid)
+    assert (tmp_path / "t/features.npy").is_file() and (tmp_path / "t/kmeans.npy").is_file()
+    assert not (tmp_path / "t/labels.pt").exists() and not list((tmp_path / "t").glob("*.tmp*"))
+    monkeypatch.setattr(kt, "assign", real_assign)
+
+    # The rerun does not fit k-means again.
+    monkeypatch.setattr(sklearn.cluster, "MiniBatchKMeans", None)
+    labels = KMeansTargets(tmp_path / "t", cfg, student, 8).labels(train, valid)
+    assert set(labels) == {r.id for r in records}
+    for r in records:
+        assert labels[r.id].shape == (int(student.num_frames(torch.tensor([round(r.duration * 16000)]))[0]),)
+    usage = (tmp_path / "t/usage.json").read_text()
+    assert '"used"' in usage and '"perplexity"' in usage
+
+    # Saved centroids are reusable by another experiment, giving the same labels.
+    reuse = KMeansTargetConfig(kmeans=str(tmp_path / "t/kmeans.npy"))
+    again = KMeansTargets(tmp_path / "u", reuse, student, 8).labels(train, valid)
+    assert all(torch.equal(labels[k], again[k]) for k in labels)
+    assert not (tmp_path / "u/features.npy").exists()
+    with pytest.raises(ValueError, match="8 centroids"):
+        KMeansTargets(tmp_path / "v", reuse, student, 5).labels(train, valid)
+
+
+def test_pretrain_two_iterations_end_to_end(sc_root: Path, tmp_path: Path):
+    loop = {"total_steps": 3, "eval_every": 3, "save_every": 3, "log_every": 1, "batch_size": 8, "batch_seconds": 8.0,
+            "valid_fraction": 0.15, "num_workers": 0, "warmup_fraction": 0.3, "lr": 1e-3}
+    it1 = merge(PretrainConfig(), {"upstream": {"preset": "base", **SMALL, "num_classes": 8},
+                                   "targets": {"sample_fraction": 0.5, "n_init": 1}, "train": loop})
+    summary = Pretrainer(tmp_path / "it1", "hubert", it1, [sc_root]).run()
+    assert summary["steps"] == 3
+    header = (tmp_path / "it1/curve.tsv").read_text().splitlines()[0].split("\t")
+    assert {"acc_masked", "masked_fraction"} <= set(header)
+    # Iteration 2 clusters layer 1 of iteration 1, through the command line, in explicit stages.
+    args = ["-u", "hubert", "-n", "it2", "-p", str(tmp_path), "--data", str(sc_root),
+            "-o", "upstream.preset=base", "-o", f"upstream.conv_layers={SMALL_CONV}", "-o", "upstream.embed_dim=64",
+            "-o", "upstream.num_layers=2", "-o", "upstream.num_heads=4", "-o", "upstream.ffn_dim=128",
+            "-o", "upstream.pos_conv_kernel=16", "-o", "upstream.pos_conv_groups=4", "-o", "upstream.final_dim=16",
+            "-o", "upstream.num_classes=6", "-o", f"targets.source={tmp_path / 'it1/upstream.pt'}",
+            "-o", "targets.layer=1", "-o", "targets.n_init=1", "-o", "targets.sample_fraction=0.5",
+            *[x for k, v in loop.items() for x in ("-o", f"train.{k}={v}")]]
+    assert main([*args, "--until", "targets"]) == 0
+    assert (tmp_path / "it2/targets/labels.pt").is_file() and not (tmp_path / "it2/upstream.pt").exists()
+    assert "layer 1 of" in (tmp_path / "it2/targets/kmeans.json").read_text()
+    assert main(args) == 0
+    model = build_upstream("hubert", tmp_path / "it2/upstream.pt")
+    assert model.config.num_classes == 6 and model.num_layers == 3
+    assert main([*args[:-1], "targets.layer=9"]) == 2  # config differs from the experiment's: refused

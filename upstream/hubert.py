@@ -1,0 +1,353 @@
+"""HuBERT (Hsu et al., 2021) on torchaudio's wav2vec 2.0 / HuBERT components.
+
+The network is torchaudio's :func:`torchaudio.models.hubert_pretrain_model` (CNN feature encoder,
+feature projection, convolutional position embedding, Transformer, span mask generator, logit
+projection and label embeddings), so parameter names are torchaudio's and its importers map
+fairseq and Hugging Face weights onto it. What this module adds:
+
+* the upstream contract: every hidden state, as S3PRL's HuBERT expert and Hugging Face's
+  ``output_hidden_states`` (transformers 4) give them: state 0 is the Transformer input (projected
+  CNN features plus the convolutional position embedding, layer-normed for post-LN models), state
+  ``i`` the output of layer ``i``; for pre-LN models (Large) the last state is the encoder's output,
+  after the final layer norm. HuBERT Base: 13 states x 768.
+* batch-independent outputs: with the Base/Large ``group_norm`` CNN, the first layer normalises
+  each channel over the *whole* (padded) input, so padding changes the features of the valid part.
+  The CNN runs per utterance here; an utterance gives the same states alone or in any batch.
+* the masked-prediction objective: cross-entropy over k-means ids on masked frames (optionally on
+  unmasked frames with a weight), with cosine-similarity logits at temperature 0.1 between the
+  projected output and learnt label embeddings. This equals torchaudio's/fairseq's formulation
+  (positive first, other classes as negatives) and is computed as one matrix product.
+
+Frames are 20 ms (320 samples). Valid frames of an ``S``-sample input: the CNN's
+``floor((S - 400) / 320) + 1`` for the standard layer stack (:meth:`HubertUpstream.num_frames`
+applies each layer's formula, so custom stacks work too). Target labels must have exactly that
+many frames per utterance; :meth:`HubertUpstream.pretrain_loss` refuses anything else.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchaudio.models import hubert_pretrain_model
+from torchaudio.models.wav2vec2 import components
+
+from .base import Pretrainable, Upstream, UpstreamOutput
+
+BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
+"""The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
+
+
+@dataclass
+class HubertConfig:
+    """Everything that defines a HuBERT model (its :meth:`HubertUpstream.settings`).
+
+    Architecture (names follow :func:`torchaudio.models.hubert_pretrain_model`):
+        extractor_mode: ``group_norm`` (Base: one GroupNorm after the first conv) or ``layer_norm``
+            (Large: a LayerNorm after every conv).
+        conv_layers: (channels, kernel, stride) of each CNN layer.
+        conv_bias: bias in the CNN convolutions.
+        embed_dim, num_layers, num_heads, ffn_dim: the Transformer.
+        layer_norm_first: pre-LN Transformer layers (Large) instead of post-LN (Base).
+        pos_conv_kernel, pos_conv_groups: the convolutional position embedding.
+        dropout, attention_dropout, activation_dropout, projection_dropout, layer_drop: training-mode
+            regularisation (no effect on extracted features).
+        normalize_waveform: normalise each waveform to zero mean and unit variance over its valid
+            samples first (fairseq's task ``normalize``; the Large models were trained with it).
+
+    Pre-training objective:
+        num_classes: k-means clusters of the targets (100 for MFCC targets, 500 for iteration 2).
+        final_dim: dimension of the projected output and of the label embeddings.
+        mask_start_prob: probability of a frame starting a masked span (the paper's p = 8 %;
+            fairseq's and torchaudio's ``mask_prob`` is this times ``mask_length``), mask_length:
+            span in frames. Spans overlap, so about half the frames end up masked. As in fairseq
+            (torchaudio's mask generator), each utterance of a batch is then cut to as many masked
+            frames as the least masked one; length-sorted batches keep that loss small.
+        unmasked_weight: weight of the loss on unmasked frames (0: masked frames only, as the paper).
+        feature_grad_mult: scale of the gradient reaching the CNN (fairseq's 0.1).
+        feature_penalty: weight of the squared-CNN-feature penalty (fairseq's 10).
+        logit_temp: temperature of the cosine-similarity logits.
+    """
+
+    extractor_mode: str = "group_norm"
+    conv_layers: list = field(default_factory=lambda: [list(c) for c in BASE_CONV])
+    conv_bias: bool = False
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    layer_norm_first: bool = False
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    projection_dropout: float = 0.1
+    layer_drop: float = 0.05
+    normalize_waveform: bool = False
+    num_classes: int = 100
+    final_dim: int = 256
+    mask_start_prob: float = 0.08
+    mask_length: int = 10
+    unmasked_weight: float = 0.0
+    feature_grad_mult: float = 0.1
+    feature_penalty: float = 10.0
+    logit_temp: float = 0.1
+
+    def __post_init__(self):
+        if self.extractor_mode not in ("group_norm", "layer_norm"):
+            raise ValueError(f"HuBERT setting extractor_mode must be 'group_norm' or 'layer_norm', not {self.extractor_mode!r}")
+        if not self.conv_layers or not all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and v > 0 for v in c)
+            for c in self.conv_layers
+        ):
+            raise ValueError(f"HuBERT setting conv_layers must be [channels, kernel, stride] triples, got {self.conv_layers!r}")
+        self.conv_layers = [list(c) for c in self.conv_layers]
+        for key in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups",
+                    "num_classes", "final_dim", "mask_length"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"HuBERT setting {key} must be an integer >= 1, got {value!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"HuBERT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop", "mask_start_prob"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"HuBERT setting {key} must be a number in [0, 1), got {value!r}")
+        if not 0 < self.feature_grad_mult <= 1:
+            raise ValueError(f"HuBERT setting feature_grad_mult must be in (0, 1], got {self.feature_grad_mult!r}")
+
+
+_TINY_CONV = [[128, 10, 5]] + [[128, 3, 2]] * 4 + [[128, 2, 2]] * 2
+
+PRESETS: dict[str, dict] = {
+    # About 3.7 M parameters: the paper's CNN geometry (20 ms frames) at 128 channels and a
+    # 4 x 256 Transformer; pre-trains in tens of minutes on 2 CPU cores.
+    "tiny": dict(conv_layers=_TINY_CONV, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
+                 pos_conv_kernel=64, pos_conv_groups=16, final_dim=64, layer_drop=0.0),
+    # HuBERT Base (95 M parameters): 12 x 768, 12 heads, FFN 3072, post-LN, GroupNorm CNN.
+    "base": dict(),
+    # HuBERT Large (317 M): 24 x 1024, 16 heads, FFN 4096, pre-LN, LayerNorm CNN with bias.
+    "large": dict(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, num_layers=24, num_heads=16,
+                  ffn_dim=4096, layer_norm_first=True, final_dim=768, num_classes=500, normalize_waveform=True),
+}
+
+
+def make_config(preset: str = "base", **overrides) -> HubertConfig:
+    """A :class:`HubertConfig` from a size preset plus field overrides (unknown fields are errors)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown HuBERT preset {preset!r}; choose from {sorted(PRESETS)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(HubertConfig)})
+    if unknown:
+        raise ValueError(f"unknown HuBERT setting(s): {', '.join(unknown)}")
+    return HubertConfig(**{**PRESETS[preset], **overrides})
+
+
+class HubertUpstream(Upstream, Pretrainable):
+    """HuBERT behind the upstream contract, with its masked-prediction objective.
+
+    Submodule ``model`` is torchaudio's ``HuBERTPretrainModel``: ``model.wav2vec2`` (feature
+    extractor and encoder; what a torchaudio ``hubert_base()`` holds), ``model.mask_generator``
+    (the learnt mask embedding) and ``model.logit_generator`` (final projection, label embeddings).
+    """
+
+    name = "hubert"
+
+    def __init__(self, config: HubertConfig | None = None):
+        super().__init__()
+        self.config = c = config or HubertConfig()
+        self.model = hubert_pretrain_model(
+            extractor_mode=c.extractor_mode,
+            extractor_conv_layer_config=[tuple(layer) for layer in c.conv_layers],
+            extractor_conv_bias=c.conv_bias,
+            encoder_embed_dim=c.embed_dim,
+            encoder_projection_dropout=c.projection_dropout,
+            encoder_pos_conv_kernel=c.pos_conv_kernel,
+            encoder_pos_conv_groups=c.pos_conv_groups,
+            encoder_num_layers=c.num_layers,
+            encoder_num_heads=c.num_heads,
+            encoder_attention_dropout=c.attention_dropout,
+            encoder_ff_interm_features=c.ffn_dim,
+            encoder_ff_interm_dropout=c.activation_dropout,
+            encoder_dropout=c.dropout,
+            encoder_layer_norm_first=c.layer_norm_first,
+            encoder_layer_drop=c.layer_drop,
+            mask_prob=c.mask_start_prob * c.mask_length,
+            mask_selection="static",
+            mask_other=0.0,
+            mask_length=c.mask_length,
+            no_mask_overlap=False,
+            mask_min_space=1,
+            mask_channel_prob=0.0,
+            mask_channel_selection="static",
+            mask_channel_other=0.0,
+            mask_channel_length=10,
+            no_mask_channel_overlap=False,
+            mask_channel_min_space=1,
+            skip_masked=False,
+            skip_nomask=c.unmasked_weight == 0,
+            num_classes=c.num_classes,
+            final_dim=c.final_dim,
+            feature_grad_mult=c.feature_grad_mult if c.feature_grad_mult < 1 else None,
+        )
+        self.downsample_rate = 1
+        for _, _, stride in c.conv_layers:
+            self.downsample_rate *= stride
+        self.hidden_size = c.embed_dim
+        self.num_layers = c.num_layers + 1
+
+    def settings(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        n = num_samples
+        for _, kernel, stride in self.config.conv_layers:
+            n = torch.clamp(torch.div(n - kernel, stride, rounding_mode="floor") + 1, min=0)
+        return n
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input that gives one frame (400 samples, 25 ms, for the paper's CNN)."""
+        n = 1
+        for _, kernel, stride in reversed(self.config.conv_layers):
+            n = (n - 1) * stride + kernel
+        return n
+
+    # -- encoder --------------------------------------------------------------------------------
+    def cnn_features(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CNN features (B, T, C) of a padded batch, zero after each (B,) valid frame count.
+
+        With the GroupNorm CNN each utterance runs alone (see the module docstring); with the
+        LayerNorm CNN, whose normalisation is per frame, the batch runs at once.
+        """
+        shortest = int(wav_lengths.min())
+        if shortest < self.min_samples:
+            raise ValueError(f"an utterance has {shortest} samples; HuBERT needs at least {self.min_samples}")
+        extractor = self.model.wav2vec2.feature_extractor
+        lengths = self.num_frames(wav_lengths)
+        if self.config.normalize_waveform:
+            wavs = nn.utils.rnn.pad_sequence(
+                [F.layer_norm(w[:n], (n,)) for w, n in zip(wavs, wav_lengths.tolist())], batch_first=True)
+        if self.config.extractor_mode == "layer_norm" or bool((wav_lengths == wavs.shape[1]).all()):
+            feats, _ = extractor(wavs, None)
+        else:
+            feats = nn.utils.rnn.pad_sequence(
+                [extractor(w[None, :n], None)[0][0] for w, n in zip(wavs, wav_lengths.tolist())], batch_first=True
+            )
+        valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
+        return feats * valid[:, :, None], lengths
+
+    def _encoder_input(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project CNN features; (B, T, D) zero on padding, (B, 1, T, T) additive attention mask, (B, T) validity."""
+        x, attention_mask = self.model.wav2vec2.encoder._preprocess(feats, lengths)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        return x, attention_mask, valid
+
+    def transformer_states(self, x: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Hugging Face's ``hidden_states``: Transformer input after position embedding, then every layer.
+
+        Args:
+            x: (B, T, D) projected features (masked or not), zero on padding.
+            attention_mask: (B, 1, T, T) additive mask from :meth:`_encoder_input`.
+        """
+        transformer = self.model.wav2vec2.encoder.transformer
+        # torchaudio's Transformer._preprocess: add the position embedding, then the layer norm
+        # for post-LN models (its flag is the negation of the layers' pre-LN flag), then dropout.
+        x = transformer._preprocess(x)
+        states = [x]
+        drop = transformer.layer_drop if self.training else 0.0
+        for layer in transformer.layers:
+            if not (drop > 0 and torch.rand(1).item() <= drop):
+                x, _ = layer(x, attention_mask)
+            states.append(x)
+        if self.config.layer_norm_first:
+            states[-1] = transformer.layer_norm(states[-1])
+        return states
+
+    def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
+        feats, lengths = self.cnn_features(wavs, wav_lengths)
+        x, attention_mask, valid = self._encoder_input(feats, lengths)
+        keep = valid[:, :, None].to(x.dtype)
+        return UpstreamOutput([h * keep for h in self.transformer_states(x, attention_mask)], lengths)
+
+    # -- masked prediction ------------------------------------------------------------------------
+    def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> dict:
+        """k-means targets (:mod:`upstream.kmeans_targets`): features, centroids, labels; ``num_classes`` clusters."""
+        from .kmeans_targets import kmeans_targets  # noqa: PLC0415
+
+        return kmeans_targets(work_dir, settings, self, self.config.num_classes, train, valid)
+
+    def logits(self, last: torch.Tensor) -> torch.Tensor:
+        """(N, D) final-layer states -> (N, num_classes) cosine-similarity logits / temperature."""
+        gen = self.model.logit_generator
+        proj = F.normalize(gen.final_proj(last), dim=-1, eps=1e-8)
+        emb = F.normalize(gen.label_embeddings, dim=-1, eps=1e-8)
+        return proj @ emb.T / self.config.logit_temp
+
+    def pretrain_loss(
+        self, wavs: torch.Tensor, wav_lengths: torch.Tensor, targets: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Masked-prediction loss of a batch.
+
+        Args:
+            wavs: (B, S) float32 16 kHz waveforms, zero-padded after ``wav_lengths``.
+            wav_lengths: (B,) int64 valid samples.
+            targets: B int64 tensors of cluster ids, each exactly ``num_frames(wav_lengths[b])`` long.
+
+        Returns:
+            (cross-entropy on masked frames + unmasked_weight x that on unmasked frames +
+            feature_penalty x mean squared CNN feature, statistics).
+        """
+        if targets is None or len(targets) != len(wav_lengths):
+            raise ValueError("HuBERT pre-training needs one target sequence per utterance (k-means ids)")
+        c = self.config
+        feats, lengths = self.cnn_features(wavs, wav_lengths)
+        for b, (t, n) in enumerate(zip(targets, lengths.tolist())):
+            if t.shape != (n,):
+                raise ValueError(f"utterance {b}: {tuple(t.shape)} target labels for {n} frames; labels must be "
+                                 f"at the model's frame rate ({self.downsample_rate} samples per frame)")
+            if len(t) and (int(t.min()) < 0 or int(t.max()) >= c.num_classes):
+                raise ValueError(f"utterance {b}: target ids outside 0..{c.num_classes - 1}")
+        labels = nn.utils.rnn.pad_sequence(targets, batch_first=True).to(wavs.device)
+        if c.feature_grad_mult < 1:
+            feats = components.GradMultiply.apply(feats, c.feature_grad_mult)
+        penalty = feats.float().pow(2).sum() / (lengths.sum() * feats.shape[2])
+        x, attention_mask, valid = self._encoder_input(feats, lengths)
+        x, mask = self.model.mask_generator(x, ~valid)
+        mask_m = mask & valid
+        mask_u = valid & ~mask_m
+        last = self.transformer_states(x, attention_mask)[-1]
+        logit_m = self.logits(last[mask_m])
+        loss_m = F.cross_entropy(logit_m, labels[mask_m]) if logit_m.shape[0] else last.sum() * 0.0
+        loss = loss_m + c.feature_penalty * penalty
+        stats = {"loss_masked": loss_m.item(), "masked_fraction": float(mask_m.sum() / valid.sum()),
+                 "acc_masked": float((logit_m.argmax(-1) == labels[mask_m]).float().mean()) if logit_m.shape[0] else 0.0}
+        if c.unmasked_weight > 0:
+            logit_u = self.logits(last[mask_u])
+            loss_u = F.cross_entropy(logit_u, labels[mask_u])
+            loss = loss + c.unmasked_weight * loss_u
+            stats["loss_unmasked"] = loss_u.item()
+        return loss, stats
+
+
+def build_hubert(preset: str = "base", **settings) -> HubertUpstream:
+    """A randomly initialised HuBERT: ``preset`` (``tiny``, ``base``, ``large``) plus field overrides."""
+    return HubertUpstream(make_config(preset, **settings))
+
+
+def hubert_tiny(**overrides) -> HubertUpstream:
+    """7-layer CNN at 128 channels (20 ms frames), 4 x 256 Transformer: pre-trains on a CPU."""
+    return build_hubert("tiny", **overrides)
+
+
+def hubert_base(**overrides) -> HubertUpstream:
+    """HuBERT Base: 12 x 768, 95 M parameters."""
+    return build_hubert("base", **overrides)
+
+
+def hubert_large(**overrides) -> HubertUpstream:
+    """HuBERT Large: 24 x 1024, pre-LN, 317 M parameters."""
+    return build_hubert("large", **overrides)

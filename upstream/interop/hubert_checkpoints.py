@@ -1,0 +1,235 @@
+"""HuBERT checkpoints people already have -> :class:`upstream.hubert.HubertUpstream`.
+
+Three formats, told apart by content (``build_upstream("hubert", PATH)`` calls :func:`load_hubert`):
+
+* **fairseq** (``hubert_base_ls960.pt``): ``{"cfg": {"model": ..., "task": ...}, "model": state}``
+  (newer, an OmegaConf ``DictConfig``) or ``{"args": Namespace, "model": state}`` (older);
+* **S3PRL** (its converted ``hubert_base_ls960.pt``): ``{"task_cfg", "model_cfg", "model_weight",
+  "dictionaries_symbols"}``; the weights keep fairseq's names;
+* **Hugging Face** (a ``HubertModel`` folder): ``config.json`` and ``model.safetensors`` or
+  ``pytorch_model.bin``; a ``preprocessor_config.json`` with ``do_normalize`` turns on waveform
+  normalisation, as the Hugging Face feature extractor would apply it.
+
+Fairseq names map onto torchaudio's with torchaudio's own fairseq importer table; Hugging Face
+names differ from torchaudio's only by where the feature projection and Transformer sit. Weights
+of the pre-training heads (``final_proj``, ``label_embs_concat``, ``mask_emb``) are kept where
+present, so a fairseq or S3PRL checkpoint can continue pre-training here.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import json
+import operator
+import pickle
+import typing
+from pathlib import Path
+
+import torch
+from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
+
+from ..hubert import HubertUpstream, make_config
+from .s3prl_checkpoint import checkpoint_error
+
+
+def parse_conv_layers(spec: str) -> list[list[int]]:
+    """fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval."""
+    layers: list[list[int]] = []
+    try:
+        for term in spec.split("+"):
+            literal, _, times = term.partition("*")
+            value = ast.literal_eval(literal.strip())
+            layers += [list(v) for v in value] * (int(times) if times.strip() else 1)
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise ValueError(f"cannot read conv_feature_layers {spec!r}: {e}") from None
+    return layers
+
+
+def _fairseq_settings(model_cfg: dict, task_cfg: dict, state: dict) -> dict:
+    """HubertConfig fields from fairseq's model and task configs (and the number of classes from the weights)."""
+    get = model_cfg.get
+    settings = dict(
+        extractor_mode="group_norm" if get("extractor_mode", "default") == "default" else "layer_norm",
+        conv_layers=parse_conv_layers(get("conv_feature_layers", "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")),
+        conv_bias=bool(get("conv_bias", False)),
+        embed_dim=int(get("encoder_embed_dim", 768)),
+        num_layers=int(get("encoder_layers", 12)),
+        num_heads=int(get("encoder_attention_heads", 12)),
+        ffn_dim=int(get("encoder_ffn_embed_dim", 3072)),
+        layer_norm_first=bool(get("layer_norm_first", False)),
+        pos_conv_kernel=int(get("conv_pos", 128)),
+        pos_conv_groups=int(get("conv_pos_groups", 16)),
+        final_dim=int(get("final_dim", 0)) or int(get("encoder_embed_dim", 768)),
+        normalize_waveform=bool(task_cfg.get("normalize", False)),
+    )
+    if get("activation_fn", "gelu") != "gelu":
+        raise ValueError(f"activation_fn {get('activation_fn')!r} is not supported (torchaudio's HuBERT uses gelu)")
+    if "label_embs_concat" in state:
+        settings["num_classes"] = int(state["label_embs_concat"].shape[0])
+    return settings
+
+
+def _from_fairseq_state(settings: dict, state: dict) -> HubertUpstream:
+    model = HubertUpstream(make_config("base", **settings))
+    mapped = {f"wav2vec2.{k}": v for k, v in _convert_state_dict(state).items() if k != "label_embs_concat"}
+    if "label_embs_concat" in state and state["label_embs_concat"].shape == model.model.logit_generator.label_embeddings.shape:
+        mapped["logit_generator.label_embeddings"] = state["label_embs_concat"]
+    for src, dst in (("final_proj.weight", "logit_generator.final_proj.weight"),
+                     ("final_proj.bias", "logit_generator.final_proj.bias"),
+                     ("mask_emb", "mask_generator.mask_embedding")):
+        if src in state and state[src].shape == model.model.state_dict()[dst].shape:
+            mapped[dst] = state[src]
+    missing, unexpected = model.model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if k.startswith("wav2vec2.")]
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the configured model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def _as_dict(cfg) -> dict:
+    """An OmegaConf node, a Namespace or a dict -> plain dict."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, argparse.Namespace):
+        return vars(cfg)
+    if isinstance(cfg, dict):
+        return cfg
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _safe_globals() -> list:
+    """What fairseq and S3PRL checkpoints pickle besides tensors: configs (Namespace or OmegaConf)."""
+    allowed = [argparse.Namespace, collections.defaultdict, typing.Any, dict, list, tuple, int, float, str, bool,
+               operator.getitem, typing.Tuple, typing.List, typing.Dict, typing.Optional, typing.Union,
+               (Ellipsis, "builtins.Ellipsis")]
+    try:
+        import omegaconf  # noqa: PLC0415
+        from omegaconf import base, nodes  # noqa: PLC0415
+
+        allowed += [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata,
+                    nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
+                    nodes.EnumNode]
+        allowed += [getattr(omegaconf, name) for name in ("TupleConfig",) if hasattr(omegaconf, name)]
+    except ImportError:
+        pass
+    return allowed
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), str(e).splitlines()[0])
+        raise checkpoint_error(path, f"not a HuBERT checkpoint this toolkit can read safely ({detail})") from None
+    except Exception as e:  # noqa: BLE001
+        raise checkpoint_error(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict):
+        raise checkpoint_error(path, f"expected a dict, found {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_fairseq_or_s3prl_hubert(path: str | Path) -> HubertUpstream:
+    """A fairseq or S3PRL HuBERT checkpoint file (see the module docstring)."""
+    path = Path(path)
+    ckpt = _torch_load(path)
+    if {"model_cfg", "model_weight"} <= ckpt.keys():  # S3PRL
+        model_cfg, task_cfg, state = _as_dict(ckpt["model_cfg"]), _as_dict(ckpt.get("task_cfg")), ckpt["model_weight"]
+    elif "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):  # fairseq
+        if ckpt.get("cfg") is not None:
+            cfg = _as_dict(ckpt["cfg"])
+            model_cfg, task_cfg = _as_dict(cfg.get("model")), _as_dict(cfg.get("task"))
+        else:
+            model_cfg = task_cfg = _as_dict(ckpt["args"])
+        state = ckpt["model"]
+    else:
+        raise checkpoint_error(path, f"neither a fairseq nor an S3PRL HuBERT checkpoint (keys: {sorted(ckpt)[:8]})")
+    name = model_cfg.get("_name") or model_cfg.get("arch")
+    if name and "hubert" not in str(name):
+        raise checkpoint_error(path, f"holds a {name!r} model, not HuBERT")
+    try:
+        return _from_fairseq_state(_fairseq_settings(model_cfg, task_cfg, state), state)
+    except ValueError as e:
+        raise checkpoint_error(path, str(e)) from None
+
+
+_HF_PREFIXES = (
+    ("feature_extractor.", "wav2vec2.feature_extractor."),
+    ("feature_projection.", "wav2vec2.encoder.feature_projection."),
+    ("encoder.pos_conv_embed.", "wav2vec2.encoder.transformer.pos_conv_embed."),
+    ("encoder.layer_norm.", "wav2vec2.encoder.transformer.layer_norm."),
+    ("encoder.layers.", "wav2vec2.encoder.transformer.layers."),
+    ("masked_spec_embed", "mask_generator.mask_embedding"),
+)
+
+
+def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        state = load_file(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise checkpoint_error(folder, "no model.safetensors or pytorch_model.bin")
+    # HubertForCTC and friends keep the encoder under "hubert."
+    if any(k.startswith("hubert.") for k in state):
+        state = {k[len("hubert."):]: v for k, v in state.items() if k.startswith("hubert.")}
+    return state
+
+
+def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
+    """A Hugging Face ``HubertModel`` folder (``save_pretrained``); transformers is not needed."""
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise checkpoint_error(folder, f"cannot read config.json ({e})") from None
+    if cfg.get("model_type") not in (None, "hubert"):
+        raise checkpoint_error(folder, f"config.json describes a {cfg.get('model_type')!r} model, not HuBERT")
+    if not cfg.get("feat_proj_layer_norm", True):
+        raise checkpoint_error(folder, "feat_proj_layer_norm=false is not supported (torchaudio's projection has a layer norm)")
+    if cfg.get("hidden_act", "gelu") != "gelu" or cfg.get("feat_extract_activation", "gelu") != "gelu":
+        raise checkpoint_error(folder, "only gelu activations are supported")
+    if cfg.get("conv_pos_batch_norm", False):
+        raise checkpoint_error(folder, "conv_pos_batch_norm=true is not supported")
+    normalize = False
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        normalize = bool(json.loads(pre.read_text()).get("do_normalize", False))
+    settings = dict(
+        extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer" else "group_norm",
+        conv_layers=[[d, k, s] for d, k, s in zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])],
+        conv_bias=bool(cfg.get("conv_bias", False)),
+        embed_dim=int(cfg["hidden_size"]),
+        num_layers=int(cfg["num_hidden_layers"]),
+        num_heads=int(cfg["num_attention_heads"]),
+        ffn_dim=int(cfg["intermediate_size"]),
+        layer_norm_first=bool(cfg.get("do_stable_layer_norm", False)),
+        pos_conv_kernel=int(cfg["num_conv_pos_embeddings"]),
+        pos_conv_groups=int(cfg["num_conv_pos_embedding_groups"]),
+        normalize_waveform=normalize,
+    )
+    model = HubertUpstream(make_config("base", **settings))
+    mapped = {}
+    for key, value in _hf_state(folder).items():
+        for src, dst in _HF_PREFIXES:
+            if key.startswith(src):
+                mapped[dst + key[len(src):]] = value
+                break
+    missing, unexpected = model.model.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if k.startswith("wav2vec2.")]
+    if missing or unexpected:
+        raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def load_hubert(path: str | Path) -> HubertUpstream:
+    """Any of the three formats: a folder is Hugging Face's, a file fairseq's or S3PRL's."""
+    path = Path(path)
+    if path.is_dir():
+        return load_huggingface_hubert(path)
+    return load_fairseq_or_s3prl_hubert(path)
