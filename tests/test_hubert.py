@@ -2,7 +2,6 @@
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

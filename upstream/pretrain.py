@@ -226,6 +226,12 @@ class Pretrainer:
                    "train_segments": len(train), "valid_segments": len(valid),
                    "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
                    "parameters": sum(p.numel() for p in params), "data": self.data}
+        usage = self.dir / "targets" / "usage.json"
+        if usage.is_file():  # cluster / codebook usage of the targets
+            summary["target_usage"] = json.loads(usage.read_text())
+        if len(rows[-1]) > 5:  # the model's own statistics at the last evaluation
+            header = curve.read_text().splitlines()[0].split("\t")
+            summary["final_train_stats"] = {k: float(v) for k, v in zip(header[5:], rows[-1][5:])}
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
