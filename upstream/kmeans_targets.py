@@ -19,6 +19,7 @@ Feature sources:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -123,7 +124,6 @@ class FeatureSource:
 
 def _sampled(records: list[Record], fraction: float) -> list[Record]:
     """A deterministic ``fraction`` of the records (by a hash of the id; at least one)."""
-    import hashlib  # noqa: PLC0415
 
     def h(r: Record) -> float:
         return int(hashlib.sha1(r.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
