@@ -36,6 +36,7 @@ from torchaudio.models import Conformer
 
 from .base import Pretrainable, Upstream, UpstreamOutput
 from .frontend import HOP, WINDOW, RunningMoments, kaldi_num_frames, log_mel_fbank
+from .target_usage import id_usage
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +237,11 @@ class BestRQUpstream(Upstream, Pretrainable):
         data = AudioDataset(chosen)
         self.fit(data[i][1] for i in range(len(chosen)))
         counts = sum(self.code_usage(w[None], torch.tensor([len(w)])) for _, w in (data[i] for i in range(len(chosen))))
-        p = counts[counts > 0].double() / counts.sum()
-        usage = {"codebook_size": self.config.codebook_size, "used": int((counts > 0).sum()), "frames": int(counts.sum()),
-                 "perplexity": float(torch.exp(-(p * p.log()).sum())), "largest_code_share": float(p.max()),
-                 "utterances": len(chosen)}
+        usage = {**id_usage(counts), "utterances": len(chosen)}
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         (Path(work_dir) / "usage.json").write_text(json.dumps(usage, indent=1))
         log.info("BEST-RQ quantizer on %d training utterances: %d of %d codes used, perplexity %.1f",
-                 len(chosen), usage["used"], usage["codebook_size"], usage["perplexity"])
+                 len(chosen), usage["used"], usage["ids"], usage["perplexity"])
         return None
 
     def span_mask(self, lengths_10ms: torch.Tensor, max_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -272,12 +270,10 @@ class BestRQUpstream(Upstream, Pretrainable):
         logits = self.classifier(last[masked])
         tgt = targets[masked]
         loss = F.cross_entropy(logits, tgt) if len(tgt) else last.sum() * 0.0
-        ids = targets[valid]
-        counts = torch.bincount(ids, minlength=c.codebook_size).double()
-        p = counts[counts > 0] / counts.sum()
+        usage = id_usage(torch.bincount(targets[valid], minlength=c.codebook_size))
         stats = {"masked_fraction": float(masked.sum() / valid.sum()),
                  "acc_masked": float((logits.argmax(-1) == tgt).float().mean()) if len(tgt) else 0.0,
-                 "codes_used": float((counts > 0).sum()), "code_perplexity": float(torch.exp(-(p * p.log()).sum()))}
+                 "codes_used": float(usage["used"]), "code_perplexity": usage["perplexity"]}
         return loss, stats
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ from corpora.manifest import Record
 from .base import Upstream
 from .checkpoint import atomic_save
 from .frontend import Deltas
+from .target_usage import id_usage
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +224,7 @@ class KMeansTargets:
             for i, f in zip(idx.tolist(), self.source.batch(wavs, lengths)):
                 labels[records[i].id] = assign(f.float(), cents).to(torch.int16)
         atomic_save(labels, path)
-        counts = torch.bincount(torch.cat(list(labels.values())).long(), minlength=self.k).double()
-        p = counts / counts.sum()
-        usage = {"clusters": self.k, "used": int((counts > 0).sum()), "frames": int(counts.sum()),
-                 "perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
-                 "largest_cluster_share": float(p.max())}
+        usage = id_usage(torch.bincount(torch.cat(list(labels.values())).long(), minlength=self.k))
         (self.dir / "usage.json").write_text(json.dumps(usage, indent=1))
         log.info("targets: %d utterances labelled; %d of %d clusters used, perplexity %.1f", len(labels),
                  usage["used"], self.k, usage["perplexity"])
