@@ -21,6 +21,17 @@ def shared_data(name: str) -> Path:
     return path
 
 
+def noise_batch(lengths, seed: int = 0):
+    """Zero-padded (B, S_max) batch of 0.1-scaled Gaussian noise of the given lengths, and (B,) lengths."""
+    import torch  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
+    return wavs, torch.tensor(lengths)
+
+
 def tone(freq: float, seconds: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     jitter = freq * (1 + 0.05 * rng.standard_normal())

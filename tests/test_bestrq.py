@@ -9,20 +9,14 @@ from upstream import build_upstream
 from upstream.bestrq import RandomProjectionQuantizer, build_bestrq
 from upstream.registry import save_upstream
 
+from .conftest import noise_batch
+
 SMALL = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=5, codebook_size=64)
-
-
-def _batch(lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
-    return wavs, torch.tensor(lengths)
 
 
 def _fitted(**kw):
     model = build_bestrq("tiny", **{**SMALL, **kw})
-    wavs, lengths = _batch([16000, 12000], seed=5)
+    wavs, lengths = noise_batch([16000, 12000], seed=5)
     model.fit(w[:n] for w, n in zip(wavs, lengths))
     return model
 
@@ -49,7 +43,7 @@ def test_quantizer_is_frozen_and_saved(tmp_path: Path):
     assert not any(n.startswith("quantizer.") for n, _ in model.named_parameters())
     proj, book = model.quantizer.projection.clone(), model.quantizer.codebook.clone()
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    wavs, lengths = _batch([16000, 9000])
+    wavs, lengths = noise_batch([16000, 9000])
     model.train()
     for _ in range(2):
         loss, stats = model.pretrain_loss(wavs, lengths, torch.Generator().manual_seed(1))
@@ -67,7 +61,7 @@ def test_quantizer_is_frozen_and_saved(tmp_path: Path):
 
 def test_contract_batch_equals_single_and_needs_fit():
     model = build_bestrq("tiny", **SMALL).eval()
-    wavs, lengths = _batch([16000, 9000, 880])
+    wavs, lengths = noise_batch([16000, 9000, 880])
     with pytest.raises(RuntimeError, match="fit"):
         model(wavs, lengths)
     model = _fitted().eval()
@@ -105,7 +99,7 @@ def test_span_mask_probability_and_span_length():
 
 def test_pretrain_loss_targets_only_masked_frames():
     model = _fitted(mask_start_prob=0.0)
-    wavs, lengths = _batch([16000])
+    wavs, lengths = noise_batch([16000])
     loss, stats = model.pretrain_loss(wavs, lengths)
     assert stats["masked_fraction"] == 0.0 and float(loss) == 0.0
     model = _fitted(mask_start_prob=0.05)

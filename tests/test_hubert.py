@@ -12,17 +12,11 @@ from upstream.pretrain import PretrainConfig, Pretrainer, main
 from downstream.config import merge
 from corpora.folder import scan_audio
 
+from .conftest import noise_batch
+
 SMALL_CONV = [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2
 SMALL = dict(conv_layers=SMALL_CONV, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16,
              pos_conv_groups=4, final_dim=16, num_classes=20)
-
-
-def _batch(lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
-    return wavs, torch.tensor(lengths)
 
 
 @pytest.mark.parametrize("stable_layer_norm", [False, True])
@@ -37,7 +31,7 @@ def test_huggingface_parity_every_layer(tmp_path: Path, stable_layer_norm: bool)
     hf.save_pretrained(tmp_path / "hf")
     ours = build_upstream("hubert", tmp_path / "hf")
     assert ours.num_layers == 4 and ours.hidden_size == 64 and ours.downsample_rate == 320
-    wavs, lengths = _batch([16000])
+    wavs, lengths = noise_batch([16000])
     with torch.no_grad():
         hf_out = hf(wavs, output_hidden_states=True)
         out = ours(wavs, lengths)
@@ -53,7 +47,7 @@ def test_huggingface_parity_every_layer(tmp_path: Path, stable_layer_norm: bool)
 
 def test_batch_equals_single_utterance_and_frame_formula():
     model = build_hubert("base", **SMALL).eval()
-    wavs, lengths = _batch([16000, 9000, 400, 719])
+    wavs, lengths = noise_batch([16000, 9000, 400, 719])
     with torch.no_grad():
         out = model(wavs, lengths)
         assert out.lengths.tolist() == model.num_frames(lengths).tolist() == [49, 27, 1, 1]
@@ -99,7 +93,7 @@ def test_s3prl_and_fairseq_checkpoints_match_the_reference(tmp_path: Path):
     # fairseq's layout: an OmegaConf config and the same parameter names.
     cfg = omegaconf.OmegaConf.create({"model": {"_name": "hubert", **model_cfg}, "task": task_cfg})
     torch.save({"cfg": cfg, "model": model.state_dict()}, tmp_path / "fairseq.pt")
-    wavs, lengths = _batch([12000])
+    wavs, lengths = noise_batch([12000])
     ref = _s3prl_states(model, wavs)
     for name in ("s3prl.pt", "fairseq.pt"):
         ours = build_upstream("hubert", tmp_path / name)
@@ -157,7 +151,7 @@ def test_label_rate_alignment():
     for n in [400, 719, 720, 1039, 16000, 16001, 33333]:
         frames = int(model.num_frames(torch.tensor([n]))[0])
         assert mfcc_39(0.1 * torch.randn(n)).shape == (frames, 39), n
-    wavs, lengths = _batch([16000, 9600])
+    wavs, lengths = noise_batch([16000, 9600])
     frames = model.num_frames(lengths).tolist()
     good = [torch.randint(0, 20, (t,)) for t in frames]
     loss, stats = model.pretrain_loss(wavs, lengths, good)

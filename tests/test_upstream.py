@@ -8,19 +8,16 @@ from downstream.tasks.ks import KeywordHead, masked_mean
 from upstream import Featurizer, build_upstream
 from upstream.registry import save_upstream
 
+from .conftest import noise_batch
 
-def _batch(lengths=(16000, 9000, 4000), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        wavs[i, :n] = 0.1 * torch.randn(n, generator=g)
-    return wavs, torch.tensor(lengths)
+
+LENGTHS = (16000, 9000, 4000)
 
 
 @pytest.mark.parametrize("name", ["fbank", "fbank_global"])
 def test_fbank_contract(name):
     up = build_upstream(name)
-    wavs, lengths = _batch()
+    wavs, lengths = noise_batch(LENGTHS)
     if up.needs_fit:
         with pytest.raises(RuntimeError, match="fit"):
             up(wavs, lengths)
@@ -52,7 +49,7 @@ def test_registry_errors_and_checkpoint_round_trip(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         build_upstream("fbank_global", tmp_path / "missing.pt")
     up = build_upstream("fbank_global")
-    wavs, lengths = _batch()
+    wavs, lengths = noise_batch(LENGTHS)
     up.fit(w[:n] for w, n in zip(wavs, lengths))
     save_upstream(up, tmp_path / "u.pt")
     back = build_upstream("fbank_global", tmp_path / "u.pt")
@@ -108,7 +105,7 @@ def test_build_upstream_recognises_s3prl_checkpoints(tmp_path: Path, name: str):
     model = build_upstream(name, preset="tiny", **small[name])
     (export_s3prl_apc if name == "apc" else export_s3prl_mockingjay)(model, tmp_path / "s3prl.ckpt")
     save_upstream(model, tmp_path / "ours.pt")
-    wavs, lengths = _batch()
+    wavs, lengths = noise_batch(LENGTHS)
     expected = model(wavs, lengths).hidden_states
     for ckpt in ("s3prl.ckpt", "ours.pt"):
         loaded = build_upstream(name, tmp_path / ckpt)
