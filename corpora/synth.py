@@ -305,7 +305,7 @@ def split_counts(root: str | Path) -> dict[str, Counter]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m corpora.synth keywords OUT_DIR``: build the demo corpus, print clips per split."""
+    """``python -m corpora.synth keywords|asr OUT_DIR``: build a demo corpus, print what it holds."""
     parser = argparse.ArgumentParser(prog="python -m corpora.synth", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="corpus", required=True)
     kw = sub.add_parser("keywords", help="demo keyword-spotting corpus (Speech Commands v0.01 layout)")
@@ -314,9 +314,21 @@ def main(argv: list[str] | None = None) -> None:
     kw.add_argument("--no-flite", action="store_true", help="leave out the flite voices")
     kw.add_argument("--repeats", type=int, default=2, help="clips per speaker and word (default 2)")
     kw.add_argument("--seed", type=int, default=0)
+    asr = sub.add_parser("asr", help="demo ASR corpus (LibriSpeech / Libri-light layout)")
+    asr.add_argument("out_dir", type=Path)
+    asr.add_argument("--train-minutes", type=float, default=10.0)
+    asr.add_argument("--eval-minutes", type=float, default=3.0)
+    asr.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.monotonic()
+    if args.corpus == "asr":
+        from .synth_asr import build_demo_asr  # noqa: PLC0415  (synth_asr imports this module)
+
+        root = build_demo_asr(args.out_dir, args.train_minutes, args.eval_minutes, seed=args.seed)
+        print(f"{root} ready ({time.monotonic() - started:.1f} s): {json.loads((root / 'BUILT.json').read_text())['seconds']} "
+              f"s of speech; use task.corpus=librispeech task.root={root}")
+        return
     root = build_demo_keywords(
         args.out_dir,
         espeak_speakers=args.espeak_speakers,

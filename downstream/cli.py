@@ -28,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--upstream_ckpt", help="upstream checkpoint file (optional)")
     p.add_argument("-d", "--downstream", help="task name (train)")
     p.add_argument("-n", "--name", required=True, help="experiment name: folder under -p")
-    p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache)")
+    p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune)")
     p.add_argument("-o", "--override", action="append", default=[],
                    help="section.key=value, repeatable (or several joined by ',,'); checked against the config")
+    p.add_argument("-f", "--finetune", action="store_true",
+                   help="train: fine-tune the upstream with the head (sets finetune.enabled=true; see FinetuneConfig)")
     p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")
     p.add_argument("-s", "--split", default="test", help="evaluate: comma-separated splits (default: test)")
     return p
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.upstream_ckpt and not Path(args.upstream_ckpt).is_file():
                 raise FileNotFoundError(f"upstream checkpoint not found: {args.upstream_ckpt}")
             items = [o for group in args.override for o in group.split(",,") if o]
+            if args.finetune:
+                items.append("finetune.enabled=true")
             spec = RunSpec(args.downstream, args.upstream, str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
             cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
             results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()

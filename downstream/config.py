@@ -61,6 +61,43 @@ class CacheConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning the upstream with the head (``run_downstream.py -f``), as wav2vec 2.0 / HuBERT do.
+
+    The upstream is frozen for the first ``freeze_steps`` updates (only the featurizer and head
+    learn), then trained with them. Every parameter follows wav2vec 2.0's tri-stage schedule:
+    linear warm-up from ``init_lr_scale`` x lr over ``warmup_fraction`` of ``train.total_steps``, hold
+    at lr for ``hold_fraction``, exponential decay to ``final_lr_scale`` x lr over the rest. The
+    upstream's learning rate is ``upstream_lr_scale`` x that. During training the upstream masks
+    its own input where it can (HuBERT: spans with the pre-trained mask embedding, channel bands).
+    The feature cache is not used: the upstream changes.
+    """
+
+    enabled: bool = False
+    freeze_steps: int = 0
+    upstream_lr_scale: float = 1.0
+    warmup_fraction: float = 0.1
+    hold_fraction: float = 0.4
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.05
+    mask_time_start_prob: float = 0.065
+    mask_time_span: int = 10
+    mask_channel_prob: float = 0.004
+    mask_channel_span: int = 64
+
+
+def tri_stage_scale(step: int, total: int, cfg: FinetuneConfig) -> float:
+    """The learning-rate multiplier of wav2vec 2.0's tri-stage schedule at update ``step`` of ``total``."""
+    warmup, hold = int(cfg.warmup_fraction * total), int(cfg.hold_fraction * total)
+    decay = max(total - warmup - hold, 1)
+    if step < warmup:
+        return cfg.init_lr_scale + (1.0 - cfg.init_lr_scale) * step / warmup
+    if step < warmup + hold:
+        return 1.0
+    return cfg.final_lr_scale ** (min(step - warmup - hold, decay) / decay)
+
+
+@dataclass
 class ExperimentConfig:
     """One downstream experiment. ``task`` holds the task's own config dataclass."""
 
@@ -70,6 +107,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def to_dict(cfg) -> dict:

@@ -28,14 +28,16 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 from upstream import Featurizer, Upstream, build_upstream
+from upstream.base import FinetuneMasking
 from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
 from .cache import FeatureCache, collate_features
-from .config import ExperimentConfig, merge, to_dict
+from .config import ExperimentConfig, merge, to_dict, tri_stage_scale
 from .tasks import Task, get_task
 
 log = logging.getLogger("downstream")
@@ -58,23 +60,27 @@ def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> Experimen
 
 
 class FeatureSource:
-    """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths): from the cache or the live upstream."""
+    """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths): from the cache or the live upstream.
+
+    When fine-tuning, the upstream changes, so features always come from the live upstream.
+    """
 
     def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, split: str):
         self.upstream, self.records, self.cfg = upstream, records, cfg
         self.cached = None
-        if cfg.cache.enabled:
+        if cfg.cache.enabled and not cfg.finetune.enabled:
             cache = FeatureCache(cfg.cache.root, cfg.cache.dtype)
             self.cached = cache.get(upstream, records, cfg.train.batch_seconds, cfg.train.batch_size, desc=f"extract {split}")
 
-    def batches(self, index_batches: list[list[int]]):
+    def batches(self, index_batches: list[list[int]], grad: bool = False):
+        """Yield the batches; with ``grad`` the live upstream's forward pass is recorded for backpropagation."""
         if self.cached is not None:
             loader = ordered_loader(self.cached, index_batches, collate_features, self.cfg.train.num_workers)
             yield from loader
             return
         loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms, self.cfg.train.num_workers)
         for idx, wavs, lengths in loader:
-            with torch.no_grad():
+            with torch.set_grad_enabled(grad):
                 out = self.upstream(wavs, lengths)
             yield idx, out.stacked(), out.lengths
 
@@ -120,6 +126,9 @@ class Experiment:
         self._logging()
         splits = self.task.prepare()
         upstream = self._upstream(splits["train"])
+        for name, records in splits.items():
+            samples = torch.tensor([round(r.duration * SAMPLE_RATE) for r in records])
+            self.task.check_frames(name, records, upstream.num_frames(samples).tolist())
         featurizer = Featurizer(upstream.num_layers, self.cfg.featurizer.mode, self.cfg.featurizer.layer,
                                 self.cfg.featurizer.layer_norm)
         head = self.task.build_head(upstream.hidden_size)
@@ -162,8 +171,22 @@ class Experiment:
         t0 = time.perf_counter()
         sources = {s: FeatureSource(upstream, splits[s], cfg, s) for s in ("train", "dev")}
         extract_s = time.perf_counter() - t0
+        ft = cfg.finetune
         params = [*featurizer.parameters(), *head.parameters()]
-        optimizer = torch.optim.Adam(params, lr=tcfg.lr)
+        groups = [{"params": params, "lr": tcfg.lr}]
+        if ft.enabled:
+            if not upstream.has_weights:
+                raise ValueError(f"fine-tuning needs an upstream with weights; '{self.spec.upstream}' has none")
+            masks = upstream.set_finetune_masking(FinetuneMasking(ft.mask_time_start_prob, ft.mask_time_span,
+                                                                  ft.mask_channel_prob, ft.mask_channel_span))
+            if not masks:
+                log.info("%s has no input masking of its own: only the head's masking applies", upstream.name)
+            upstream_params = upstream.finetune_parameters()
+            params = params + upstream_params
+            groups.append({"params": upstream_params, "lr": tcfg.lr * ft.upstream_lr_scale})
+        optimizer = torch.optim.Adam(groups, lr=tcfg.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: tri_stage_scale(step, tcfg.total_steps, ft)) \
+            if ft.enabled else None
         state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "train_seconds": 0.0}
         last = self.ckpt_dir / "last.pt"
         if last.is_file():
@@ -171,6 +194,9 @@ class Experiment:
             featurizer.load_state_dict(ckpt["featurizer"])
             head.load_state_dict(ckpt["head"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if ft.enabled:
+                upstream.load_state_dict(ckpt["upstream"])
+                scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["rng"])
             state = ckpt["position"]
             log.info("resumed from %s at step %d", last, state["step"])
@@ -184,12 +210,16 @@ class Experiment:
         loop_start, running = time.perf_counter(), []
         while state["step"] < tcfg.total_steps:
             epoch_batches = batcher.epoch(state["epoch"])[state["batch"]:]
-            for idx, feats, lengths in sources["train"].batches(epoch_batches):
+            tune_upstream = ft.enabled and state["step"] >= ft.freeze_steps
+            upstream.train(tune_upstream)
+            for idx, feats, lengths in sources["train"].batches(epoch_batches, grad=tune_upstream):
                 loss = self.task.loss(head(featurizer(feats), lengths), [train_records[i] for i in idx.tolist()])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 state["step"] += 1
                 state["batch"] += 1
                 running.append(loss.item())
@@ -205,16 +235,20 @@ class Experiment:
                 save_now = step % tcfg.save_every == 0 or step == tcfg.total_steps
                 if validate_now or save_now:  # neither counts as training time
                     state["train_seconds"] += time.perf_counter() - loop_start
+                    extra = {"upstream": upstream.state_dict(), "scheduler": scheduler.state_dict()} if ft.enabled else {}
                     if validate_now:
-                        self._validate(sources["dev"], splits["dev"], featurizer, head, optimizer, state, writer)
+                        self._validate(sources["dev"], splits["dev"], upstream, featurizer, head, optimizer, state, writer, extra)
                     if save_now:
-                        self._save(last, featurizer, head, optimizer, state)
+                        self._save(last, featurizer, head, optimizer, state, extra)
                     loop_start = time.perf_counter()
                 if step >= tcfg.total_steps:
+                    break
+                if ft.enabled and step == ft.freeze_steps:  # unfreeze the upstream from the next batch on
                     break
             else:
                 state["epoch"] += 1
                 state["batch"] = 0
+        upstream.eval()
         bar.close()
         writer.close()
         summary = {"train_steps": state["step"], "train_seconds": round(state["train_seconds"], 3),
@@ -222,27 +256,31 @@ class Experiment:
                    "extract_seconds": round(extract_s, 3), "best_step": state["best_step"]}
         return self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
 
-    def _validate(self, source, records, featurizer, head, optimizer, state, writer) -> None:
-        metrics = self._run_eval(source, records, featurizer, head)[0]
-        value = metrics[self.task.primary_metric]
+    def _validate(self, source, records, upstream, featurizer, head, optimizer, state, writer, extra: dict) -> None:
+        mode = upstream.training
+        metrics = self._run_eval(source, records, upstream, featurizer, head)[0]
+        upstream.train(mode)
+        value = metrics[self.task.selection_metric]
         for k, v in metrics.items():
             writer.add_scalar(f"dev/{k}", v, state["step"])
         better = state["best"] is None or (value > state["best"] if self.task.higher_is_better else value < state["best"])
         log.info("step %d dev %s%s", state["step"], json.dumps(metrics), " (best)" if better else "")
         if better:
             state["best"], state["best_step"] = value, state["step"]
-            self._save(self.ckpt_dir / "best.pt", featurizer, head, optimizer, state)
+            self._save(self.ckpt_dir / "best.pt", featurizer, head, optimizer, state, extra)
         featurizer.train()
         head.train()
 
-    def _save(self, path: Path, featurizer, head, optimizer, state) -> None:
+    def _save(self, path: Path, featurizer, head, optimizer, state, extra: dict) -> None:
+        """Head state, plus (``extra``) the fine-tuned upstream and the scheduler when fine-tuning."""
         atomic_save({"featurizer": featurizer.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
                      "rng": torch.get_rng_state(), "position": dict(state), "task": self.task.state(),
-                     "layer_weights": featurizer.layer_weights()}, path)
+                     "layer_weights": featurizer.layer_weights(), **extra}, path)
 
     # ---------------------------------------------------------------- evaluate
     @torch.no_grad()
-    def _run_eval(self, source: FeatureSource, records: list[Record], featurizer, head) -> tuple[dict, list]:
+    def _run_eval(self, source: FeatureSource, records: list[Record], upstream, featurizer, head) -> tuple[dict, list]:
+        upstream.eval()
         featurizer.eval()
         head.eval()
         batcher = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds, self.cfg.train.batch_size, seed=0)
@@ -262,14 +300,17 @@ class Experiment:
         splits, upstream, featurizer, head = prepared or self._setup()
         featurizer.load_state_dict(ckpt["featurizer"])
         head.load_state_dict(ckpt["head"])
+        if "upstream" in ckpt:  # fine-tuned
+            upstream.load_state_dict(ckpt["upstream"])
         results_file = self.dir / "results.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
             "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
-            "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream),
+            "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
+            + ("+finetuned" if self.cfg.finetune.enabled else ""), "finetuned": self.cfg.finetune.enabled,
             "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,
             "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
-            "primary_metric": self.task.primary_metric,
+            "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
             "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
         })
         if summary:
@@ -280,7 +321,7 @@ class Experiment:
                 raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
             t0 = time.perf_counter()
             source = FeatureSource(upstream, splits[split], self.cfg, split)
-            metrics, predictions = self._run_eval(source, splits[split], featurizer, head)
+            metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
             metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
             self.task.write_predictions(self.dir / f"predictions-{split}.tsv", predictions, splits[split])
             log.info("%s %s", split, json.dumps(metrics))

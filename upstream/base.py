@@ -33,6 +33,25 @@ class UpstreamOutput:
         return torch.stack(self.hidden_states, dim=2)
 
 
+@dataclass
+class FinetuneMasking:
+    """Masking of an upstream's own input during fine-tuning (wav2vec 2.0 / HuBERT style).
+
+    Attributes:
+        time_start_prob: probability of a frame starting a masked span; fairseq's ``mask_prob`` is
+            this times ``time_span``.
+        time_span: masked span in frames.
+        channel_prob: probability of a feature channel starting a masked band (fairseq's
+            ``mask_channel_prob`` over ``channel_span``).
+        channel_span: masked band in channels.
+    """
+
+    time_start_prob: float = 0.065
+    time_span: int = 10
+    channel_prob: float = 0.0
+    channel_span: int = 64
+
+
 class Upstream(nn.Module, ABC):
     """Base class of every upstream.
 
@@ -73,6 +92,14 @@ class Upstream(nn.Module, ABC):
             wavs: (B, S) float32 waveforms at 16 kHz, zero-padded after ``wav_lengths``.
             wav_lengths: (B,) int64 valid sample counts.
         """
+
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """The parameters fine-tuning trains (all by default; HuBERT keeps its CNN frozen, as wav2vec 2.0 does)."""
+        return list(self.parameters())
+
+    def set_finetune_masking(self, masking: FinetuneMasking | None) -> bool:
+        """Mask the model's own input in training mode (None: off). False when the model has no such masking."""
+        return False
 
     def fingerprint(self) -> str:
         """A hash of name, settings and every parameter and buffer: what a feature cache keys on."""

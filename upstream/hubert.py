@@ -35,7 +35,7 @@ from torch import nn
 from torchaudio.models import hubert_pretrain_model
 from torchaudio.models.wav2vec2 import components
 
-from .base import Pretrainable, Upstream, UpstreamOutput
+from .base import FinetuneMasking, Pretrainable, Upstream, UpstreamOutput
 
 BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
 """The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
@@ -267,9 +267,30 @@ class HubertUpstream(Upstream, Pretrainable):
             states[-1] = transformer.layer_norm(states[-1])
         return states
 
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """Everything but the CNN feature extractor (frozen in fine-tuning, as fairseq's ``feature_grad_mult=0``)."""
+        cnn = {id(p) for p in self.model.wav2vec2.feature_extractor.parameters()}
+        return [p for p in self.model.wav2vec2.parameters() if id(p) not in cnn]
+
+    def set_finetune_masking(self, masking: FinetuneMasking | None) -> bool:
+        """In training mode, mask spans of the projected CNN features with the pre-trained mask embedding,
+        and bands of channels with zeros (fairseq's fine-tuning masks). The generator is not a submodule,
+        so the state dict (and the fingerprint) stay those of the model."""
+        generator = None
+        if masking is not None:
+            generator = components.MaskGenerator(
+                self.config.embed_dim, masking.time_start_prob * masking.time_span, "static", 0.0, masking.time_span,
+                False, 1, masking.channel_prob * masking.channel_span, "static", 0.0, masking.channel_span, False, 1)
+            generator.mask_embedding = self.model.mask_generator.mask_embedding
+        self.__dict__["_finetune_mask"] = generator
+        return True
+
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
         feats, lengths = self.cnn_features(wavs, wav_lengths)
         x, attention_mask, valid = self._encoder_input(feats, lengths)
+        finetune_mask = self.__dict__.get("_finetune_mask")
+        if self.training and finetune_mask is not None:
+            x, _ = finetune_mask(x, ~valid)
         keep = valid[:, :, None].to(x.dtype)
         return UpstreamOutput([h * keep for h in self.transformer_states(x, attention_mask)], lengths)
 

@@ -1,10 +1,11 @@
 """Downstream tasks by name. The runner knows none of them; it asks this registry."""
 from __future__ import annotations
 
+from .asr import SpeechRecognition
 from .base import Task
 from .ks import KeywordSpotting
 
-TASKS: dict[str, type[Task]] = {KeywordSpotting.name: KeywordSpotting}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition)}
 
 
 def get_task(name: str) -> type[Task]:

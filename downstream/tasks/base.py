@@ -51,6 +51,18 @@ class Task(ABC):
     def score(self, predictions: list, records: list[Record]) -> dict[str, float]:
         """Metrics of a whole split, ``primary_metric`` among them."""
 
+    @property
+    def selection_metric(self) -> str:
+        """The dev metric that picks the best checkpoint (the primary metric unless a task's config says otherwise)."""
+        return getattr(self, "_selection_metric", self.primary_metric)
+
+    @selection_metric.setter
+    def selection_metric(self, name: str) -> None:
+        self._selection_metric = name
+
+    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
+        """Raise if the upstream's frame counts (one per record) cannot serve this task (e.g. too few for CTC)."""
+
     def sample_weights(self, records: list[Record]) -> list[float] | None:
         """Per-utterance training sampling weights (None: each utterance once per epoch)."""
         return None

@@ -1,0 +1,236 @@
+"""Speech recognition (SUPERB ASR): character CTC on the weighted layer sum, scored by WER and CER.
+
+Head as in SUPERB: SpecAugment-style masking of the features (training only), Linear(D ->
+proj_dim), a ``lstm_layers``-layer BiLSTM (``lstm_dim`` per direction, dropout between layers),
+Linear -> characters + blank; CTC loss. SUPERB's sizes are 1024 (the defaults); the CPU recipes use
+256. Greedy decoding by default; beam search (torchaudio / flashlight-text) with an optional KenLM
+word n-gram model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchaudio.transforms as T
+from torch import nn
+
+from corpora.librilight import SUBSETS, prepare_librilight
+from corpora.librispeech import prepare_librispeech
+from corpora.manifest import Record, read_manifest
+
+from .base import SPLITS, Task
+from .ctc_text import BeamSearchDecoder, CharVocabulary, ctc_min_frames, error_rates, greedy_decode, normalize_transcript
+
+CORPORA = ("demo", "librispeech", "manifest")
+VOCABULARIES = ("superb", "train")
+DECODERS = ("greedy", "beam")
+
+
+@dataclass
+class ASRConfig:
+    """ASR settings.
+
+    ``corpus``: ``librispeech`` (``root`` holds ``LibriSpeech/<split>/`` and, for Libri-light
+    training sets, ``librispeech_finetuning/``), ``demo`` (the toolkit's synthetic corpus in that
+    layout, built under ``root`` if absent) or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
+    ``test.tsv`` with a ``text`` column).
+    ``train_set``: a LibriSpeech split (``train-clean-100``) or a Libri-light setting
+    (``librilight-10min``, ``librilight-1h``, ``librilight-10h``). ``dev_set``, ``test_set``: LibriSpeech splits.
+    ``vocabulary``: ``superb`` (``|``, A-Z, apostrophe) or ``train`` (the training transcripts' characters).
+    ``select_metric``: the dev metric that picks the best checkpoint (``wer`` or ``cer``).
+    """
+
+    corpus: str = "demo"
+    root: str = "data/demo_asr"
+    train_set: str = "librilight-10min"
+    dev_set: str = "dev-clean"
+    test_set: str = "test-clean"
+    vocabulary: str = "superb"
+    downsample: int = 1
+    """Adjacent feature frames concatenated into one before the projection (S3PRL's ``concat``
+    downsampling): 2 brings a 10-ms upstream to 20-ms frames, halving the BiLSTM's cost."""
+    proj_dim: int = 1024
+    lstm_dim: int = 1024
+    lstm_layers: int = 2
+    dropout: float = 0.2
+    specaug: bool = True
+    time_masks: int = 2
+    time_mask_frames: int = 40
+    freq_masks: int = 4
+    freq_mask_dims: int = 50
+    select_metric: str = "wer"
+    decoder: str = "greedy"
+    beam_size: int = 50
+    lm: str = ""
+    """KenLM model (ARPA or binary) for beam search; empty: no LM."""
+    lm_weight: float = 2.0
+    word_score: float = 0.0
+
+
+class SpecAugment(nn.Module):
+    """Time and feature-dimension masks on (B, T, D) features, each mask drawn per utterance (training only)."""
+
+    def __init__(self, time_masks: int, time_mask_frames: int, freq_masks: int, freq_mask_dims: int):
+        super().__init__()
+        self.time = nn.ModuleList(T.TimeMasking(time_mask_frames, iid_masks=True) for _ in range(time_masks))
+        self.freq = nn.ModuleList(T.FrequencyMasking(freq_mask_dims, iid_masks=True) for _ in range(freq_masks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        x = x.transpose(1, 2).unsqueeze(1)  # torchaudio masks (..., freq, time); iid needs a channel axis
+        for mask in (*self.time, *self.freq):
+            x = mask(x)
+        return x.squeeze(1).transpose(1, 2)
+
+
+def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the first ``lengths[b]`` frames of each (B, T, D) sequence, leaving the padding in place."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
+
+
+class BiLSTM(nn.Module):
+    """A stack of bidirectional LSTM layers over zero-padded (B, T, D) batches -> (B, T, 2 x hidden).
+
+    Each direction is its own ``nn.LSTM``; the backward one reads every utterance reversed within
+    its length, so padding never reaches a valid frame. The result equals running each utterance
+    alone, without packed sequences, whose backward pass is about 50 times slower on CPU here.
+    """
+
+    def __init__(self, input_dim: int, hidden: int, num_layers: int, dropout: float):
+        super().__init__()
+        dims = [input_dim] + [2 * hidden] * (num_layers - 1)
+        self.forward_lstms = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True) for d in dims)
+        self.backward_lstms = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True) for d in dims)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        for i, (fwd, bwd) in enumerate(zip(self.forward_lstms, self.backward_lstms)):
+            if i:
+                x = self.dropout(x)
+            x = torch.cat([fwd(x)[0], reverse_valid(bwd(reverse_valid(x, lengths))[0], lengths)], dim=-1)
+        return x
+
+
+class CTCHead(nn.Module):
+    """(B, T, D) features, (B,) lengths -> ((B, T, V) log-probabilities, (B,) lengths)."""
+
+    def __init__(self, input_dim: int, vocab_size: int, cfg: ASRConfig):
+        super().__init__()
+        self.specaug = (SpecAugment(cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks, min(cfg.freq_mask_dims, input_dim // 2))
+                        if cfg.specaug else nn.Identity())
+        if cfg.downsample < 1:
+            raise ValueError(f"task.downsample must be >= 1, got {cfg.downsample}")
+        self.downsample = cfg.downsample
+        self.proj = nn.Linear(input_dim * cfg.downsample, cfg.proj_dim)
+        self.lstm = BiLSTM(cfg.proj_dim, cfg.lstm_dim, cfg.lstm_layers, cfg.dropout)
+        self.out = nn.Linear(2 * cfg.lstm_dim, vocab_size)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.specaug(features)
+        if self.downsample > 1:  # (B, T, D) -> (B, ceil(T / k), k * D), zero-padded at the end
+            b, t, d = x.shape
+            x = F.pad(x, (0, 0, 0, -t % self.downsample)).reshape(b, -1, self.downsample * d)
+            lengths = (lengths + self.downsample - 1) // self.downsample
+        return F.log_softmax(self.out(self.lstm(self.proj(x), lengths)), dim=-1), lengths
+
+
+class SpeechRecognition(Task):
+    name = "asr"
+    config_class = ASRConfig
+    primary_metric = "wer"
+    higher_is_better = False
+
+    def __init__(self, cfg: ASRConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        for key, value, allowed in (("corpus", cfg.corpus, CORPORA), ("vocabulary", cfg.vocabulary, VOCABULARIES),
+                                    ("decoder", cfg.decoder, DECODERS), ("select_metric", cfg.select_metric, ("wer", "cer"))):
+            if value not in allowed:
+                raise ValueError(f"task.{key} {value!r} unknown for asr; choose from {allowed}")
+        self.selection_metric = cfg.select_metric
+        self.vocab: CharVocabulary | None = None
+        self.targets: dict[str, list[int]] = {}
+        self._beam: BeamSearchDecoder | None = None
+        self._train_words: set[str] = set()
+
+    def prepare(self) -> dict[str, list[Record]]:
+        cfg = self.cfg
+        manifests = self.workdir / "manifests"
+        if cfg.corpus == "manifest":
+            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
+        else:
+            if cfg.corpus == "demo":
+                from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
+
+                build_demo_asr(cfg.root)
+            names = {"train": cfg.train_set, "dev": cfg.dev_set, "test": cfg.test_set}
+            splits = {}
+            for split, name in names.items():
+                if name.startswith("librilight-"):
+                    subset = name.removeprefix("librilight-")
+                    if subset not in SUBSETS:
+                        raise ValueError(f"task.{split}_set {name!r}: Libri-light settings are "
+                                         f"{', '.join('librilight-' + s for s in SUBSETS)}")
+                    splits[split] = read_manifest(prepare_librilight(cfg.root, subset, manifests))
+                else:
+                    splits[split] = read_manifest(prepare_librispeech(cfg.root, name, manifests))
+        for split, records in splits.items():
+            if not records:
+                raise ValueError(f"asr: split '{split}' of {cfg.root} is empty")
+            empty = [r.id for r in records if not normalize_transcript(r.text)]
+            if empty:
+                raise ValueError(f"asr: split '{split}' has utterances without a transcript: {empty[:5]}")
+        if self.vocab is None:  # a checkpoint's vocabulary (load_state) wins over a rebuilt one
+            self.vocab = CharVocabulary.superb() if cfg.vocabulary == "superb" else \
+                CharVocabulary.from_texts(r.text for r in splits["train"])
+        self.targets = {}
+        for split, records in splits.items():
+            for r in records:
+                self.targets[r.id] = self.vocab.encode(r.text, where=f"{split} utterance {r.id} ({r.path})")
+        self._train_words = {w for r in splits["train"] for w in normalize_transcript(r.text).split()}
+        return splits
+
+    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
+        """CTC needs at least one output frame per character (plus one between repeats): an error otherwise."""
+        k = self.cfg.downsample
+        frames = [(n + k - 1) // k for n in num_frames]
+        short = [(r.id, n, ctc_min_frames(self.targets[r.id])) for r, n in zip(records, frames)
+                 if n < ctc_min_frames(self.targets[r.id])]
+        if short:
+            detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
+            raise ValueError(f"asr: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
+                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these transcripts")
+
+    def build_head(self, input_dim: int) -> nn.Module:
+        return CTCHead(input_dim, len(self.vocab), self.cfg)
+
+    def loss(self, output, records: list[Record]) -> torch.Tensor:
+        log_probs, lengths = output
+        targets = [torch.tensor(self.targets[r.id]) for r in records]
+        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
+                          blank=0, zero_infinity=True)
+
+    def predict(self, output) -> list[str]:
+        log_probs, lengths = output
+        if self.cfg.decoder == "greedy":
+            return greedy_decode(log_probs, lengths, self.vocab)
+        if self._beam is None:
+            self._beam = BeamSearchDecoder(self.vocab, self.cfg.beam_size, self.cfg.lm or None, self._train_words,
+                                           self.cfg.lm_weight, self.cfg.word_score, self.workdir)
+        return self._beam(log_probs, lengths)
+
+    def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
+        return error_rates([r.text for r in records], predictions)
+
+    def reference(self, record: Record) -> str:
+        return normalize_transcript(record.text)
+
+    def state(self) -> dict:
+        return {"characters": self.vocab.tokens[1:]}
+
+    def load_state(self, state: dict) -> None:
+        self.vocab = CharVocabulary(state["characters"])
