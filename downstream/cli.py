@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", required=True, help="experiment name: folder under -p")
     p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune)")
     p.add_argument("-o", "--override", action="append", default=[],
-                   help="section.key=value, repeatable (or several joined by ',,'); checked against the config")
+                   help="section.key=value, repeatable (or several joined by ',,'); checked against the config. "
+                        "With -m evaluate only decoding settings (e.g. task.decoder=beam), written to results-<overrides>.json")
     p.add_argument("-f", "--finetune", action="store_true",
                    help="train: fine-tune the upstream with the head (sets finetune.enabled=true; see FinetuneConfig)")
     p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")
@@ -48,6 +49,7 @@ def setup_console_logging(level: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console_logging(logging.INFO)
+    results_name = "results.json"
     try:
         if args.mode == "train":
             if not args.upstream or not args.downstream:
@@ -66,10 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
         else:
             splits = tuple(s for s in args.split.split(",") if s)
-            results = Experiment.load(Path(args.expdir), args.name).evaluate(splits)
+            items = [o for group in args.override for o in group.split(",,") if o]
+            exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(items))
+            results = exp.evaluate(splits)
+            if exp.variant:
+                results_name = f"results-{exp.variant}.json"
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits", "layer_weights")}, indent=1))
-    print(f"results: {Path(args.expdir) / args.name / 'results.json'}")
+    print(f"results: {Path(args.expdir) / args.name / results_name}")
     return 0

@@ -37,7 +37,7 @@ from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
 from .cache import FeatureCache, collate_features
-from .config import ExperimentConfig, merge, to_dict, tri_stage_scale
+from .config import ConfigError, ExperimentConfig, merge, to_dict, tri_stage_scale
 from .tasks import Task, get_task
 
 log = logging.getLogger("downstream")
@@ -92,6 +92,8 @@ class Experiment:
         self.dir, self.spec, self.cfg = Path(exp_dir), spec, cfg
         self.ckpt_dir = self.dir / "checkpoints"
         self.task: Task = get_task(spec.task)(cfg.task, self.dir)
+        self.variant = ""
+        """Non-empty when evaluating with decoding overrides: names the extra results and predictions files."""
 
     # ---------------------------------------------------------------- setup
     @classmethod
@@ -111,16 +113,30 @@ class Experiment:
         return cls(exp_dir, spec, cfg)
 
     @classmethod
-    def load(cls, output_root: Path, name: str) -> "Experiment":
-        """An existing experiment, rebuilt from its config snapshot."""
+    def load(cls, output_root: Path, name: str, decoding: dict | None = None) -> "Experiment":
+        """An existing experiment, rebuilt from its config snapshot.
+
+        ``decoding``: ``{"task": {key: value}}`` overrides of the task's decoding settings (keys in
+        ``Task.decoding_keys``, e.g. ``decoder``, ``lm``); evaluating with them writes
+        ``results-<overrides>.json`` and ``predictions-<overrides>-<split>.tsv`` beside the main results.
+        """
         exp_dir = Path(output_root) / name
         cfg_file = exp_dir / "config.yaml"
         if not cfg_file.is_file():
             raise FileNotFoundError(f"no experiment '{name}' in {output_root} ({cfg_file} missing)")
         snapshot = yaml.safe_load(cfg_file.read_text())
         spec = RunSpec(**snapshot["run"])
-        cfg = resolve_config(spec, snapshot["config"], {})
-        return cls(exp_dir, spec, cfg)
+        decoding = decoding or {}
+        allowed = get_task(spec.task).decoding_keys
+        bad = [f"{section}.{key}" for section, keys in decoding.items()
+               for key in (keys if isinstance(keys, dict) else {None: None}) if section != "task" or key not in allowed]
+        if bad:
+            raise ConfigError(f"evaluate accepts only decoding overrides ({', '.join('task.' + k for k in allowed) or 'none for this task'}); "
+                              f"got {', '.join(bad)}")
+        cfg = resolve_config(spec, snapshot["config"], decoding)
+        exp = cls(exp_dir, spec, cfg)
+        exp.variant = "-".join(f"{k}={v}" for k, v in sorted(decoding.get("task", {}).items()))
+        return exp
 
     def _setup(self):
         self._logging()
@@ -302,7 +318,8 @@ class Experiment:
         head.load_state_dict(ckpt["head"])
         if "upstream" in ckpt:  # fine-tuned
             upstream.load_state_dict(ckpt["upstream"])
-        results_file = self.dir / "results.json"
+        suffix = f"-{self.variant}" if self.variant else ""
+        results_file = self.dir / f"results{suffix}.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
             "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
@@ -315,6 +332,8 @@ class Experiment:
         })
         if summary:
             results["training"] = summary
+        if self.variant:
+            results["decoding"] = self.variant
         metrics_by_split = results.setdefault("splits", {})
         for split in split_names:
             if split not in splits:
@@ -323,7 +342,7 @@ class Experiment:
             source = FeatureSource(upstream, splits[split], self.cfg, split)
             metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
             metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
-            self.task.write_predictions(self.dir / f"predictions-{split}.tsv", predictions, splits[split])
+            self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
             log.info("%s %s", split, json.dumps(metrics))
         (self.dir / "layer_weights.json").write_text(json.dumps(
             {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]}, indent=1))

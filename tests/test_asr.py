@@ -11,9 +11,10 @@ import torch
 from corpora.librilight import read_librilight, subset_dirs
 from corpora.librispeech import read_librispeech_dir
 from corpora.manifest import ManifestError
+from downstream.cli import main
 from downstream.config import FinetuneConfig, parse_overrides, tri_stage_scale
 from downstream.runner import Experiment, RunSpec, resolve_config
-from downstream.tasks.asr import ASRConfig, BiLSTM, SpeechRecognition
+from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
 from downstream.tasks.ctc_text import (BeamSearchDecoder, CharVocabulary, UnknownCharacterError, ctc_min_frames,
                                        error_rates, greedy_decode, normalize_transcript)
 from tests.conftest import shared_data
@@ -213,6 +214,14 @@ def test_bilstm_output_does_not_depend_on_padding():
         assert torch.allclose(batch[b, :n], alone[0], atol=1e-6)
 
 
+def test_linear_ctc_head_without_lstm():
+    head = CTCHead(12, 29, ASRConfig(lstm_layers=0, downsample=2, specaug=False))
+    assert [name for name, _ in head.named_parameters()] == ["out.weight", "out.bias"]
+    log_probs, lengths = head(torch.randn(2, 9, 12), torch.tensor([9, 4]))
+    assert log_probs.shape == (2, 5, 29) and lengths.tolist() == [5, 2]
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 5))
+
+
 def test_tri_stage_schedule():
     cfg = FinetuneConfig(warmup_fraction=0.1, hold_fraction=0.4, init_lr_scale=0.01, final_lr_scale=0.05)
     scales = [tri_stage_scale(s, 100, cfg) for s in range(101)]
@@ -269,6 +278,15 @@ def test_asr_trains_decodes_and_writes_hypotheses(tmp_path: Path):
     assert math.isclose(error_rates(list(refs), list(hyps))["cer"], test["cer"])
     ckpt = torch.load(tmp_path / "exp/fb/checkpoints/best.pt", weights_only=False)
     assert ckpt["task"]["characters"][0] == "|" and "upstream" not in ckpt
+
+    # evaluate again with beam search: a separate results file; the greedy results stay
+    args = ["-m", "evaluate", "-n", "fb", "-p", str(tmp_path / "exp"), "-s", "test", "-o", "task.decoder=beam", "-o", "task.beam_size=8"]
+    assert main(args) == 0
+    beam = json.loads((tmp_path / "exp/fb/results-beam_size=8-decoder=beam.json").read_text())
+    assert beam["decoding"] == "beam_size=8-decoder=beam" and beam["splits"]["test"]["cer"] <= test["cer"] + 10
+    assert (tmp_path / "exp/fb/predictions-beam_size=8-decoder=beam-test.tsv").is_file()
+    assert json.loads((tmp_path / "exp/fb/results.json").read_text())["splits"]["test"] == test
+    assert main(["-m", "evaluate", "-n", "fb", "-p", str(tmp_path / "exp"), "-o", "train.lr=1"]) == 2
 
 
 def test_finetuning_freezes_then_trains_the_upstream_and_resumes(tmp_path: Path, monkeypatch):

@@ -54,6 +54,7 @@ class ASRConfig:
     proj_dim: int = 1024
     lstm_dim: int = 1024
     lstm_layers: int = 2
+    """0: no projection and BiLSTM, a single linear CTC layer (wav2vec 2.0's fine-tuning head)."""
     dropout: float = 0.2
     specaug: bool = True
     time_masks: int = 2
@@ -123,12 +124,17 @@ class CTCHead(nn.Module):
         super().__init__()
         self.specaug = (SpecAugment(cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks, min(cfg.freq_mask_dims, input_dim // 2))
                         if cfg.specaug else nn.Identity())
+        if cfg.lstm_layers < 0:
+            raise ValueError(f"task.lstm_layers must be >= 0, got {cfg.lstm_layers}")
         if cfg.downsample < 1:
             raise ValueError(f"task.downsample must be >= 1, got {cfg.downsample}")
         self.downsample = cfg.downsample
-        self.proj = nn.Linear(input_dim * cfg.downsample, cfg.proj_dim)
-        self.lstm = BiLSTM(cfg.proj_dim, cfg.lstm_dim, cfg.lstm_layers, cfg.dropout)
-        self.out = nn.Linear(2 * cfg.lstm_dim, vocab_size)
+        if cfg.lstm_layers == 0:  # wav2vec 2.0's fine-tuning head: one linear CTC layer
+            self.proj, self.lstm, self.out = None, None, nn.Linear(input_dim * cfg.downsample, vocab_size)
+        else:
+            self.proj = nn.Linear(input_dim * cfg.downsample, cfg.proj_dim)
+            self.lstm = BiLSTM(cfg.proj_dim, cfg.lstm_dim, cfg.lstm_layers, cfg.dropout)
+            self.out = nn.Linear(2 * cfg.lstm_dim, vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.specaug(features)
@@ -136,7 +142,9 @@ class CTCHead(nn.Module):
             b, t, d = x.shape
             x = F.pad(x, (0, 0, 0, -t % self.downsample)).reshape(b, -1, self.downsample * d)
             lengths = (lengths + self.downsample - 1) // self.downsample
-        return F.log_softmax(self.out(self.lstm(self.proj(x), lengths)), dim=-1), lengths
+        if self.lstm is not None:
+            x = self.lstm(self.proj(x), lengths)
+        return F.log_softmax(self.out(x), dim=-1), lengths
 
 
 class SpeechRecognition(Task):
@@ -144,6 +152,7 @@ class SpeechRecognition(Task):
     config_class = ASRConfig
     primary_metric = "wer"
     higher_is_better = False
+    decoding_keys = ("decoder", "beam_size", "lm", "lm_weight", "word_score")
 
     def __init__(self, cfg: ASRConfig, workdir: Path):
         super().__init__(cfg, workdir)

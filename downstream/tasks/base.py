@@ -27,6 +27,8 @@ class Task(ABC):
     config_class: type
     primary_metric: str
     higher_is_better: bool
+    decoding_keys: tuple[str, ...] = ()
+    """Task settings that only change decoding: ``run_downstream.py -m evaluate -o task.KEY=VALUE`` may set them."""
 
     def __init__(self, cfg, workdir: Path):
         self.cfg, self.workdir = cfg, Path(workdir)
