@@ -129,7 +129,7 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
                                      rng.uniform(20, 40), rng.getrandbits(32)))
                         utt += 1
                     for (rel, stem, text, *_), seconds in zip(jobs, pool.map(
-                            lambda job: _render(build, Path(scratch), *job), jobs)):
+                            lambda job: render_sentence(build, Path(scratch), job[0], job[1], job[2].lower(), *job[3:]), jobs)):
                         lines.setdefault(rel.parent, []).append(f"{stem} {text}")
                         total += seconds
                 for folder, chapter_lines in lines.items():
@@ -147,16 +147,17 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
     return root
 
 
-def _render(build: Path, scratch: Path, rel: Path, stem: str, text: str, spk: _Speaker, rate: float, pitch: float,
-            snr_db: float, seed: int) -> float:
-    """Speak ``text``, trim silence, add noise, write ``build/rel``; returns the seconds written."""
+def render_sentence(build: Path, scratch: Path, rel: Path, stem: str, text: str, spk: _Speaker, rate: float, pitch: float,
+                    snr_db: float, seed: int) -> float:
+    """Speak ``text`` with ``spk`` at ``rate`` (x default speed) and ``pitch`` (in [-1, 1] of the voice's range),
+    trim silence, add coloured noise at ``snr_db``, write ``build/rel`` (any soundfile format); returns its seconds."""
     wav = scratch / f"{stem}.wav"
     if spk.engine == "espeak-ng":
-        cmd = ["espeak-ng", "-v", spk.voice, "-s", str(round(165 * rate)), "-p", str(round(50 + 20 * pitch)), "-w", str(wav), text.lower()]
+        cmd = ["espeak-ng", "-v", spk.voice, "-s", str(round(165 * rate)), "-p", str(round(50 + 20 * pitch)), "-w", str(wav), text]
     else:
         f0 = FLITE_VOICES[spk.voice] * (1 + 0.15 * pitch)
         cmd = ["flite", "-voice", spk.voice, "--setf", f"duration_stretch={1 / rate:.3f}",
-               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text.lower(), "-o", str(wav)]
+               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(wav)]
     try:
         subprocess.run(cmd, check=True, capture_output=True)
     except subprocess.CalledProcessError as e:

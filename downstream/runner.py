@@ -330,6 +330,8 @@ class Experiment:
             "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
             "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
         })
+        if self.task.metric_info():
+            results["metric_info"] = self.task.metric_info()
         if summary:
             results["training"] = summary
         if self.variant:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from .asr import SpeechRecognition
 from .base import Task
 from .ks import KeywordSpotting
+from .st import SpeechTranslation
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, SpeechTranslation)}
 
 
 def get_task(name: str) -> type[Task]:

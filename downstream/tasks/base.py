@@ -65,6 +65,10 @@ class Task(ABC):
     def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
         """Raise if the upstream's frame counts (one per record) cannot serve this task (e.g. too few for CTC)."""
 
+    def metric_info(self) -> dict:
+        """How the metrics were computed (e.g. sacrebleu signatures), stored in ``results.json``."""
+        return {}
+
     def sample_weights(self, records: list[Record]) -> list[float] | None:
         """Per-utterance training sampling weights (None: each utterance once per epoch)."""
         return None

@@ -1,0 +1,298 @@
+"""Speech translation (SUPERB-SG ST): a small speech Transformer on the weighted layer sum, scored by BLEU.
+
+Head as in SUPERB-SG (a fairseq S2T Transformer): 1-D convolutional subsampling (``conv_layers``
+layers of stride 2 with GLU), sinusoidal positions, a pre-LN Transformer encoder and decoder
+(3 + 3 layers by default; torch's ``nn.Transformer*`` modules), output projection tied to the target
+embedding. Targets are SentencePiece pieces (``char`` by default, or ``unigram`` / ``bpe``) trained
+on the training translations; the model travels in the checkpoint. Cross-entropy with label
+smoothing; beam search with a length penalty (``beam_size=1`` is greedy). Metrics: sacrebleu's
+case-sensitive detokenised BLEU and chrF on the raw translations, the signatures in ``results.json``.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sacrebleu
+import sentencepiece as spm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corpora.covost2 import prepare_covost2
+from corpora.manifest import Record, read_manifest
+
+from .base import SPLITS, Task
+
+CORPORA = ("demo", "covost2", "manifest")
+PIECE_TYPES = ("char", "unigram", "bpe")
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+@dataclass
+class STConfig:
+    """Speech-translation settings.
+
+    ``corpus``: ``covost2`` (``root`` holds ``clips/`` and ``covost_v2.<src>_<tgt>.{train,dev,test}.tsv``),
+    ``demo`` (the toolkit's synthetic corpus in that layout, built under ``root`` if absent from
+    ``parallel_text``, a Multi30k folder, or from a built-in grammar when empty; ``demo_sizes``
+    sentences per split) or ``manifest`` (``train/dev/test.tsv`` with ``text`` and ``translation``).
+    """
+
+    corpus: str = "demo"
+    root: str = "data/demo_st"
+    parallel_text: str = ""
+    demo_sizes: list[int] = field(default_factory=lambda: [1500, 200, 200])
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    pieces: str = "char"
+    vocab_size: int = 1000
+    """Pieces for ``unigram`` / ``bpe`` (``char`` takes every training character)."""
+    conv_layers: int = 2
+    conv_channels: int = 256
+    conv_kernel: int = 5
+    d_model: int = 256
+    heads: int = 4
+    ffn_dim: int = 1024
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    dropout: float = 0.1
+    label_smoothing: float = 0.1
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    """Hypothesis score = log-probability / length ** length_penalty."""
+    max_len: int = 200
+    """Most target pieces decoded per utterance."""
+
+
+class ConvSubsampler(nn.Module):
+    """(B, T, D) -> (B, ceil-ish(T / 2^layers), d_model): Conv1d stride 2 + GLU per layer, zero after each length."""
+
+    def __init__(self, input_dim: int, channels: int, d_model: int, layers: int, kernel: int):
+        super().__init__()
+        dims = [input_dim] + [channels // 2] * (layers - 1)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(d, (channels if i < layers - 1 else 2 * d_model), kernel, stride=2, padding=kernel // 2)
+            for i, d in enumerate(dims))
+
+    @staticmethod
+    def out_lengths(lengths: torch.Tensor, layers: int) -> torch.Tensor:
+        for _ in range(layers):
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.transpose(1, 2)
+        for conv in self.convs:
+            x = F.glu(conv(x), dim=1)
+            lengths = self.out_lengths(lengths, 1)
+            x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None])[:, None, :]
+        return x.transpose(1, 2), lengths
+
+
+def _until_eos(ids: list[int]) -> list[int]:
+    return ids[: ids.index(EOS)] if EOS in ids else ids
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) sine/cosine position encodings (Vaswani et al.)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(length, dim)
+    out[:, 0::2], out[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return out
+
+
+class SpeechTranslationHead(nn.Module):
+    """Encoder: (B, T, D) features, (B,) lengths -> (memory (B, S, d_model), key padding mask (B, S)).
+    Decoder (:meth:`decode`): memory, mask, previous pieces (B, U) -> logits (B, U, vocab)."""
+
+    def __init__(self, input_dim: int, vocab_size: int, cfg: STConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.subsample = ConvSubsampler(input_dim, cfg.conv_channels, cfg.d_model, cfg.conv_layers, cfg.conv_kernel)
+        enc = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ffn_dim, cfg.dropout, batch_first=True, norm_first=True)
+        dec = nn.TransformerDecoderLayer(cfg.d_model, cfg.heads, cfg.ffn_dim, cfg.dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(enc, cfg.encoder_layers, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec, cfg.decoder_layers, norm=nn.LayerNorm(cfg.d_model))
+        self.embed = nn.Embedding(vocab_size, cfg.d_model, padding_idx=PAD)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.scale = math.sqrt(cfg.d_model)
+
+    def _positions(self, x: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_positions(x.shape[1], x.shape[2]).to(x.device)[None]
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, lengths = self.subsample(features, lengths)
+        x = self.dropout(self.scale * x + self._positions(x))
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+        return self.encoder(x, src_key_padding_mask=mask), mask
+
+    def decode(self, memory: torch.Tensor, memory_mask: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(self.scale * self.embed(prev) + self._positions(prev[..., None].float()))
+        causal = torch.ones(prev.shape[1], prev.shape[1], dtype=torch.bool, device=prev.device).triu(1)
+        y = self.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=prev == PAD,
+                         memory_key_padding_mask=memory_mask)
+        return F.linear(y, self.embed.weight)
+
+    @torch.no_grad()
+    def greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> list[list[int]]:
+        """Batched argmax decoding -> pieces per utterance (without BOS/EOS)."""
+        b = memory.shape[0]
+        prev = torch.full((b, 1), BOS, dtype=torch.long, device=memory.device)
+        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        for _ in range(max_len):
+            nxt = self.decode(memory, memory_mask, prev)[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+            prev = torch.cat([prev, nxt[:, None]], dim=1)
+            done |= nxt == EOS
+            if bool(done.all()):
+                break
+        return [_until_eos(row[1:]) for row in prev.tolist()]
+
+    @torch.no_grad()
+    def beam_search(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int, max_len: int,
+                    length_penalty: float = 1.0) -> list[list[int]]:
+        """Beam search per utterance; a hypothesis ends at EOS and scores log-prob / length ** length_penalty."""
+        out = []
+        for i in range(memory.shape[0]):
+            keep = ~memory_mask[i]
+            mem = memory[i:i + 1, keep]
+            prefixes, scores = [[BOS]], torch.zeros(1, device=memory.device)
+            finished: list[tuple[float, list[int]]] = []
+            for _ in range(max_len):
+                prev = torch.tensor(prefixes, device=memory.device)
+                logp = F.log_softmax(self.decode(mem.expand(len(prefixes), -1, -1), None, prev)[:, -1], dim=-1)
+                cand = (scores[:, None] + logp).flatten()
+                top_scores, top = cand.topk(min(2 * beam_size, cand.numel()))
+                new_prefixes, new_scores = [], []
+                for s, flat in zip(top_scores.tolist(), top.tolist()):
+                    beam, token = divmod(flat, logp.shape[1])
+                    if token == EOS:
+                        hyp = prefixes[beam][1:]
+                        finished.append((s / max(len(hyp) + 1, 1) ** length_penalty, hyp))
+                    else:
+                        new_prefixes.append(prefixes[beam] + [token])
+                        new_scores.append(s)
+                    if len(new_prefixes) == beam_size:
+                        break
+                if len(finished) >= beam_size or not new_prefixes:
+                    break
+                prefixes, scores = new_prefixes, torch.tensor(new_scores, device=memory.device)
+            if not finished:  # none ended within max_len: the best open hypothesis
+                finished = [(float(scores[0]) / len(prefixes[0]) ** length_penalty, prefixes[0][1:])]
+            out.append(max(finished, key=lambda f: f[0])[1])
+        return out
+
+
+class PieceModel:
+    """A SentencePiece model trained on the training translations (pad 0, unk 1, bos 2, eos 3)."""
+
+    def __init__(self, proto: bytes):
+        self.proto = proto
+        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+
+    @classmethod
+    def train(cls, texts: list[str], pieces: str, vocab_size: int) -> "PieceModel":
+        if pieces not in PIECE_TYPES:
+            raise ValueError(f"task.pieces {pieces!r} unknown; choose from {PIECE_TYPES}")
+        buffer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=buffer, model_type=pieces, vocab_size=vocab_size,
+            hard_vocab_limit=False, character_coverage=1.0, pad_id=PAD, unk_id=UNK, bos_id=BOS,
+            eos_id=EOS, minloglevel=2)
+        return cls(buffer.getvalue())
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
+
+
+def translation_scores(hypotheses: list[str], references: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """sacrebleu corpus BLEU (case-sensitive, detokenised, 13a) and chrF; (scores, signatures)."""
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    b, c = bleu.corpus_score(hypotheses, [references]), chrf.corpus_score(hypotheses, [references])
+    return {"bleu": b.score, "chrf": c.score}, {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
+
+
+class SpeechTranslation(Task):
+    name = "st"
+    config_class = STConfig
+    primary_metric = "bleu"
+    higher_is_better = True
+    decoding_keys = ("beam_size", "length_penalty", "max_len")
+
+    def __init__(self, cfg: STConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        if cfg.corpus not in CORPORA:
+            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for st; choose from {CORPORA}")
+        if cfg.pieces not in PIECE_TYPES:
+            raise ValueError(f"task.pieces {cfg.pieces!r} unknown; choose from {PIECE_TYPES}")
+        self.pieces: PieceModel | None = None
+        self.head: SpeechTranslationHead | None = None
+        self.targets: dict[str, list[int]] = {}
+
+    def prepare(self) -> dict[str, list[Record]]:
+        cfg = self.cfg
+        if cfg.corpus == "manifest":
+            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
+        else:
+            if cfg.corpus == "demo":
+                from corpora.synth_st import build_demo_st  # noqa: PLC0415  (only the demo needs TTS)
+
+                build_demo_st(cfg.root, cfg.parallel_text or None, tuple(cfg.demo_sizes))
+            paths = prepare_covost2(cfg.root, self.workdir / "manifests", cfg.src_lang, cfg.tgt_lang)
+            splits = {s: read_manifest(p) for s, p in paths.items()}
+        for split, records in splits.items():
+            if not records:
+                raise ValueError(f"st: split '{split}' of {cfg.root} is empty")
+            empty = [r.id for r in records if not r.translation.strip()]
+            if empty:
+                raise ValueError(f"st: split '{split}' has utterances without a translation: {empty[:5]}")
+        if self.pieces is None:  # a checkpoint's piece model (load_state) wins over a retrained one
+            self.pieces = PieceModel.train([r.translation for r in splits["train"]], cfg.pieces, cfg.vocab_size)
+        self.targets = {r.id: self.pieces.encode(r.translation) for r in splits["train"]}
+        return splits
+
+    def build_head(self, input_dim: int) -> nn.Module:
+        self.head = SpeechTranslationHead(input_dim, len(self.pieces), self.cfg)
+        return self.head
+
+    def loss(self, output, records: list[Record]) -> torch.Tensor:
+        memory, mask = output
+        seqs = [self.targets[r.id][: self.cfg.max_len] for r in records]
+        prev = nn.utils.rnn.pad_sequence([torch.tensor([BOS, *s]) for s in seqs], batch_first=True, padding_value=PAD)
+        gold = nn.utils.rnn.pad_sequence([torch.tensor([*s, EOS]) for s in seqs], batch_first=True, padding_value=PAD)
+        logits = self.head.decode(memory, mask, prev)
+        return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
+
+    def predict(self, output) -> list[str]:
+        memory, mask = output
+        if self.cfg.beam_size == 1:
+            ids = self.head.greedy(memory, mask, self.cfg.max_len)
+        else:
+            ids = self.head.beam_search(memory, mask, self.cfg.beam_size, self.cfg.max_len, self.cfg.length_penalty)
+        return [self.pieces.decode(i) for i in ids]
+
+    def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
+        return translation_scores(predictions, [r.translation for r in records])[0]
+
+    def metric_info(self) -> dict:
+        return {"signatures": translation_scores(["a"], ["a"])[1]}
+
+    def reference(self, record: Record) -> str:
+        return record.translation
+
+    def state(self) -> dict:
+        return {"pieces": self.pieces.proto}
+
+    def load_state(self, state: dict) -> None:
+        self.pieces = PieceModel(state["pieces"])
