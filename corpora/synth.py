@@ -305,7 +305,7 @@ def split_counts(root: str | Path) -> dict[str, Counter]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m corpora.synth keywords|asr OUT_DIR``: build a demo corpus, print what it holds."""
+    """``python -m corpora.synth keywords|asr|st OUT_DIR``: build a demo corpus, print what it holds."""
     parser = argparse.ArgumentParser(prog="python -m corpora.synth", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="corpus", required=True)
     kw = sub.add_parser("keywords", help="demo keyword-spotting corpus (Speech Commands v0.01 layout)")
@@ -319,9 +319,21 @@ def main(argv: list[str] | None = None) -> None:
     asr.add_argument("--train-minutes", type=float, default=10.0)
     asr.add_argument("--eval-minutes", type=float, default=3.0)
     asr.add_argument("--seed", type=int, default=0)
+    st = sub.add_parser("st", help="demo En->De speech-translation corpus (CoVoST 2 layout)")
+    st.add_argument("out_dir", type=Path)
+    st.add_argument("--parallel-text", type=Path, default=None, help="a Multi30k folder (default: the built-in grammar)")
+    st.add_argument("--sizes", type=int, nargs=3, default=(1500, 200, 200), metavar=("TRAIN", "DEV", "TEST"))
+    st.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.monotonic()
+    if args.corpus == "st":
+        from .synth_st import build_demo_st  # noqa: PLC0415  (synth_st imports this module)
+
+        root = build_demo_st(args.out_dir, args.parallel_text, tuple(args.sizes), seed=args.seed)
+        print(f"{root} ready ({time.monotonic() - started:.1f} s): {json.loads((root / 'BUILT.json').read_text())['seconds']} "
+              f"s of speech; use task.corpus=covost2 task.root={root}")
+        return
     if args.corpus == "asr":
         from .synth_asr import build_demo_asr  # noqa: PLC0415  (synth_asr imports this module)
 

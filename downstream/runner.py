@@ -198,6 +198,9 @@ class Experiment:
             if not masks:
                 log.info("%s has no input masking of its own: only the head's masking applies", upstream.name)
             upstream_params = upstream.finetune_parameters()
+            trained = {id(p) for p in upstream_params}
+            for p in upstream.parameters():  # no gradients for what stays frozen (HuBERT's CNN)
+                p.requires_grad_(id(p) in trained)
             params = params + upstream_params
             groups.append({"params": upstream_params, "lr": tcfg.lr * ft.upstream_lr_scale})
         optimizer = torch.optim.Adam(groups, lr=tcfg.lr)

@@ -336,3 +336,25 @@ def test_finetuning_freezes_then_trains_the_upstream_and_resumes(tmp_path: Path,
     for part in ("upstream", "head"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+
+
+def test_hubert_finetuning_masks_only_in_training_and_keeps_its_cnn_out():
+    from tests.conftest import noise_batch  # noqa: PLC0415
+    from upstream.base import FinetuneMasking  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = build_upstream("hubert", None, preset="tiny", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                           projection_dropout=0.0, layer_drop=0.0)
+    keys = list(model.state_dict())
+    wavs, lengths = noise_batch([16000, 12000])
+    plain = model.eval()(wavs, lengths).hidden_states[-1]
+    assert model.set_finetune_masking(FinetuneMasking(time_start_prob=0.2, time_span=5))
+    assert list(model.state_dict()) == keys  # the mask generator is not part of the checkpoint
+    assert torch.equal(model.eval()(wavs, lengths).hidden_states[-1], plain)  # eval: no masking
+    masked = model.train()(wavs, lengths).hidden_states[-1]
+    assert not torch.allclose(masked, plain)
+    assert model.set_finetune_masking(None) and torch.allclose(model.train()(wavs, lengths).hidden_states[-1], plain, atol=1e-6)
+    cnn = {id(p) for p in model.model.wav2vec2.feature_extractor.parameters()}
+    tuned = model.finetune_parameters()
+    assert tuned and not any(id(p) in cnn for p in tuned)
+    assert build_upstream("apc", None, preset="tiny").set_finetune_masking(FinetuneMasking()) is False
