@@ -277,7 +277,11 @@ class Experiment:
 
     def _validate(self, source, records, upstream, featurizer, head, optimizer, state, writer, extra: dict) -> None:
         mode = upstream.training
-        metrics = self._run_eval(source, records, upstream, featurizer, head)[0]
+        self.task.validating = True
+        try:
+            metrics = self._run_eval(source, records, upstream, featurizer, head)[0]
+        finally:
+            self.task.validating = False
         upstream.train(mode)
         value = metrics[self.task.selection_metric]
         for k, v in metrics.items():

@@ -32,6 +32,8 @@ class Task(ABC):
 
     def __init__(self, cfg, workdir: Path):
         self.cfg, self.workdir = cfg, Path(workdir)
+        self.validating = False
+        """True while the runner scores dev to pick checkpoints (a task may decode faster then)."""
 
     @abstractmethod
     def prepare(self) -> dict[str, list[Record]]:

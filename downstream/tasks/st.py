@@ -64,7 +64,9 @@ class STConfig:
     length_penalty: float = 1.0
     """Hypothesis score = log-probability / length ** length_penalty."""
     max_len: int = 200
-    """Most target pieces decoded per utterance."""
+    """Most target pieces decoded per utterance ..."""
+    max_len_ratio: float = 2.0
+    """... and at most this many per encoder frame (plus 10), so a weak model's babble stops early."""
 
 
 class ConvSubsampler(nn.Module):
@@ -228,7 +230,7 @@ class SpeechTranslation(Task):
     config_class = STConfig
     primary_metric = "bleu"
     higher_is_better = True
-    decoding_keys = ("beam_size", "length_penalty", "max_len")
+    decoding_keys = ("beam_size", "length_penalty", "max_len", "max_len_ratio")
 
     def __init__(self, cfg: STConfig, workdir: Path):
         super().__init__(cfg, workdir)
@@ -275,11 +277,13 @@ class SpeechTranslation(Task):
         return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
 
     def predict(self, output) -> list[str]:
+        """Beam search; greedy when ``beam_size`` is 1 and while the runner validates (checkpoint selection)."""
         memory, mask = output
-        if self.cfg.beam_size == 1:
-            ids = self.head.greedy(memory, mask, self.cfg.max_len)
+        max_len = min(self.cfg.max_len, int(self.cfg.max_len_ratio * int((~mask).sum(1).max())) + 10)
+        if self.cfg.beam_size == 1 or self.validating:
+            ids = self.head.greedy(memory, mask, max_len)
         else:
-            ids = self.head.beam_search(memory, mask, self.cfg.beam_size, self.cfg.max_len, self.cfg.length_penalty)
+            ids = self.head.beam_search(memory, mask, self.cfg.beam_size, max_len, self.cfg.length_penalty)
         return [self.pieces.decode(i) for i in ids]
 
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
