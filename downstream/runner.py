@@ -329,7 +329,7 @@ class Experiment:
         results_file = self.dir / f"results{suffix}.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
-            "task": self.task.name, "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
+            "task": self.task.name, "dataset": self.task.dataset(), "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
             "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
             + ("+finetuned" if self.cfg.finetune.enabled else ""), "finetuned": self.cfg.finetune.enabled,
             "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,

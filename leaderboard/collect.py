@@ -3,7 +3,7 @@
 Each downstream experiment writes ``<results_root>/<experiment>/results.json`` holding its
 provenance (task, upstream, seed, checkpoint, ...) and one metrics dict per evaluated split.
 :func:`collect` turns those files into one row per (experiment, split), :func:`summarise`
-averages the primary metric over seeds, and :func:`write_leaderboard` / :func:`main` save the
+averages the primary metric over seeds (never over datasets: ``dataset`` names the corpus and training set), and :func:`write_leaderboard` / :func:`main` save the
 rows as CSV and print a ranked table. The ``upstream`` column is the run's ``upstream_label``
 (``apc:apc_tiny``, ``apc:random``, ``fbank``) where present, so pre-trained and random-weights
 runs of one architecture are ranked apart. Only results files are read; nothing is imported from
@@ -25,11 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = [
-    "upstream", "task", "split", "metric", "value", "higher_is_better", "other_metrics",
+    "upstream", "task", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
     "seed", "experiment", "upstream_checkpoint", "upstream_fingerprint", "checkpoint_step",
     "train_steps", "steps_per_second", "train_seconds", "path",
 ]
-SUMMARY_COLUMNS = ["upstream", "task", "split", "metric", "higher_is_better", "mean", "std", "n"]
+SUMMARY_COLUMNS = ["upstream", "task", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
 REQUIRED_KEYS = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
 BOOKKEEPING_KEYS = ("utterances", "seconds")
 _DTYPES = {
@@ -88,7 +88,8 @@ def _rows_of(path: Path) -> list[dict]:
             raise ValueError(f"split {split!r} has no numeric {metric!r}")
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
         rows.append({
-            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"], "split": split,
+            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"],
+            "dataset": str(results.get("dataset") or "unspecified"), "split": split,
             "metric": metric, "value": float(value), "higher_is_better": results["higher_is_better"],
             "other_metrics": json.dumps(others, sort_keys=True), **provenance,
             "experiment": results.get("experiment", path.parent.name),
@@ -112,20 +113,20 @@ def _optional(record: dict, key: str, kind: type):
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (NaN for a single run) and run count ``n`` per (upstream, task, split, metric).
+    """Mean, sample std (NaN for a single run) and run count ``n`` per (upstream, task, dataset, split, metric).
 
     Sorted by task, then split, then best first (highest mean when ``higher_is_better``, lowest
     otherwise), ties broken by upstream name.
     """
     summary = (
-        df.groupby(["upstream", "task", "split", "metric"], sort=False)
+        df.groupby(["upstream", "task", "dataset", "split", "metric"], sort=False)
         .agg(higher_is_better=("higher_is_better", "first"), mean=("value", "mean"),
              std=("value", "std"), n=("value", "size"))
         .reset_index()
     )
     goodness = summary["mean"].where(summary["higher_is_better"].astype(bool), -summary["mean"])
     order = (summary.assign(_goodness=goodness)
-             .sort_values(["task", "split", "_goodness", "upstream"], ascending=[True, True, False, True])
+             .sort_values(["task", "dataset", "split", "_goodness", "upstream"], ascending=[True, True, True, False, True])
              .index)
     return summary.loc[order, SUMMARY_COLUMNS].reset_index(drop=True)
 
@@ -150,7 +151,7 @@ def _is_accuracy(metric: str) -> bool:
 
 
 def format_table(summary: pd.DataFrame) -> str:
-    """Markdown table of ``summarise`` output: one line per (split, task, upstream) with ``mean ± std``.
+    """Markdown table of ``summarise`` output: one line per (split, task, dataset, upstream) with ``mean ± std``.
 
     Accuracies are shown as percentages with 2 decimals, other metrics with 4 decimals; the
     ``± std`` part is left out for a single run.
@@ -163,11 +164,11 @@ def format_table(summary: pd.DataFrame) -> str:
         if not math.isnan(row.std):
             score += f" ± {row.std * scale:.{digits}f}"
         lines.append({
-            "split": row.split, "task": row.task, "metric": f"{row.metric} (%)" if percent else row.metric,
+            "split": row.split, "task": row.task, "dataset": row.dataset, "metric": f"{row.metric} (%)" if percent else row.metric,
             "upstream": row.upstream, "mean ± std": score, "n": row.n,
         })
-    table = pd.DataFrame(lines, columns=["split", "task", "metric", "upstream", "mean ± std", "n"])
-    return table.to_markdown(index=False, colalign=("left",) * 5 + ("right",), disable_numparse=True)
+    table = pd.DataFrame(lines, columns=["split", "task", "dataset", "metric", "upstream", "mean ± std", "n"])
+    return table.to_markdown(index=False, colalign=("left",) * 6 + ("right",), disable_numparse=True)
 
 
 def main(argv: list[str] | None = None) -> int:

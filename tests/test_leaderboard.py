@@ -130,6 +130,19 @@ def test_summarise_lower_is_better_ranks_smallest_first(tmp_path):
     assert not test["higher_is_better"].any()
 
 
+def test_runs_on_different_datasets_are_never_averaged(tmp_path):
+    for name, dataset, wer in [("ls", "librispeech:librispeech_mini/librilight-10min", 60.0),
+                               ("lj", "librispeech:ljspeech_reread/librilight-10min", 40.0)]:
+        payload = _results("fbank", 1, wer, wer, task="asr", metric="wer", higher=False)
+        payload["dataset"] = dataset
+        _write(tmp_path, name, payload)
+    _write(tmp_path, "old", _results("fbank", 2, 50.0, 50.0, task="asr", metric="wer", higher=False))  # no dataset key
+    test = summarise(collect(tmp_path)).query("split == 'test'")
+    assert sorted(zip(test["dataset"], test["mean"], test["n"])) == [
+        ("librispeech:librispeech_mini/librilight-10min", 60.0, 1), ("librispeech:ljspeech_reread/librilight-10min", 40.0, 1),
+        ("unspecified", 50.0, 1)]
+
+
 def test_csv_round_trip(root, tmp_path):
     out = tmp_path / "out" / "board.csv"
     with pytest.warns(UserWarning, match="broken"):

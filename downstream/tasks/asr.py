@@ -238,6 +238,10 @@ class SpeechRecognition(Task):
     def reference(self, record: Record) -> str:
         return normalize_transcript(record.text)
 
+    def dataset(self) -> str:
+        """``<corpus>:<root folder name>/<training set>``, e.g. ``librispeech:librispeech_mini/librilight-10min``."""
+        return f"{super().dataset()}/{self.cfg.train_set}"
+
     def state(self) -> dict:
         return {"characters": self.vocab.tokens[1:]}
 

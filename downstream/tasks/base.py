@@ -67,6 +67,10 @@ class Task(ABC):
     def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
         """Raise if the upstream's frame counts (one per record) cannot serve this task (e.g. too few for CTC)."""
 
+    def dataset(self) -> str:
+        """What the leaderboard groups runs by besides task and upstream: ``<corpus>:<root folder name>``."""
+        return f"{self.cfg.corpus}:{Path(self.cfg.root).name}"
+
     def metric_info(self) -> dict:
         """How the metrics were computed (e.g. sacrebleu signatures), stored in ``results.json``."""
         return {}
