@@ -125,9 +125,7 @@ def build_demo_keywords(
         raise ValueError(f"espeak_speakers must be in [0, {len(ESPEAK_VOICES) * len(ESPEAK_VARIANTS)}], got {espeak_speakers}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if flite_voices and shutil.which("flite") is None:
-        log.warning("flite is not on PATH: building without the flite voices %s", list(flite_voices))
-        flite_voices = ()
+    flite_voices = available_flite(flite_voices)
     params = {
         "version": VERSION,
         "words": list(words),
@@ -136,19 +134,10 @@ def build_demo_keywords(
         "repeats": repeats,
         "seed": seed,
     }
-    stamp_file = root / STAMP
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()).get("params") == params:
+    if not needs_build(root, params):
         return root
-    if root.exists() and not stamp_file.is_file() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not a demo corpus built here (no {STAMP}); choose another folder")
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError(_MISSING_ESPEAK)
-
     rng = random.Random(seed)
-    speakers = _choose_speakers(espeak_speakers, flite_voices, rng)
-    if len(speakers) < 3:
-        raise ValueError(f"need at least 3 speakers (one per split), got {len(speakers)}")
-    split = _split_speakers(speakers, rng)
+    speakers, split = speakers_and_split(espeak_speakers, flite_voices, rng)
     clips = [
         _Clip(
             rel=f"{word}/{spk.id}_nohash_{n}.wav",
@@ -166,9 +155,7 @@ def build_demo_keywords(
     ]
 
     started = time.monotonic()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    build = root.with_name(f".{root.name}.building-{os.getpid()}-{secrets.token_hex(4)}")
-    build.mkdir()  # not mkdtemp: its 0700 mode would end up on root
+    build = new_build_dir(root)
     try:
         with tempfile.TemporaryDirectory(prefix="demo-kw-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
             # list() re-raises the first failure of any job.
@@ -189,6 +176,47 @@ def build_demo_keywords(
         raise
     log.info("built %d demo keyword clips in %s (%.1f s)", len(clips), root, time.monotonic() - started)
     return root
+
+
+def available_flite(flite_voices: tuple[str, ...]) -> tuple[str, ...]:
+    """``flite_voices``, or none (with a warning) when flite is not installed."""
+    if flite_voices and shutil.which("flite") is None:
+        log.warning("flite is not on PATH: building without the flite voices %s", list(flite_voices))
+        return ()
+    return tuple(flite_voices)
+
+
+def needs_build(root: Path, params: dict) -> bool:
+    """False when ``root`` already holds a demo corpus built with ``params`` (its ``BUILT.json``).
+
+    Raises:
+        FileExistsError: ``root`` is a non-empty folder that no demo builder made.
+        RuntimeError: espeak-ng, which every demo corpus needs, is missing.
+    """
+    stamp_file = root / STAMP
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()).get("params") == params:
+        return False
+    if root.exists() and not stamp_file.is_file() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not a demo corpus built here (no {STAMP}); choose another folder")
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError(_MISSING_ESPEAK)
+    return True
+
+
+def speakers_and_split(espeak_speakers: int, flite_voices: tuple[str, ...], rng: random.Random) -> tuple[list, dict]:
+    """The TTS speakers and their speaker-disjoint train/dev/test split (at least one speaker each)."""
+    speakers = _choose_speakers(espeak_speakers, flite_voices, rng)
+    if len(speakers) < 3:
+        raise ValueError(f"need at least 3 speakers (one per split), got {len(speakers)}")
+    return speakers, _split_speakers(speakers, rng)
+
+
+def new_build_dir(root: Path) -> Path:
+    """An empty hidden sibling of ``root`` to build in, renamed into place by :func:`_replace` when complete."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    build = root.with_name(f".{root.name}.building-{os.getpid()}-{secrets.token_hex(4)}")
+    build.mkdir()  # not mkdtemp: its 0700 mode would end up on root
+    return build
 
 
 def _choose_speakers(num_espeak: int, flite_voices: tuple[str, ...], rng: random.Random) -> list[_Speaker]:

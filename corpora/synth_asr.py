@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio, write_audio
-from .synth import _MISSING_ESPEAK, FLITE_VOICES, _choose_speakers, _coloured_noise, _replace, _Speaker, _split_speakers, _trim_silence
+from .synth import (STAMP, FLITE_VOICES, _coloured_noise, _replace, _Speaker, _trim_silence, available_flite, needs_build,
+                    new_build_dir, speakers_and_split)
 
 log = logging.getLogger(__name__)
 
-STAMP = "BUILT.json"
 VERSION = 1
 SPLIT_DIRS = {"train": "librispeech_finetuning/1h/0/clean", "dev": "LibriSpeech/dev-clean", "test": "LibriSpeech/test-clean"}
 
@@ -88,31 +86,19 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
     root = Path(root)
     if train_minutes <= 0 or eval_minutes <= 0:
         raise ValueError("train_minutes and eval_minutes must be positive")
-    if flite_voices and shutil.which("flite") is None:
-        log.warning("flite is not on PATH: building without the flite voices %s", list(flite_voices))
-        flite_voices = ()
+    flite_voices = available_flite(flite_voices)
     params = {"version": VERSION, "train_minutes": train_minutes, "eval_minutes": eval_minutes,
               "espeak_speakers": espeak_speakers, "flite_voices": list(flite_voices), "seed": seed}
-    stamp_file = root / STAMP
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()).get("params") == params:
+    if not needs_build(root, params):
         return root
-    if root.exists() and not stamp_file.is_file() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not a demo corpus built here (no {STAMP}); choose another folder")
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError(_MISSING_ESPEAK)
 
     rng = random.Random(seed)
-    speakers = _choose_speakers(espeak_speakers, flite_voices, rng)
-    if len(speakers) < 3:
-        raise ValueError(f"need at least 3 speakers (one per split), got {len(speakers)}")
-    split = _split_speakers(speakers, rng)
+    speakers, split = speakers_and_split(espeak_speakers, flite_voices, rng)
     by_id = {s.id: s for s in speakers}
     numeric = {s.id: 100 + i for i, s in enumerate(speakers)}
     targets = {"train": 60 * train_minutes, "dev": 60 * eval_minutes, "test": 60 * eval_minutes}
     started = time.monotonic()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    build = root.with_name(f".{root.name}.building-{os.getpid()}-{secrets.token_hex(4)}")
-    build.mkdir()
+    build = new_build_dir(root)
     durations: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="demo-asr-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:

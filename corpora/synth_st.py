@@ -15,21 +15,18 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import random
-import secrets
 import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .synth import _MISSING_ESPEAK, FLITE_VOICES, _choose_speakers, _replace, _split_speakers
+from .synth import STAMP, FLITE_VOICES, _replace, available_flite, needs_build, new_build_dir, speakers_and_split
 from .synth_asr import render_sentence
 
 log = logging.getLogger(__name__)
 
-STAMP = "BUILT.json"
 VERSION = 1
 MULTI30K_FILES = {"train": "train", "dev": "val", "test": "test_2016_flickr"}
 
@@ -85,29 +82,17 @@ def build_demo_st(root: str | Path, parallel_text: str | Path | None = None, siz
         espeak_speakers, flite_voices, seed, workers: as :func:`corpora.synth.build_demo_keywords`.
     """
     root = Path(root)
-    if flite_voices and shutil.which("flite") is None:
-        log.warning("flite is not on PATH: building without the flite voices %s", list(flite_voices))
-        flite_voices = ()
+    flite_voices = available_flite(flite_voices)
     params = {"version": VERSION, "parallel_text": str(Path(parallel_text).resolve()) if parallel_text else None,
               "sizes": list(sizes), "espeak_speakers": espeak_speakers, "flite_voices": list(flite_voices), "seed": seed}
-    stamp_file = root / STAMP
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()).get("params") == params:
+    if not needs_build(root, params):
         return root
-    if root.exists() and not stamp_file.is_file() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} exists and is not a demo corpus built here (no {STAMP}); choose another folder")
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError(_MISSING_ESPEAK)
     rng = random.Random(seed)
     pairs = _pairs(parallel_text, sizes, rng)
-    speakers = _choose_speakers(espeak_speakers, flite_voices, rng)
-    if len(speakers) < 3:
-        raise ValueError(f"need at least 3 speakers (one per split), got {len(speakers)}")
-    split = _split_speakers(speakers, rng)
+    speakers, split = speakers_and_split(espeak_speakers, flite_voices, rng)
     by_id = {s.id: s for s in speakers}
     started = time.monotonic()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    build = root.with_name(f".{root.name}.building-{os.getpid()}-{secrets.token_hex(4)}")
-    build.mkdir()
+    build = new_build_dir(root)
     seconds = {}
     try:
         with tempfile.TemporaryDirectory(prefix="demo-st-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
