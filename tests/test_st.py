@@ -150,6 +150,17 @@ def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
         assert logprob(b, beam[b]) >= logprob(b, greedy[b]) - 1e-4
 
 
+def test_incremental_decoding_equals_full_prefix_decoding(memorised):
+    head, pieces, feats, lengths, prev, _ = memorised
+    memory, mask = head(feats, lengths)
+    full = head.decode(memory, mask, prev[:, :12])
+    cache = None
+    with torch.no_grad():
+        for t in range(12):
+            step, cache = head.decode_step(memory, mask, prev[:, t], cache)
+            assert torch.allclose(step, full[:, t], atol=1e-4), t
+
+
 def test_encoder_output_does_not_depend_on_padding():
     torch.manual_seed(0)
     head = SpeechTranslationHead(8, 20, STConfig(d_model=32, heads=2, ffn_dim=64, conv_channels=32, dropout=0.0)).eval()

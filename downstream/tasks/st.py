@@ -134,11 +134,32 @@ class SpeechTranslationHead(nn.Module):
         return self.encoder(x, src_key_padding_mask=mask), mask
 
     def decode(self, memory: torch.Tensor, memory_mask: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        y = self.dropout(self.scale * self.embed(prev) + self._positions(prev[..., None].float()))
+        y = self.dropout(self.scale * self.embed(prev) + sinusoidal_positions(prev.shape[1], self.cfg.d_model).to(prev.device))
         causal = torch.ones(prev.shape[1], prev.shape[1], dtype=torch.bool, device=prev.device).triu(1)
         y = self.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=prev == PAD,
                          memory_key_padding_mask=memory_mask)
         return F.linear(y, self.embed.weight)
+
+    def decode_step(self, memory: torch.Tensor, memory_mask: torch.Tensor | None, token: torch.Tensor,
+                    cache: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One incremental decoder step (eval mode): the logits (B, vocab) after ``token`` (B,), and the new cache.
+
+        The cache holds, per layer, the normalised self-attention inputs of every earlier position
+        (B, t, d_model); the step runs each pre-LN layer's own modules for the new position only, so
+        decoding costs O(t) per step instead of re-decoding the whole prefix. Equal to
+        ``decode(...)[:, -1]`` on the full prefix (tested).
+        """
+        t = 0 if cache is None else cache[0].shape[1]
+        y = self.scale * self.embed(token[:, None]) + sinusoidal_positions(t + 1, self.cfg.d_model)[t].to(memory.device)
+        new_cache = []
+        for i, layer in enumerate(self.decoder.layers):
+            h = layer.norm1(y)
+            keys = h if cache is None else torch.cat([cache[i], h], dim=1)
+            new_cache.append(keys)
+            y = y + layer.self_attn(h, keys, keys, need_weights=False)[0]
+            y = y + layer.multihead_attn(layer.norm2(y), memory, memory, key_padding_mask=memory_mask, need_weights=False)[0]
+            y = y + layer.linear2(layer.activation(layer.linear1(layer.norm3(y))))
+        return F.linear(self.decoder.norm(y[:, 0]), self.embed.weight), new_cache
 
     @torch.no_grad()
     def greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> list[list[int]]:
@@ -146,8 +167,10 @@ class SpeechTranslationHead(nn.Module):
         b = memory.shape[0]
         prev = torch.full((b, 1), BOS, dtype=torch.long, device=memory.device)
         done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        cache = None
         for _ in range(max_len):
-            nxt = self.decode(memory, memory_mask, prev)[:, -1].argmax(-1)
+            logits, cache = self.decode_step(memory, memory_mask, prev[:, -1], cache)
+            nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
             prev = torch.cat([prev, nxt[:, None]], dim=1)
             done |= nxt == EOS
@@ -165,12 +188,14 @@ class SpeechTranslationHead(nn.Module):
             mem = memory[i:i + 1, keep]
             prefixes, scores = [[BOS]], torch.zeros(1, device=memory.device)
             finished: list[tuple[float, list[int]]] = []
+            cache = None
             for _ in range(max_len):
-                prev = torch.tensor(prefixes, device=memory.device)
-                logp = F.log_softmax(self.decode(mem.expand(len(prefixes), -1, -1), None, prev)[:, -1], dim=-1)
+                last = torch.tensor([p[-1] for p in prefixes], device=memory.device)
+                logits, cache = self.decode_step(mem.expand(len(prefixes), -1, -1), None, last, cache)
+                logp = F.log_softmax(logits, dim=-1)
                 cand = (scores[:, None] + logp).flatten()
                 top_scores, top = cand.topk(min(2 * beam_size, cand.numel()))
-                new_prefixes, new_scores = [], []
+                new_prefixes, new_scores, origins = [], [], []
                 for s, flat in zip(top_scores.tolist(), top.tolist()):
                     beam, token = divmod(flat, logp.shape[1])
                     if token == EOS:
@@ -179,11 +204,13 @@ class SpeechTranslationHead(nn.Module):
                     else:
                         new_prefixes.append(prefixes[beam] + [token])
                         new_scores.append(s)
+                        origins.append(beam)
                     if len(new_prefixes) == beam_size:
                         break
                 if len(finished) >= beam_size or not new_prefixes:
                     break
                 prefixes, scores = new_prefixes, torch.tensor(new_scores, device=memory.device)
+                cache = [c[origins] for c in cache]
             if not finished:  # none ended within max_len: the best open hypothesis
                 finished = [(float(scores[0]) / len(prefixes[0]) ** length_penalty, prefixes[0][1:])]
             out.append(max(finished, key=lambda f: f[0])[1])
