@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,8 +156,7 @@ def build_demo_keywords(
     ]
 
     started = time.monotonic()
-    build = new_build_dir(root)
-    try:
+    with building(root) as build:
         with tempfile.TemporaryDirectory(prefix="demo-kw-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
             # list() re-raises the first failure of any job.
             list(pool.map(lambda job: _render(job[1], build, Path(scratch) / f"{job[0]}.wav"), enumerate(clips)))
@@ -170,10 +170,6 @@ def build_demo_keywords(
             "split": split,
         }
         (build / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-        _replace(build, root)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     log.info("built %d demo keyword clips in %s (%.1f s)", len(clips), root, time.monotonic() - started)
     return root
 
@@ -211,12 +207,42 @@ def speakers_and_split(espeak_speakers: int, flite_voices: tuple[str, ...], rng:
     return speakers, _split_speakers(speakers, rng)
 
 
-def new_build_dir(root: Path) -> Path:
-    """An empty hidden sibling of ``root`` to build in, renamed into place by :func:`_replace` when complete."""
+@contextmanager
+def building(root: Path):
+    """Yield an empty hidden sibling of ``root`` to build in; on success it replaces ``root``
+    (:func:`_replace`), on any failure it is deleted, so ``root`` is never left half-built."""
     root.parent.mkdir(parents=True, exist_ok=True)
     build = root.with_name(f".{root.name}.building-{os.getpid()}-{secrets.token_hex(4)}")
     build.mkdir()  # not mkdtemp: its 0700 mode would end up on root
-    return build
+    try:
+        yield build
+        _replace(build, root)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def speak(text: str, spk: _Speaker, rate: float, pitch: float, scratch_wav: Path, words_per_minute: int = 175) -> np.ndarray:
+    """``text`` spoken by ``spk`` at ``rate`` x ``words_per_minute`` and ``pitch`` in [-1, 1] of the
+    voice's range, as 16-kHz float samples with leading and trailing silence trimmed."""
+    if spk.engine == "espeak-ng":
+        # -s: words per minute (espeak-ng's default 175); -p: pitch 0-99 (default 50).
+        cmd = ["espeak-ng", "-v", spk.voice, "-s", str(round(words_per_minute * rate)), "-p", str(round(50 + 20 * pitch)),
+               "-w", str(scratch_wav), text]
+    else:
+        # duration_stretch: >1 is slower; int_f0_target_mean: mean pitch in Hz.
+        f0 = FLITE_VOICES[spk.voice] * (1 + 0.15 * pitch)
+        cmd = ["flite", "-voice", spk.voice, "--setf", f"duration_stretch={1 / rate:.3f}",
+               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(scratch_wav)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({e.returncode}): {e.stderr.decode(errors='replace').strip()}") from None
+    speech = _trim_silence(load_audio(scratch_wav).numpy())
+    scratch_wav.unlink()
+    if speech.size == 0:
+        raise RuntimeError(f"{spk.engine} voice {spk.voice!r} produced silence for {text!r}")
+    return speech
 
 
 def _choose_speakers(num_espeak: int, flite_voices: tuple[str, ...], rng: random.Random) -> list[_Speaker]:
@@ -245,24 +271,7 @@ def _split_speakers(speakers: list[_Speaker], rng: random.Random) -> dict[str, l
 
 def _render(clip: _Clip, build: Path, scratch_wav: Path) -> None:
     """Synthesise one word, trim its silences, place it in 1.0 s of noise and write it under ``build``."""
-    spk = clip.speaker
-    if spk.engine == "espeak-ng":
-        # -s: words per minute (default 175); -p: pitch 0-99 (default 50).
-        cmd = ["espeak-ng", "-v", spk.voice, "-s", str(round(175 * clip.rate)), "-p", str(round(50 + 20 * clip.pitch)),
-               "-w", str(scratch_wav), clip.word]
-    else:
-        # duration_stretch: >1 is slower; int_f0_target_mean: mean pitch in Hz.
-        f0 = FLITE_VOICES[spk.voice] * (1 + 0.15 * clip.pitch)
-        cmd = ["flite", "-voice", spk.voice, "--setf", f"duration_stretch={1 / clip.rate:.3f}",
-               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", clip.word, "-o", str(scratch_wav)]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True)
-    except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({e.returncode}): {e.stderr.decode(errors='replace').strip()}") from None
-    speech = _trim_silence(load_audio(scratch_wav).numpy())
-    scratch_wav.unlink()
-    if speech.size == 0:
-        raise RuntimeError(f"{spk.engine} voice {spk.voice!r} produced silence for {clip.word!r}")
+    speech = speak(clip.word, clip.speaker, clip.rate, clip.pitch, scratch_wav)
     if speech.size > CLIP_SAMPLES:  # keep the middle second
         first = (speech.size - CLIP_SAMPLES) // 2
         speech = speech[first:first + CLIP_SAMPLES]

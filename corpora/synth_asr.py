@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio, write_audio
-from .synth import (STAMP, FLITE_VOICES, _coloured_noise, _replace, _Speaker, _trim_silence, available_flite, needs_build,
-                    new_build_dir, speakers_and_split)
+from .audio import write_audio
+from .synth import STAMP, FLITE_VOICES, _coloured_noise, _Speaker, available_flite, building, needs_build, speak, speakers_and_split
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +95,8 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
     numeric = {s.id: 100 + i for i, s in enumerate(speakers)}
     targets = {"train": 60 * train_minutes, "dev": 60 * eval_minutes, "test": 60 * eval_minutes}
     started = time.monotonic()
-    build = new_build_dir(root)
     durations: dict[str, float] = {}
-    try:
+    with building(root) as build:
         with tempfile.TemporaryDirectory(prefix="demo-asr-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
             for name, target in targets.items():
                 total, utt, lines = 0.0, 0, {}
@@ -125,10 +121,6 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
         stamp = {"params": params, "speakers": {numeric[s.id]: f"{s.engine} {s.voice}" for s in speakers},
                  "split": {k: [numeric[i] for i in v] for k, v in split.items()}, "seconds": durations}
         (build / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-        _replace(build, root)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     log.info("built the demo ASR corpus in %s: %s s of speech per split (%.1f s)", root, durations, time.monotonic() - started)
     return root
 
@@ -137,21 +129,7 @@ def render_sentence(build: Path, scratch: Path, rel: Path, stem: str, text: str,
                     snr_db: float, seed: int) -> float:
     """Speak ``text`` with ``spk`` at ``rate`` (x default speed) and ``pitch`` (in [-1, 1] of the voice's range),
     trim silence, add coloured noise at ``snr_db``, write ``build/rel`` (any soundfile format); returns its seconds."""
-    wav = scratch / f"{stem}.wav"
-    if spk.engine == "espeak-ng":
-        cmd = ["espeak-ng", "-v", spk.voice, "-s", str(round(165 * rate)), "-p", str(round(50 + 20 * pitch)), "-w", str(wav), text]
-    else:
-        f0 = FLITE_VOICES[spk.voice] * (1 + 0.15 * pitch)
-        cmd = ["flite", "-voice", spk.voice, "--setf", f"duration_stretch={1 / rate:.3f}",
-               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(wav)]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True)
-    except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({e.returncode}): {e.stderr.decode(errors='replace').strip()}") from None
-    speech = _trim_silence(load_audio(wav).numpy())
-    wav.unlink()
-    if speech.size == 0:
-        raise RuntimeError(f"{spk.engine} voice {spk.voice!r} produced silence for {text!r}")
+    speech = speak(text, spk, rate, pitch, scratch / f"{stem}.wav", words_per_minute=165)
     rng = np.random.default_rng(seed)
     speech = speech * (rng.uniform(0.3, 0.9) / np.abs(speech).max())
     noise = _coloured_noise(rng, speech.size, exponent=float(rng.choice([0.0, 1.0, 2.0])))

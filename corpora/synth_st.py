@@ -16,13 +16,12 @@ import gzip
 import json
 import logging
 import random
-import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .synth import STAMP, FLITE_VOICES, _replace, available_flite, needs_build, new_build_dir, speakers_and_split
+from .synth import STAMP, FLITE_VOICES, available_flite, building, needs_build, speakers_and_split
 from .synth_asr import render_sentence
 
 log = logging.getLogger(__name__)
@@ -92,9 +91,8 @@ def build_demo_st(root: str | Path, parallel_text: str | Path | None = None, siz
     speakers, split = speakers_and_split(espeak_speakers, flite_voices, rng)
     by_id = {s.id: s for s in speakers}
     started = time.monotonic()
-    build = new_build_dir(root)
     seconds = {}
-    try:
+    with building(root) as build:
         with tempfile.TemporaryDirectory(prefix="demo-st-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
             for name, split_pairs in pairs.items():
                 jobs = []
@@ -110,10 +108,6 @@ def build_demo_st(root: str | Path, parallel_text: str | Path | None = None, siz
                     f.writelines(f"{j[0]}\t{_tsv_safe(j[1])}\t{_tsv_safe(j[2])}\t{j[3].id}\n" for j in jobs)
         stamp = {"params": params, "speakers": {s.id: f"{s.engine} {s.voice}" for s in speakers}, "split": split, "seconds": seconds}
         (build / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-        _replace(build, root)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     log.info("built the demo ST corpus in %s: %s s of speech (%.1f s)", root, seconds, time.monotonic() - started)
     return root
 

@@ -169,11 +169,11 @@ def test_ctc_min_frames_counts_blanks_between_repeats():
 
 
 @pytest.mark.parametrize("name,downsample", [("fbank", 1), ("fbank", 2), ("apc", 2), ("mockingjay", 2), ("hubert", 1), ("bestrq", 1)])
-def test_real_transcripts_fit_every_upstreams_frame_rate(name: str, downsample: int):
+def test_real_transcripts_fit_every_upstreams_frame_rate(name: str, downsample: int, tmp_path: Path):
     """On real LibriSpeech speech: frames after the upstream (and the head's downsampling) never fall short of CTC's need."""
     root = shared_data("librispeech_mini")
-    task = SpeechRecognition(ASRConfig(corpus="librispeech", root=str(root), downsample=downsample), Path("/nonexistent"))
-    splits = _prepare_without_writing(task, root)
+    task = SpeechRecognition(ASRConfig(corpus="librispeech", root=str(root), downsample=downsample), tmp_path)
+    splits = task.prepare()
     upstream = build_upstream(name, None, **({} if name == "fbank" else {"preset": "tiny"}))
     records = [r for rs in splits.values() for r in rs]
     samples = torch.tensor([round(r.duration * 16000) for r in records])
@@ -188,17 +188,6 @@ def test_real_transcripts_fit_every_upstreams_frame_rate(name: str, downsample: 
     wavs = torch.zeros(2, 24000)
     out = upstream(wavs, torch.tensor([24000, 17000]))
     assert out.lengths.tolist() == upstream.num_frames(torch.tensor([24000, 17000])).tolist()
-
-
-def _prepare_without_writing(task: SpeechRecognition, root: Path) -> dict:
-    from corpora.librilight import read_librilight  # noqa: PLC0415
-    from corpora.librispeech import find_split_dir  # noqa: PLC0415
-
-    splits = {"train": read_librilight(root, "10min"), "dev": read_librispeech_dir(find_split_dir(root, "dev-clean")),
-              "test": read_librispeech_dir(find_split_dir(root, "test-clean"))}
-    task.vocab = CharVocabulary.superb()
-    task.targets = {r.id: task.vocab.encode(r.text, r.id) for rs in splits.values() for r in rs}
-    return splits
 
 
 def test_bilstm_output_does_not_depend_on_padding():

@@ -207,8 +207,8 @@ class SpeechRecognition(Task):
         """CTC needs at least one output frame per character (plus one between repeats): an error otherwise."""
         k = self.cfg.downsample
         frames = [(n + k - 1) // k for n in num_frames]
-        short = [(r.id, n, ctc_min_frames(self.targets[r.id])) for r, n in zip(records, frames)
-                 if n < ctc_min_frames(self.targets[r.id])]
+        needs = [ctc_min_frames(self.targets[r.id]) for r in records]
+        short = [(r.id, n, m) for r, n, m in zip(records, frames, needs) if n < m]
         if short:
             detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
             raise ValueError(f"asr: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
