@@ -329,10 +329,12 @@ class Experiment:
         results_file = self.dir / f"results{suffix}.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
-            "task": self.task.name, "dataset": self.task.dataset(), "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
+            "task": self.task.name, "track": self.task.track(), "dataset": self.task.dataset(), "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
             "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
             + ("+finetuned" if self.cfg.finetune.enabled else ""), "finetuned": self.cfg.finetune.enabled,
-            "upstream_fingerprint": upstream.fingerprint(), "experiment": self.dir.name, "seed": self.cfg.train.seed,
+            "upstream_fingerprint": upstream.fingerprint(),
+            "upstream_parameters": sum(p.numel() for p in upstream.parameters()),
+            "pretrain_hours": pretrain_hours(self.spec.upstream_ckpt), "experiment": self.dir.name, "seed": self.cfg.train.seed,
             "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
             "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
             "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
@@ -368,6 +370,18 @@ def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
         path = Path(ckpt)
         return f"{name}:{path.parent.name if path.name == 'upstream.pt' else path.stem}"
     return f"{name}:random" if upstream.has_weights else name
+
+
+def pretrain_hours(ckpt: str | None) -> float | None:
+    """Hours of audio the upstream was pre-trained on, from the ``summary.json`` that
+    ``upstream.pretrain`` writes beside ``upstream.pt``; None when unknown (foreign checkpoints)."""
+    if not ckpt:
+        return None
+    summary = Path(ckpt).parent / "summary.json"
+    try:
+        return float(json.loads(summary.read_text())["train_hours_of_audio"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _seed_everything(seed: int) -> None:

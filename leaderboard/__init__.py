@@ -1,4 +1,5 @@
-"""Collects results.json files into a leaderboard table; reads nothing else."""
-from leaderboard.collect import collect, summarise, write_leaderboard
+"""Reads results.json files (nothing else) into the leaderboard: table, SUPERB score, report."""
+from leaderboard.collect import collect
+from leaderboard.score import DEFAULT_REFERENCES, Reference, leaderboard_table, superb_score
 
-__all__ = ["collect", "summarise", "write_leaderboard"]
+__all__ = ["collect", "DEFAULT_REFERENCES", "Reference", "leaderboard_table", "superb_score"]

@@ -1,6 +1,6 @@
-"""``python -m leaderboard RESULTS_ROOT``: write the leaderboard CSV and print the table."""
+"""``python -m leaderboard RESULTS_ROOT``: see :mod:`leaderboard.cli`."""
 import sys
 
-from leaderboard.collect import main
+from leaderboard.cli import main
 
 sys.exit(main())

@@ -1,23 +1,16 @@
-"""Gather every ``results.json`` under a results root into one tidy leaderboard table.
+"""Gather every ``results.json`` under a results root into one tidy table, a row per (experiment, split).
 
 Each downstream experiment writes ``<results_root>/<experiment>/results.json`` holding its
-provenance (task, upstream, seed, checkpoint, ...) and one metrics dict per evaluated split.
-:func:`collect` turns those files into one row per (experiment, split), :func:`summarise`
-averages the primary metric over seeds (never over datasets: ``dataset`` names the corpus and training set), and :func:`write_leaderboard` / :func:`main` save the
-rows as CSV and print a ranked table. The ``upstream`` column is the run's ``upstream_label``
-(``apc:apc_tiny``, ``apc:random``, ``fbank``) where present, so pre-trained and random-weights
-runs of one architecture are ranked apart. Only results files are read; nothing is imported from
-the rest of the project.
-
-    python -m leaderboard RESULTS_ROOT [-o leaderboard.csv] [--split test]
+provenance (task, track, dataset, upstream, seed, checkpoint, parameters, ...), its learned layer
+weights and one metrics dict per evaluated split. The ``upstream`` column is the run's
+``upstream_label`` (``apc:apc_tiny``, ``apc:random``, ``fbank``) where present, so pre-trained and
+random-weights runs of one architecture are ranked apart. Only results files are read; nothing is
+imported from the rest of the project.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import sys
 import warnings
 from numbers import Real
 from pathlib import Path
@@ -25,16 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = [
-    "upstream", "task", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
+    "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
     "seed", "experiment", "upstream_checkpoint", "upstream_fingerprint", "checkpoint_step",
-    "train_steps", "steps_per_second", "train_seconds", "path",
+    "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
+    "layer_weights", "path",
 ]
-SUMMARY_COLUMNS = ["upstream", "task", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
+SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
 REQUIRED_KEYS = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
 BOOKKEEPING_KEYS = ("utterances", "seconds")
 _DTYPES = {
     "value": "float64", "higher_is_better": "bool", "seed": "Int64", "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
+    "upstream_parameters": "Int64", "pretrain_hours": "float64",
 }
 
 
@@ -80,7 +75,15 @@ def _rows_of(path: Path) -> list[dict]:
         "train_steps": _optional(training, "train_steps", int),
         "steps_per_second": _optional(training, "steps_per_second", Real),
         "train_seconds": _optional(training, "train_seconds", Real),
+        "upstream_parameters": _optional(results, "upstream_parameters", int),
+        "pretrain_hours": _optional(results, "pretrain_hours", Real),
     }
+    weights = results.get("layer_weights")
+    if weights is not None and not (isinstance(weights, list) and all(_is_number(w, Real) for w in weights)):
+        raise ValueError("'layer_weights' is not a list of numbers")
+    track = results.get("track") or results["task"]
+    if not isinstance(track, str):
+        raise ValueError("'track' is not a string")
     rows = []
     for split, metrics in splits.items():
         value = metrics.get(metric) if isinstance(metrics, dict) else None
@@ -88,13 +91,14 @@ def _rows_of(path: Path) -> list[dict]:
             raise ValueError(f"split {split!r} has no numeric {metric!r}")
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
         rows.append({
-            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"],
+            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"], "track": track,
             "dataset": str(results.get("dataset") or "unspecified"), "split": split,
             "metric": metric, "value": float(value), "higher_is_better": results["higher_is_better"],
             "other_metrics": json.dumps(others, sort_keys=True), **provenance,
             "experiment": results.get("experiment", path.parent.name),
             "upstream_checkpoint": results.get("upstream_checkpoint"),
-            "upstream_fingerprint": results.get("upstream_fingerprint"), "path": str(path),
+            "upstream_fingerprint": results.get("upstream_fingerprint"),
+            "layer_weights": None if weights is None else json.dumps(weights), "path": str(path),
         })
     return rows
 
@@ -110,94 +114,3 @@ def _optional(record: dict, key: str, kind: type):
     if value is not None and not _is_number(value, kind):
         raise ValueError(f"{key!r} is not a number: {value!r}")
     return value
-
-
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (NaN for a single run) and run count ``n`` per (upstream, task, dataset, split, metric).
-
-    Sorted by task, then split, then best first (highest mean when ``higher_is_better``, lowest
-    otherwise), ties broken by upstream name.
-    """
-    summary = (
-        df.groupby(["upstream", "task", "dataset", "split", "metric"], sort=False)
-        .agg(higher_is_better=("higher_is_better", "first"), mean=("value", "mean"),
-             std=("value", "std"), n=("value", "size"))
-        .reset_index()
-    )
-    goodness = summary["mean"].where(summary["higher_is_better"].astype(bool), -summary["mean"])
-    order = (summary.assign(_goodness=goodness)
-             .sort_values(["task", "dataset", "split", "_goodness", "upstream"], ascending=[True, True, True, False, True])
-             .index)
-    return summary.loc[order, SUMMARY_COLUMNS].reset_index(drop=True)
-
-
-def write_leaderboard(results_root: str | Path, out_csv: str | Path) -> pd.DataFrame:
-    """Collect ``results_root`` and write the per-(experiment, split) rows to ``out_csv``; returns the rows."""
-    df = collect(results_root)
-    _write_csv(df, out_csv)
-    return df
-
-
-def _write_csv(df: pd.DataFrame, out_csv: str | Path) -> None:
-    """Write ``df`` without its index to ``out_csv``, creating the parent folder if needed."""
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_csv, index=False)
-
-
-def _is_accuracy(metric: str) -> bool:
-    """Whether ``metric`` is an accuracy-like fraction, shown as a percentage."""
-    return metric.lower().endswith(("accuracy", "acc"))
-
-
-def format_table(summary: pd.DataFrame) -> str:
-    """Markdown table of ``summarise`` output: one line per (split, task, dataset, upstream) with ``mean ± std``.
-
-    Accuracies are shown as percentages with 2 decimals, other metrics with 4 decimals; the
-    ``± std`` part is left out for a single run.
-    """
-    lines = []
-    for row in summary.itertuples(index=False):
-        percent = _is_accuracy(row.metric)
-        scale, digits = (100.0, 2) if percent else (1.0, 4)
-        score = f"{row.mean * scale:.{digits}f}"
-        if not math.isnan(row.std):
-            score += f" ± {row.std * scale:.{digits}f}"
-        lines.append({
-            "split": row.split, "task": row.task, "dataset": row.dataset, "metric": f"{row.metric} (%)" if percent else row.metric,
-            "upstream": row.upstream, "mean ± std": score, "n": row.n,
-        })
-    table = pd.DataFrame(lines, columns=["split", "task", "dataset", "metric", "upstream", "mean ± std", "n"])
-    return table.to_markdown(index=False, colalign=("left",) * 6 + ("right",), disable_numparse=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write the leaderboard CSV and print the ranked table; 0 on success, 1 when nothing is found."""
-    parser = argparse.ArgumentParser(prog="python -m leaderboard", description=__doc__.splitlines()[0])
-    parser.add_argument("results_root", type=Path, help="folder searched recursively for results.json files")
-    parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="per-(experiment, split) CSV to write (default: RESULTS_ROOT/leaderboard.csv)")
-    parser.add_argument("--split", action="append", default=None,
-                        help="split to show in the printed table; repeatable (default: all). The CSV keeps every split")
-    args = parser.parse_args(argv)
-
-    df = collect(args.results_root)
-    if df.empty:
-        where = "" if args.results_root.is_dir() else " (no such directory)"
-        print(f"no usable results.json found under {args.results_root}{where}", file=sys.stderr)
-        return 1
-    out_csv = args.output or args.results_root / "leaderboard.csv"
-    _write_csv(df, out_csv)
-    print(f"{len(df)} rows from {df['path'].nunique()} results files -> {out_csv}")
-
-    shown = df if args.split is None else df[df["split"].isin(args.split)]
-    if shown.empty:
-        print(f"no results for split(s) {', '.join(args.split)} under {args.results_root}; "
-              f"available: {', '.join(sorted(df['split'].unique()))}", file=sys.stderr)
-        return 1
-    print(format_table(summarise(shown)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

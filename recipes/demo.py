@@ -17,7 +17,7 @@ from pathlib import Path
 from downstream.cli import setup_console_logging
 from downstream.config import load_yaml, parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
-from leaderboard.collect import main as leaderboard_main
+from leaderboard.cli import main as leaderboard_main
 
 CONFIG = Path(__file__).with_name("ks") / "demo.yaml"
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             results = Experiment.create(args.expdir, name, spec, cfg).train()
             test = results["splits"]["test"]["accuracy"]
             print(f"{name}: test accuracy {100 * test:.2f}% ({results['training']['steps_per_second']:.0f} steps/s)")
-    return leaderboard_main([str(args.expdir), "--split", "test"])
+    return leaderboard_main([str(args.expdir)])
 
 
 if __name__ == "__main__":

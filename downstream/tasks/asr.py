@@ -8,7 +8,7 @@ word n-gram model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,10 +20,10 @@ from corpora.librilight import SUBSETS, prepare_librilight
 from corpora.librispeech import prepare_librispeech
 from corpora.manifest import Record, read_manifest
 
-from .base import SPLITS, Task
+from .base import GENERIC_CORPORA, Task
 from .ctc_text import BeamSearchDecoder, CharVocabulary, ctc_min_frames, error_rates, greedy_decode, normalize_transcript
 
-CORPORA = ("demo", "librispeech", "manifest")
+CORPORA = ("demo", "librispeech", *GENERIC_CORPORA)
 VOCABULARIES = ("superb", "train")
 DECODERS = ("greedy", "beam")
 
@@ -35,7 +35,8 @@ class ASRConfig:
     ``corpus``: ``librispeech`` (``root`` holds ``LibriSpeech/<split>/`` and, for Libri-light
     training sets, ``librispeech_finetuning/``), ``demo`` (the toolkit's synthetic corpus in that
     layout, built under ``root`` if absent) or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
-    ``test.tsv`` with a ``text`` column).
+    ``test.tsv`` with a ``text`` column) or ``hf`` (a local Hugging Face dataset at ``root`` with a
+    ``text`` column, e.g. LibriSpeech from the Hub: ``hf_splits`` names its splits).
     ``train_set``: a LibriSpeech split (``train-clean-100``) or a Libri-light setting
     (``librilight-10min``, ``librilight-1h``, ``librilight-10h``). ``dev_set``, ``test_set``: LibriSpeech splits.
     ``vocabulary``: ``superb`` (``|``, A-Z, apostrophe) or ``train`` (the training transcripts' characters).
@@ -44,6 +45,8 @@ class ASRConfig:
 
     corpus: str = "demo"
     root: str = "data/demo_asr"
+    hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    """``corpus: hf``: the dataset's splits used as train, dev and test."""
     train_set: str = "librilight-10min"
     dev_set: str = "dev-clean"
     test_set: str = "test-clean"
@@ -169,9 +172,8 @@ class SpeechRecognition(Task):
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
         manifests = self.workdir / "manifests"
-        if cfg.corpus == "manifest":
-            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
-        else:
+        splits = self.generic_splits()
+        if splits is None:
             if cfg.corpus == "demo":
                 from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
 
@@ -238,8 +240,17 @@ class SpeechRecognition(Task):
     def reference(self, record: Record) -> str:
         return normalize_transcript(record.text)
 
+    def track(self) -> str:
+        """``asr_10min`` / ``asr_1h`` / ``asr_10h`` for the Libri-light limited sets, else ``asr``."""
+        limited = self.cfg.train_set.removeprefix("librilight-")
+        if self.cfg.corpus in GENERIC_CORPORA or limited == self.cfg.train_set:
+            return "asr"
+        return f"asr_{limited}"
+
     def dataset(self) -> str:
         """``<corpus>:<root folder name>/<training set>``, e.g. ``librispeech:librispeech_mini/librilight-10min``."""
+        if self.cfg.corpus in GENERIC_CORPORA:
+            return super().dataset()
         return f"{super().dataset()}/{self.cfg.train_set}"
 
     def state(self) -> dict:

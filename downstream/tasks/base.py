@@ -7,9 +7,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from corpora.manifest import Record
+from corpora.hf import read_hf_splits
+from corpora.manifest import Record, read_manifest
 
 SPLITS = ("train", "dev", "test")
+GENERIC_CORPORA = ("manifest", "hf")
+"""Corpus sources every task reads: ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
+``test.tsv``) and ``hf`` (``root`` is a local Hugging Face dataset; ``task.hf_splits`` names its
+train, dev and test splits)."""
 
 
 class Task(ABC):
@@ -39,6 +44,15 @@ class Task(ABC):
     def prepare(self) -> dict[str, list[Record]]:
         """Read (and if needed build) the corpus: split name ('train', 'dev', 'test') -> records. Idempotent."""
 
+    def generic_splits(self) -> dict[str, list[Record]] | None:
+        """The records of a ``manifest`` or ``hf`` corpus (see :data:`GENERIC_CORPORA`); None for a task's own corpora."""
+        cfg = self.cfg
+        if cfg.corpus == "manifest":
+            return {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
+        if cfg.corpus == "hf":
+            return read_hf_splits(cfg.root, cfg.hf_splits, self.workdir / "manifests", self.name)
+        return None
+
     @abstractmethod
     def build_head(self, input_dim: int) -> nn.Module:
         """The head; ``head(features (B, T, D), lengths (B,))`` returns what :meth:`loss` and :meth:`predict` take."""
@@ -66,6 +80,11 @@ class Task(ABC):
 
     def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
         """Raise if the upstream's frame counts (one per record) cannot serve this task (e.g. too few for CTC)."""
+
+    def track(self) -> str:
+        """The leaderboard column this run belongs to: the task name unless a task has several
+        benchmark settings (e.g. ``asr_10min`` for ASR trained on a Libri-light limited set)."""
+        return self.name
 
     def dataset(self) -> str:
         """What the leaderboard groups runs by besides task and upstream: ``<corpus>:<root folder name>``."""

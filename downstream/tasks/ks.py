@@ -6,7 +6,7 @@ classes), no non-linearity; cross-entropy; class-balanced sampling of training u
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,9 +17,9 @@ from torch import nn
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands, read_labels
 
-from .base import SPLITS, Task
+from .base import GENERIC_CORPORA, Task
 
-CORPORA = ("demo", "speech_commands", "manifest")
+CORPORA = ("demo", "speech_commands", *GENERIC_CORPORA)
 
 
 @dataclass
@@ -28,12 +28,15 @@ class KSConfig:
 
     ``corpus``: ``demo`` (the toolkit's synthetic keyword corpus, built under ``root`` if absent),
     ``speech_commands`` (a Speech Commands v0.01/v0.02 tree at ``root``) or ``manifest`` (``root``
-    holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``label`` column).
+    holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``label`` column) or ``hf`` (a local
+    Hugging Face dataset at ``root`` with a ``label`` column, e.g. Speech Commands from the Hub).
     ``classes``: ``superb12`` or ``all`` (Speech Commands and demo corpora).
     """
 
     corpus: str = "demo"
     root: str = "data/demo_keywords"
+    hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    """``corpus: hf``: the dataset's splits used as train, dev and test."""
     classes: str = "superb12"
     proj_dim: int = 256
     balanced_sampling: bool = True
@@ -71,8 +74,8 @@ class KeywordSpotting(Task):
 
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
-        if cfg.corpus == "manifest":
-            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
+        splits = self.generic_splits()
+        if splits is not None:
             labels = sorted({r.label for r in splits["train"]})
         else:
             root = Path(cfg.root)

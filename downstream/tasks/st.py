@@ -24,9 +24,9 @@ from torch import nn
 from corpora.covost2 import prepare_covost2
 from corpora.manifest import Record, read_manifest
 
-from .base import SPLITS, Task
+from .base import GENERIC_CORPORA, Task
 
-CORPORA = ("demo", "covost2", "manifest")
+CORPORA = ("demo", "covost2", *GENERIC_CORPORA)
 PIECE_TYPES = ("char", "unigram", "bpe")
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -38,11 +38,14 @@ class STConfig:
     ``corpus``: ``covost2`` (``root`` holds ``clips/`` and ``covost_v2.<src>_<tgt>.{train,dev,test}.tsv``),
     ``demo`` (the toolkit's synthetic corpus in that layout, built under ``root`` if absent from
     ``parallel_text``, a Multi30k folder, or from a built-in grammar when empty; ``demo_sizes``
-    sentences per split) or ``manifest`` (``train/dev/test.tsv`` with ``text`` and ``translation``).
+    sentences per split), ``manifest`` (``train/dev/test.tsv`` with ``text`` and ``translation``) or
+    ``hf`` (a local Hugging Face dataset at ``root`` with ``sentence`` and ``translation`` columns, e.g. CoVoST 2).
     """
 
     corpus: str = "demo"
     root: str = "data/demo_st"
+    hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    """``corpus: hf``: the dataset's splits used as train, dev and test."""
     parallel_text: str = ""
     demo_sizes: list[int] = field(default_factory=lambda: [1500, 200, 200])
     src_lang: str = "en"
@@ -271,9 +274,8 @@ class SpeechTranslation(Task):
 
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
-        if cfg.corpus == "manifest":
-            splits = {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
-        else:
+        splits = self.generic_splits()
+        if splits is None:
             if cfg.corpus == "demo":
                 from corpora.synth_st import build_demo_st  # noqa: PLC0415  (only the demo needs TTS)
 

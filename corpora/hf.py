@@ -1,0 +1,145 @@
+"""Hugging Face ``datasets`` as a corpus source, read from local files only.
+
+A dataset as people keep it from the Hub: a ``save_to_disk`` folder (``dataset_dict.json`` or
+``state.json`` inside) or a folder of parquet/arrow files in the Hub's layout
+(``data/train-00000-of-00001.parquet``, ...). The audio column is read with ``decode=False``
+(datasets' own decoding needs torchcodec) and each example's encoded bytes are written once to
+``<out_dir>/audio/<split>/`` as they are (FLAC stays FLAC, MP3 stays MP3); soundfile decodes them
+like any other corpus file. Columns are found by name (``text``/``sentence``/``transcription``,
+``translation``, ``label``, ``speaker_id``/``client_id``); class labels are stored as their names.
+
+    prepare_hf("~/hf/speech_commands", "validation", "out/manifests", task_fields("ks"))
+"""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from .audio import AudioError
+from .manifest import Record, read_manifest, write_manifest
+
+FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "text": ("text", "sentence", "transcription", "normalized_text"),
+    "translation": ("translation",),
+    "label": ("label", "command", "keyword"),
+    "speaker": ("speaker_id", "client_id", "speaker"),
+    "id": ("id", "file", "path"),
+}
+"""Record field -> the dataset columns that may hold it, first match wins."""
+
+TASK_FIELDS = {"ks": ("label",), "asr": ("text",), "st": ("text", "translation")}
+"""The record fields each task needs; a dataset lacking one is an error naming its columns."""
+
+_FORMAT_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+
+
+def load_split(path: str | Path, split: str):
+    """The ``datasets.Dataset`` of ``split`` in the local dataset at ``path``, audio left undecoded.
+
+    FileNotFoundError when ``path`` is missing; KeyError naming the available splits when ``split`` is not one.
+    """
+    import datasets  # noqa: PLC0415  (heavy import, only for this source)
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"Hugging Face dataset folder {path} does not exist")
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+    else:
+        loaded = datasets.load_dataset(str(path), cache_dir=str(path / ".hf_cache"))
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    if split not in loaded:
+        raise KeyError(f"{path}: no split {split!r}; the dataset has {', '.join(loaded)}")
+    dataset = loaded[split]
+    audio = audio_column(dataset, f"{path}:{split}")
+    return dataset.cast_column(audio, datasets.Audio(decode=False))
+
+
+def audio_column(dataset, where: str) -> str:
+    """The name of the dataset's audio column: the one typed ``Audio``, else one called ``audio``."""
+    import datasets  # noqa: PLC0415
+
+    typed = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Audio)]
+    if typed:
+        return typed[0]
+    if "audio" in dataset.features:
+        return "audio"
+    raise ValueError(f"{where}: no audio column (columns: {', '.join(dataset.features)})")
+
+
+def _column(features, field: str) -> str | None:
+    return next((c for c in FIELD_COLUMNS[field] if c in features), None)
+
+
+def prepare_hf(path: str | Path, split: str, out_dir: str | Path, fields: tuple[str, ...]) -> Path:
+    """Write ``<out_dir>/hf-<split>.tsv`` (and the audio under ``<out_dir>/audio/<split>/``) from
+    split ``split`` of the local dataset at ``path``; returns the manifest path.
+
+    ``fields``: the record fields the task needs (:data:`TASK_FIELDS`); a missing column is a
+    ValueError naming the dataset's columns. Idempotent: an existing manifest is reused. An example
+    whose audio is missing, corrupt or empty is an :class:`AudioError` naming dataset, split and row.
+    """
+    out_dir = Path(out_dir)
+    manifest = out_dir / f"hf-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}.tsv"
+    if manifest.is_file():
+        return manifest
+    dataset = load_split(path, split)
+    where = f"{path}:{split}"
+    audio = audio_column(dataset, where)
+    columns = {field: _column(dataset.features, field) for field in FIELD_COLUMNS}
+    missing = [field for field in fields if columns[field] is None]
+    if missing:
+        wanted = "; ".join(f"{f}: one of {', '.join(FIELD_COLUMNS[f])}" for f in missing)
+        raise ValueError(f"{where}: no column for {wanted} (columns: {', '.join(dataset.features)})")
+    label_names = getattr(dataset.features[columns["label"]], "names", None) if columns["label"] else None
+    audio_dir = out_dir / "audio" / split
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    records, seen = [], set()
+    for row, example in enumerate(tqdm(dataset, desc=f"read {Path(path).name}:{split}", unit="utt", leave=False)):
+        raw_id = str(example[columns["id"]]) if columns["id"] else str(row)
+        uid = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(raw_id).stem if columns["id"] in ("file", "path") else raw_id)
+        if uid in seen:
+            uid = f"{uid}-{row}"
+        seen.add(uid)
+        file, duration = _materialise(example[audio], audio_dir / uid, f"{where} row {row} ({raw_id})")
+        values = {field: example[col] for field, col in columns.items() if col and field != "id"}
+        if label_names is not None:
+            values["label"] = label_names[values["label"]]
+        records.append(Record(id=uid, path=str(file), duration=duration,
+                              **{k: str(v) for k, v in values.items()}))
+    write_manifest(manifest, records)
+    return manifest
+
+
+def _materialise(audio: dict | None, stem: Path, where: str) -> tuple[Path, float]:
+    """(audio file, seconds) of one undecoded audio cell: its bytes written to ``stem.<format>``,
+    or its ``path`` when it has no bytes and the file exists."""
+    data = (audio or {}).get("bytes")
+    if not data:
+        local = Path((audio or {}).get("path") or "")
+        if not local.is_file():
+            raise AudioError(where, f"no audio bytes and no readable file at {local!s}")
+        data = local.read_bytes()
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(where, f"unreadable audio ({err})") from None
+    if info.frames == 0:
+        raise AudioError(where, "empty audio (0 samples)")
+    file = stem.with_suffix(_FORMAT_SUFFIX.get(info.format, ".audio"))
+    if not file.is_file():
+        file.write_bytes(data)
+    return file, info.frames / info.samplerate
+
+
+def read_hf_splits(path: str | Path, split_names: list[str], out_dir: str | Path, task: str) -> dict[str, list[Record]]:
+    """train/dev/test records of a task from the dataset's splits ``split_names`` (in that order)."""
+    if len(split_names) != 3:
+        raise ValueError(f"task.hf_splits must name 3 splits (train, dev, test), got {split_names}")
+    return {ours: read_manifest(prepare_hf(path, theirs, out_dir, TASK_FIELDS[task]))
+            for ours, theirs in zip(("train", "dev", "test"), split_names)}

@@ -1,0 +1,73 @@
+"""``python -m leaderboard RESULTS_ROOT``: collect every results.json below it and write the leaderboard.
+
+Writes into ``--out`` (default: RESULTS_ROOT)::
+
+    runs.csv          one row per (experiment, split): every metric and the provenance
+    leaderboard.csv   one row per upstream: a column per task metric (mean, std, seeds), parameters,
+                      pre-training hours, per-task and overall SUPERB score, rank
+    leaderboard.md    the same as a Markdown table (also printed)
+    report.html       self-contained page: the table, per-task bars, layer-weight heat maps,
+                      pre-training curves
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .collect import collect
+from .report import format_markdown, render_html
+from .score import DEFAULT_REFERENCES, leaderboard_table, with_overrides
+
+OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "report.html")
+
+
+def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseline: str = "fbank",
+                  references=None, title: str | None = None) -> str:
+    """Write :data:`OUTPUTS` for the results under ``results_root`` into ``out_dir``; returns the Markdown.
+
+    ValueError when there is no usable result for ``split``.
+    """
+    runs = collect(results_root)
+    if runs.empty:
+        where = "" if results_root.is_dir() else " (no such directory)"
+        raise ValueError(f"no usable results.json found under {results_root}{where}")
+    if split not in set(runs["split"]):
+        raise ValueError(f"no results for split {split!r} under {results_root}; available: {', '.join(sorted(runs['split'].unique()))}")
+    references = DEFAULT_REFERENCES if references is None else references
+    table = leaderboard_table(runs, split, baseline, references)
+    markdown = format_markdown(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    table.to_csv(out_dir / "leaderboard.csv", index=False)
+    (out_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
+    page = render_html(table, runs, split, baseline, references, search=[results_root],
+                       title=title or f"Leaderboard: {results_root}")
+    (out_dir / "report.html").write_text(page, encoding="utf-8")
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI; 0 on success, 1 when there is nothing to show."""
+    parser = argparse.ArgumentParser(prog="python -m leaderboard", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("results_root", type=Path, help="folder searched recursively for results.json files")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS_ROOT)")
+    parser.add_argument("--split", default="test", help="split the table and scores use (default: test)")
+    parser.add_argument("--baseline", default="fbank", help="upstream that scores 0 (default: fbank)")
+    parser.add_argument("--reference", action="append", default=[], metavar="TRACK:METRIC=VALUE",
+                        help="value that scores 1000, replacing the published default (e.g. st:bleu=25.3); repeatable")
+    parser.add_argument("--title", default=None, help="report title")
+    args = parser.parse_args(argv)
+    try:
+        references = with_overrides(args.reference)
+        markdown = write_outputs(args.results_root, args.out or args.results_root, args.split, args.baseline,
+                                 references, args.title)
+    except ValueError as err:
+        print(f"leaderboard: {err}", file=sys.stderr)
+        return 1
+    out = args.out or args.results_root
+    print(markdown)
+    print(f"-> {', '.join(str(out / name) for name in OUTPUTS)}")
+    return 0
