@@ -9,7 +9,7 @@ from pathlib import Path
 
 from corpora.audio import AudioError
 from corpora.manifest import ManifestError
-from upstream import available_upstreams
+from upstream import available_upstreams, distributed
 
 from .config import ConfigError, load_yaml, parse_overrides
 from .runner import Experiment, RunSpec, resolve_config
@@ -48,7 +48,8 @@ def setup_console_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_console_logging(logging.INFO)
+    distributed.init_from_env()  # under torchrun: one process per rank, data-parallel training
+    setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
     results_name = "results.json"
     try:
         if args.mode == "train":
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not distributed.is_main():
+        return 0
     print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits", "layer_weights")}, indent=1))
     print(f"results: {Path(args.expdir) / args.name / results_name}")
     return 0

@@ -33,6 +33,7 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.manifest import Record
 from upstream import Featurizer, Upstream, build_upstream
 from upstream.base import FinetuneMasking
+from upstream import distributed
 from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
@@ -85,6 +86,18 @@ class FeatureSource:
             yield idx, out.stacked(), out.lengths
 
 
+class Downstream(torch.nn.Module):
+    """What downstream training updates, as one module (so DDP can wrap it): featurizer, then head."""
+
+    def __init__(self, featurizer: Featurizer, head: torch.nn.Module):
+        super().__init__()
+        self.featurizer, self.head = featurizer, head
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor):
+        """(B, T, L, D) stacked layers, (B,) lengths -> the head's output."""
+        return self.head(self.featurizer(features), lengths)
+
+
 class Experiment:
     """A named experiment: builds upstream, task, featurizer and head from a config, trains, evaluates."""
 
@@ -102,14 +115,15 @@ class Experiment:
         exp_dir = Path(output_root) / name
         snapshot = {"run": spec.__dict__, "config": to_dict(cfg)}
         cfg_file = exp_dir / "config.yaml"
-        if cfg_file.is_file():
-            previous = yaml.safe_load(cfg_file.read_text())
-            if previous != snapshot:
-                raise ValueError(f"experiment '{name}' already exists in {exp_dir} with a different config; "
-                                 f"use another -n NAME or delete the folder (differences: {_diff(previous, snapshot)})")
-        else:
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+        with distributed.main_first():
+            if cfg_file.is_file():
+                previous = yaml.safe_load(cfg_file.read_text())
+                if previous != snapshot:
+                    raise ValueError(f"experiment '{name}' already exists in {exp_dir} with a different config; "
+                                     f"use another -n NAME or delete the folder (differences: {_diff(previous, snapshot)})")
+            else:
+                exp_dir.mkdir(parents=True, exist_ok=True)
+                cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
         return cls(exp_dir, spec, cfg)
 
     @classmethod
@@ -169,6 +183,8 @@ class Experiment:
         return upstream
 
     def _logging(self) -> None:
+        if not distributed.is_main():
+            return
         log.setLevel(logging.DEBUG)  # the file gets every loss; consoles show INFO and up
         target = str((self.dir / "train.log").resolve())
         if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
@@ -180,13 +196,25 @@ class Experiment:
 
     # ---------------------------------------------------------------- train
     def train(self) -> dict:
-        """Train to ``train.total_steps`` (resuming from ``last.pt`` if present), then evaluate dev and test."""
+        """Train to ``train.total_steps`` (resuming from ``last.pt`` if present), then evaluate dev and test.
+
+        Under torchrun, every process trains on its share of each batch (:mod:`upstream.distributed`);
+        process 0 validates, saves and evaluates, and alone returns the results (the others: ``{}``).
+        """
         cfg, tcfg = self.cfg, self.cfg.train
+        main = distributed.is_main()
+        if cfg.finetune.enabled and distributed.world_size() > 1:
+            raise ConfigError("fine-tuning (finetune.enabled) runs in one process; launch it without torchrun")
         _seed_everything(tcfg.seed)
-        splits, upstream, featurizer, head = self._setup()
-        t0 = time.perf_counter()
-        sources = {s: FeatureSource(upstream, splits[s], cfg, s) for s in ("train", "dev")}
-        extract_s = time.perf_counter() - t0
+        with distributed.main_first():  # process 0 writes manifests, fitted statistics and the feature cache
+            splits, upstream, featurizer, head = self._setup()
+            t0 = time.perf_counter()
+            sources = {s: FeatureSource(upstream, splits[s], cfg, s) for s in ("train", "dev")}
+            extract_s = time.perf_counter() - t0
+        model = distributed.data_parallel(Downstream(featurizer, head))
+        if distributed.world_size() > 1:
+            log.info("data-parallel over %d processes: each trains on 1/%d of every batch",
+                     distributed.world_size(), distributed.world_size())
         ft = cfg.finetune
         params = [*featurizer.parameters(), *head.parameters()]
         groups = [{"params": params, "lr": tcfg.lr}]
@@ -222,29 +250,31 @@ class Experiment:
         train_records = splits["train"]
         batcher = DurationBatcher([r.duration for r in train_records], tcfg.batch_seconds, tcfg.batch_size,
                                   seed=tcfg.seed, weights=self.task.sample_weights(train_records))
-        writer = SummaryWriter(str(self.dir / "tb"), purge_step=state["step"] + 1)
-        bar = tqdm(total=tcfg.total_steps, initial=state["step"], desc=f"train {self.spec.upstream}/{self.task.name}", unit="step")
+        writer = SummaryWriter(str(self.dir / "tb"), purge_step=state["step"] + 1) if main else None
+        bar = tqdm(total=tcfg.total_steps, initial=state["step"], desc=f"train {self.spec.upstream}/{self.task.name}",
+                   unit="step", disable=not main)
         featurizer.train()
         head.train()
         loop_start, running = time.perf_counter(), []
         while state["step"] < tcfg.total_steps:
-            epoch_batches = batcher.epoch(state["epoch"])[state["batch"]:]
+            shards = [distributed.shard(batch) for batch in batcher.epoch(state["epoch"])[state["batch"]:]]
             tune_upstream = ft.enabled and state["step"] >= ft.freeze_steps
             upstream.train(tune_upstream)
-            for idx, feats, lengths in sources["train"].batches(epoch_batches, grad=tune_upstream):
-                loss = self.task.loss(head(featurizer(feats), lengths), [train_records[i] for i in idx.tolist()])
+            local_batches = sources["train"].batches([local for local, _ in shards], grad=tune_upstream)
+            for (idx, feats, lengths), (_, weight) in zip(local_batches, shards):
+                loss = self.task.loss(model(feats, lengths), [train_records[i] for i in idx.tolist()])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
                 state["step"] += 1
                 state["batch"] += 1
-                running.append(loss.item())
+                running.append(distributed.global_mean(loss.item(), weight))
                 bar.update(1)
                 step = state["step"]
-                if step % tcfg.log_every == 0 or step == tcfg.total_steps:
+                if main and (step % tcfg.log_every == 0 or step == tcfg.total_steps):
                     mean_loss = float(np.mean(running))
                     running.clear()
                     writer.add_scalar("train/loss", mean_loss, step)
@@ -255,10 +285,11 @@ class Experiment:
                 if validate_now or save_now:  # neither counts as training time
                     state["train_seconds"] += time.perf_counter() - loop_start
                     extra = {"upstream": upstream.state_dict(), "scheduler": scheduler.state_dict()} if ft.enabled else {}
-                    if validate_now:
+                    if validate_now and main:
                         self._validate(sources["dev"], splits["dev"], upstream, featurizer, head, optimizer, state, writer, extra)
-                    if save_now:
+                    if save_now and main:
                         self._save(last, featurizer, head, optimizer, state, extra)
+                    distributed.barrier()
                     loop_start = time.perf_counter()
                 if step >= tcfg.total_steps:
                     break
@@ -269,11 +300,17 @@ class Experiment:
                 state["batch"] = 0
         upstream.eval()
         bar.close()
+        if not main:
+            distributed.barrier()  # until process 0 has evaluated
+            return {}
         writer.close()
         summary = {"train_steps": state["step"], "train_seconds": round(state["train_seconds"], 3),
                    "steps_per_second": round(state["step"] / max(state["train_seconds"], 1e-9), 3),
-                   "extract_seconds": round(extract_s, 3), "best_step": state["best_step"]}
-        return self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
+                   "extract_seconds": round(extract_s, 3), "best_step": state["best_step"],
+                   "processes": distributed.world_size()}
+        results = self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
+        distributed.barrier()
+        return results
 
     def _validate(self, source, records, upstream, featurizer, head, optimizer, state, writer, extra: dict) -> None:
         mode = upstream.training

@@ -9,6 +9,10 @@ model in the format ``run_downstream.py -u NAME -k upstream.pt`` loads), ``curve
 train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb/``, ``train.log``
 and ``summary.json``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
 are held out for the validation loss. All writes of checkpoints are atomic.
+
+Data-parallel: ``torchrun --nproc_per_node N -m upstream.pretrain ...`` splits every batch over N
+processes (:mod:`upstream.distributed`); process 0 computes the targets, validates and writes
+everything. Masks are drawn per process, so such a run matches one process statistically, not bitwise.
 """
 from __future__ import annotations
 
@@ -32,11 +36,26 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.folder import scan_audio
 from corpora.manifest import Record
 
+from . import distributed
 from .base import Pretrainable
 from .checkpoint import atomic_save
 from .registry import available_upstreams, build_upstream, save_upstream
 
 log = logging.getLogger("upstream.pretrain")
+
+
+class PretrainObjective(torch.nn.Module):
+    """The model's ``pretrain_loss`` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: Pretrainable):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor, targets: list[torch.Tensor] | None = None):
+        """(B, S) waveforms, (B,) lengths[, B target tensors] -> (scalar loss, statistics)."""
+        if targets is None:
+            return self.model.pretrain_loss(wavs, lengths)
+        return self.model.pretrain_loss(wavs, lengths, targets)
 
 
 @dataclass
@@ -104,14 +123,17 @@ class Pretrainer:
             raise ValueError(f"upstream {upstream!r} cannot be pre-trained here")
         snapshot = {"upstream": upstream, "data": self.data, "config": dataclasses.asdict(cfg)}
         cfg_file = self.dir / "config.yaml"
-        if cfg_file.is_file():
-            previous = yaml.safe_load(cfg_file.read_text())
-            if previous != snapshot:
-                raise ValueError(f"pre-training experiment {self.dir} exists with a different config or data; "
-                                 "use another -n NAME or delete the folder")
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+        with distributed.main_first():
+            if cfg_file.is_file():
+                previous = yaml.safe_load(cfg_file.read_text())
+                if previous != snapshot:
+                    raise ValueError(f"pre-training experiment {self.dir} exists with a different config or data; "
+                                     "use another -n NAME or delete the folder")
+            else:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+        if distributed.world_size() > 1:  # same initial weights everywhere, different masks per process
+            torch.manual_seed(cfg.train.seed + distributed.rank())
 
     def _records(self) -> tuple[list[Record], list[Record]]:
         records, skipped = [], []
@@ -131,8 +153,9 @@ class Pretrainer:
         """Data and the model's target stages (k-means for HuBERT): (train, valid, id -> targets or None)."""
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
-        train, valid = self._records()
-        targets = self.model.prepare_pretraining(self.dir / "targets", train, valid, self.cfg.targets)
+        with distributed.main_first():  # process 0 fits and writes the targets, the others read them
+            train, valid = self._records()
+            targets = self.model.prepare_pretraining(self.dir / "targets", train, valid, self.cfg.targets)
         return train, valid, targets
 
     def run(self) -> dict:
@@ -141,6 +164,9 @@ class Pretrainer:
         self.targets = targets
         hours = sum(r.duration for r in train) / 3600
         model = self.model
+        main = distributed.is_main()
+        local_objective = PretrainObjective(model)
+        objective = distributed.data_parallel(local_objective, find_unused_parameters=True)
         params = [p for p in model.parameters() if p.requires_grad]
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(tcfg.optimizer)
         if opt_cls is None:
@@ -161,39 +187,40 @@ class Pretrainer:
                  sum(p.numel() for p in params), len(train), hours, len(valid))
         batcher = DurationBatcher([r.duration for r in train], tcfg.batch_seconds, tcfg.batch_size, seed=tcfg.seed)
         valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
-        writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1)
+        writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1) if main else None
         curve = self.dir / "curve.tsv"
-        bar = tqdm(total=tcfg.total_steps, initial=position["step"], desc=f"pretrain {self.upstream_name}", unit="step")
+        bar = tqdm(total=tcfg.total_steps, initial=position["step"], desc=f"pretrain {self.upstream_name}",
+                   unit="step", disable=not main)
         running: list[float] = []
         running_stats: list[dict[str, float]] = []
         start = time.perf_counter() - position["seconds"]
         model.train()
         while position["step"] < tcfg.total_steps:
-            batches = batcher.epoch(position["epoch"])[position["batch"]:]
-            loader = ordered_loader(AudioDataset(train), batches, collate_waveforms, tcfg.num_workers)
-            for idx, wavs, lengths in loader:
-                loss, stats = self._loss(model, train, idx, wavs, lengths)
+            shards = [distributed.shard(batch) for batch in batcher.epoch(position["epoch"])[position["batch"]:]]
+            loader = ordered_loader(AudioDataset(train), [local for local, _ in shards], collate_waveforms, tcfg.num_workers)
+            for (idx, wavs, lengths), (_, weight) in zip(loader, shards):
+                loss, stats = self._loss(objective, train, idx, wavs, lengths)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 position["step"] += 1
                 position["batch"] += 1
-                running.append(loss.item())
+                running.append(distributed.global_mean(loss.item(), weight))
                 running_stats.append(stats)
                 bar.update(1)
                 step = position["step"]
                 done = step >= tcfg.total_steps
                 if step % tcfg.log_every == 0 or done:
                     bar.set_postfix(loss=f"{np.mean(running[-tcfg.log_every:]):.4f}")
-                if step % tcfg.eval_every == 0 or done:
+                if main and (step % tcfg.eval_every == 0 or done):
                     train_loss = float(np.mean(running)) if running else float("nan")
                     running.clear()
                     stat_means = {k: float(np.mean([s[k] for s in running_stats if k in s]))
                                   for k in sorted({k for s in running_stats for k in s})}
                     running_stats.clear()
-                    valid_loss = self._validate(model, valid, valid_batches)
+                    valid_loss = self._validate(local_objective, valid, valid_batches)
                     position["seconds"] = time.perf_counter() - start
                     lr = scheduler.get_last_lr()[0]
                     if not curve.is_file():
@@ -207,25 +234,30 @@ class Pretrainer:
                     writer.add_scalar("valid/loss", valid_loss, step)
                     writer.add_scalar("train/lr", lr, step)
                     log.info("step %d train %.4f valid %.4f lr %.2e", step, train_loss, valid_loss, lr)
-                if step % tcfg.save_every == 0 or done:
+                if main and (step % tcfg.save_every == 0 or done):
                     position["seconds"] = time.perf_counter() - start
                     save_upstream(model, self.dir / "upstream.pt")
                     atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                                  "position": dict(position)}, last)
+                if step % tcfg.eval_every == 0 or step % tcfg.save_every == 0 or done:
+                    distributed.barrier()
                 if done:
                     break
             else:
                 position["epoch"] += 1
                 position["batch"] = 0
         bar.close()
+        if not main:
+            return {}
         writer.close()
         rows = [line.split("\t") for line in curve.read_text().splitlines()[1:]]
         summary = {"upstream": self.upstream_name, "settings": model.settings(), "steps": position["step"],
                    "wall_seconds": round(position["seconds"], 1), "train_hours_of_audio": round(hours, 3),
                    "train_segments": len(train), "valid_segments": len(valid),
                    "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
-                   "parameters": sum(p.numel() for p in params), "data": self.data}
+                   "parameters": sum(p.numel() for p in params), "data": self.data,
+                   "processes": distributed.world_size()}
         usage = self.dir / "targets" / "usage.json"
         if usage.is_file():  # cluster / codebook usage of the targets
             summary["target_usage"] = json.loads(usage.read_text())
@@ -235,20 +267,19 @@ class Pretrainer:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
-    def _loss(self, model, records: list[Record], idx: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor):
-        """``model.pretrain_loss`` of a batch, with the utterances' targets when the model has them."""
-        if self.targets is None:
-            return model.pretrain_loss(wavs, lengths)
-        return model.pretrain_loss(wavs, lengths, [self.targets[records[i].id].long() for i in idx.tolist()])
+    def _loss(self, objective, records: list[Record], idx: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor):
+        """``objective`` (:class:`PretrainObjective`, maybe DDP-wrapped) on a batch, with the utterances' targets when the model has them."""
+        targets = None if self.targets is None else [self.targets[records[i].id].long() for i in idx.tolist()]
+        return objective(wavs, lengths, targets)
 
     @torch.no_grad()
-    def _validate(self, model, valid: list[Record], batches: list[list[int]]) -> float:
+    def _validate(self, objective: PretrainObjective, valid: list[Record], batches: list[list[int]]) -> float:
         """Mean validation loss, weighted by batch size; the RNG is restored so masking here does not shift training."""
         rng = torch.get_rng_state()
         torch.manual_seed(0)
         total, count = 0.0, 0
         for idx, wavs, lengths in ordered_loader(AudioDataset(valid), batches, collate_waveforms):
-            loss, _ = self._loss(model, valid, idx, wavs, lengths)
+            loss, _ = self._loss(objective, valid, idx, wavs, lengths)
             total += loss.item() * len(lengths)
             count += len(lengths)
         torch.set_rng_state(rng)
@@ -271,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until", choices=["targets", "train"], default="train",
                    help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
     args = p.parse_args(argv)
-    setup_console_logging(logging.INFO)
+    distributed.init_from_env()  # under torchrun: one process per rank, data-parallel
+    setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
     try:
         cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})
         overrides = parse_overrides(args.override)
@@ -289,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not distributed.is_main():
+        return 0
     print(json.dumps(summary, indent=1))
     print(f"checkpoint for run_downstream.py: {Path(args.expdir) / args.name / 'upstream.pt'}")
     return 0
