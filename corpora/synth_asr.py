@@ -29,7 +29,9 @@ from .synth import STAMP, FLITE_VOICES, _coloured_noise, _Speaker, available_fli
 log = logging.getLogger(__name__)
 
 VERSION = 1
-SPLIT_DIRS = {"train": "librispeech_finetuning/1h/0/clean", "dev": "LibriSpeech/dev-clean", "test": "LibriSpeech/test-clean"}
+SPLIT_DIRS = {"train": "librispeech_finetuning/1h/0/clean", "dev": "LibriSpeech/dev-clean", "test": "LibriSpeech/test-clean",
+              "full": "LibriSpeech/train-clean-100"}
+"""Where each split goes; ``full`` is the optional larger training set, a stand-in for train-clean-100."""
 
 _WORDS = {
     "adj": "red green blue yellow black white small large old new quiet loud warm cold happy tired".split(),
@@ -64,7 +66,8 @@ def sentence(rng: random.Random) -> str:
 
 
 def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: float = 3.0, espeak_speakers: int = 24,
-                   flite_voices: tuple[str, ...] = tuple(FLITE_VOICES), seed: int = 0, workers: int = 4) -> Path:
+                   flite_voices: tuple[str, ...] = tuple(FLITE_VOICES), seed: int = 0, workers: int = 4,
+                   full_minutes: float = 0.0) -> Path:
     """Synthesise the demo ASR corpus under ``root``, or return at once when it is already built.
 
     Args:
@@ -76,16 +79,20 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
         espeak_speakers, flite_voices: the TTS speakers (flite skipped with a warning if absent).
         seed: seeds sentences, speakers, split, speed, pitch and noise.
         workers: parallel TTS jobs.
+        full_minutes: speech in ``LibriSpeech/train-clean-100``, a larger training set by the
+            training speakers (SUPERB's ASR setting); 0 leaves it out.
 
     Returns:
         ``root``, holding the three splits and ``BUILT.json`` (settings, speakers, durations).
     """
     root = Path(root)
-    if train_minutes <= 0 or eval_minutes <= 0:
-        raise ValueError("train_minutes and eval_minutes must be positive")
+    if train_minutes <= 0 or eval_minutes <= 0 or full_minutes < 0:
+        raise ValueError("train_minutes and eval_minutes must be positive, full_minutes not negative")
     flite_voices = available_flite(flite_voices)
     params = {"version": VERSION, "train_minutes": train_minutes, "eval_minutes": eval_minutes,
               "espeak_speakers": espeak_speakers, "flite_voices": list(flite_voices), "seed": seed}
+    if full_minutes:  # absent otherwise, so corpora built before this option stay valid
+        params["full_minutes"] = full_minutes
     if not needs_build(root, params):
         return root
 
@@ -94,6 +101,9 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
     by_id = {s.id: s for s in speakers}
     numeric = {s.id: 100 + i for i, s in enumerate(speakers)}
     targets = {"train": 60 * train_minutes, "dev": 60 * eval_minutes, "test": 60 * eval_minutes}
+    if full_minutes:
+        targets["full"] = 60 * full_minutes
+        split = {**split, "full": split["train"]}
     started = time.monotonic()
     durations: dict[str, float] = {}
     with building(root) as build:

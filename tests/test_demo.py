@@ -1,25 +1,28 @@
-"""The README's main command, shrunk: demo corpus -> KS on both FBANK variants -> leaderboard; reruns reuse."""
+"""The README's main command, shrunk: the demo preset of the benchmark builds its TTS keyword corpus,
+trains KS on FBANK and writes the leaderboard; a rerun reuses the experiment."""
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from recipes.demo import main
+from recipes.benchmark.run import main
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed: the demo corpus cannot be built")
-def test_demo_end_to_end_and_idempotent(tmp_path: Path, capsys):
-    args = ["--expdir", str(tmp_path / "exp"), "-o", f"task.root={tmp_path / 'demo_keywords'}",
-            "-o", f"cache.root={tmp_path / 'cache'}", "-o", "train.total_steps=40", "-o", "train.eval_every=20"]
+def test_demo_preset_end_to_end_and_idempotent(tmp_path: Path, capsys):
+    args = ["--data", "demo", "--upstreams", "fbank", "--tasks", "ks", "--expdir", str(tmp_path / "exp"),
+            "-o", f"task.root={tmp_path / 'demo_keywords'}", "-o", f"cache.root={tmp_path / 'cache'}",
+            "-o", "train.total_steps=40", "-o", "train.eval_every=20"]
     assert main(args) == 0
     first = capsys.readouterr().out
+    assert (tmp_path / "demo_keywords" / "BUILT.json").is_file()
     runs = pd.read_csv(tmp_path / "exp" / "runs.csv")
-    assert set(runs["upstream"]) == {"fbank", "fbank_global"}
-    assert set(runs["split"]) == {"dev", "test"} and (runs["metric"] == "accuracy").all()
+    assert set(runs["upstream"]) == {"fbank"} and set(runs["split"]) == {"dev", "test"}
+    assert (runs["metric"] == "accuracy").all() and runs["value"].between(0, 1).all()
     board = pd.read_csv(tmp_path / "exp" / "leaderboard.csv")
-    assert set(board["upstream"]) == {"fbank", "fbank_global"} and "ks accuracy" in board.columns
-    assert "fbank_global" in first and (tmp_path / "exp" / "report.html").is_file()
+    assert list(board["upstream"]) == ["fbank"] and "ks accuracy" in board.columns
+    assert "fbank" in first and (tmp_path / "exp" / "report.html").is_file()
     assert main(args) == 0
-    second = capsys.readouterr().out
-    assert second.count("done already") == 2  # no training the second time
+    timing = pd.read_csv(tmp_path / "exp" / "timing.tsv", sep="\t").set_index("stage")
+    assert timing.loc["ks fbank seed 1337", "status"] == "reused"  # no training the second time

@@ -50,6 +50,8 @@ class ASRConfig:
     train_set: str = "librilight-10min"
     dev_set: str = "dev-clean"
     test_set: str = "test-clean"
+    demo_full_minutes: float = 0.0
+    """``corpus: demo``: also build ``train-clean-100`` with this many minutes (for ``train_set: train-clean-100``)."""
     vocabulary: str = "superb"
     downsample: int = 1
     """Adjacent feature frames concatenated into one before the projection (S3PRL's ``concat``
@@ -169,15 +171,18 @@ class SpeechRecognition(Task):
         self._beam: BeamSearchDecoder | None = None
         self._train_words: set[str] = set()
 
+    def build_corpus(self) -> None:
+        if self.cfg.corpus == "demo":
+            from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
+
+            build_demo_asr(self.cfg.root, full_minutes=self.cfg.demo_full_minutes)
+
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
         manifests = self.workdir / "manifests"
         splits = self.generic_splits()
         if splits is None:
-            if cfg.corpus == "demo":
-                from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
-
-                build_demo_asr(cfg.root)
+            self.build_corpus()
             names = {"train": cfg.train_set, "dev": cfg.dev_set, "test": cfg.test_set}
             splits = {}
             for split, name in names.items():

@@ -44,6 +44,9 @@ class Task(ABC):
     def prepare(self) -> dict[str, list[Record]]:
         """Read (and if needed build) the corpus: split name ('train', 'dev', 'test') -> records. Idempotent."""
 
+    def build_corpus(self) -> None:
+        """Build the task's demo corpus when ``corpus: demo`` and it is absent (idempotent); else nothing."""
+
     def generic_splits(self) -> dict[str, list[Record]] | None:
         """The records of a ``manifest`` or ``hf`` corpus (see :data:`GENERIC_CORPORA`); None for a task's own corpora."""
         cfg = self.cfg

@@ -72,6 +72,12 @@ class KeywordSpotting(Task):
             raise ValueError(f"task.corpus {cfg.corpus!r} unknown for ks; choose from {CORPORA}")
         self.labels: list[str] = []
 
+    def build_corpus(self) -> None:
+        if self.cfg.corpus == "demo":
+            from corpora.synth import build_demo_keywords  # noqa: PLC0415  (only the demo needs TTS)
+
+            build_demo_keywords(self.cfg.root)
+
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
         splits = self.generic_splits()
@@ -79,10 +85,7 @@ class KeywordSpotting(Task):
             labels = sorted({r.label for r in splits["train"]})
         else:
             root = Path(cfg.root)
-            if cfg.corpus == "demo":
-                from corpora.synth import build_demo_keywords  # noqa: PLC0415  (only the demo needs TTS)
-
-                build_demo_keywords(root)
+            self.build_corpus()
             paths = prepare_speech_commands(root, self.workdir / "manifests", classes=cfg.classes)
             splits = {s: read_manifest(p) for s, p in paths.items()}
             labels = read_labels(self.workdir / "manifests")

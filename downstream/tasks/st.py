@@ -272,14 +272,17 @@ class SpeechTranslation(Task):
         self.head: SpeechTranslationHead | None = None
         self.targets: dict[str, list[int]] = {}
 
+    def build_corpus(self) -> None:
+        if self.cfg.corpus == "demo":
+            from corpora.synth_st import build_demo_st  # noqa: PLC0415  (only the demo needs TTS)
+
+            build_demo_st(self.cfg.root, self.cfg.parallel_text or None, tuple(self.cfg.demo_sizes))
+
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
         splits = self.generic_splits()
         if splits is None:
-            if cfg.corpus == "demo":
-                from corpora.synth_st import build_demo_st  # noqa: PLC0415  (only the demo needs TTS)
-
-                build_demo_st(cfg.root, cfg.parallel_text or None, tuple(cfg.demo_sizes))
+            self.build_corpus()
             paths = prepare_covost2(cfg.root, self.workdir / "manifests", cfg.src_lang, cfg.tgt_lang)
             splits = {s: read_manifest(p) for s, p in paths.items()}
         for split, records in splits.items():

@@ -1,0 +1,1 @@
+"""The one-command benchmark (``python -m recipes.benchmark``); see :mod:`recipes.benchmark.run`."""
