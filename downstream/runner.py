@@ -257,7 +257,8 @@ class Experiment:
         head.train()
         loop_start, running = time.perf_counter(), []
         while state["step"] < tcfg.total_steps:
-            shards = [distributed.shard(batch) for batch in batcher.epoch(state["epoch"])[state["batch"]:]]
+            shards = [distributed.shard(batch, lambda idx: self.task.loss_units([train_records[i] for i in idx]))
+                      for batch in batcher.epoch(state["epoch"])[state["batch"]:]]
             tune_upstream = ft.enabled and state["step"] >= ft.freeze_steps
             upstream.train(tune_upstream)
             local_batches = sources["train"].batches([local for local, _ in shards], grad=tune_upstream)

@@ -26,6 +26,9 @@ def test_shard_weights_make_the_global_mean(monkeypatch):
     assert sum(per_process) / 2 == pytest.approx(sum(losses.values()) / 5)  # what DDP's average gives
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     assert distributed.shard([7]) == ([7], 0.0)  # no utterance left: joins the all-reduce with weight 0
+    tokens = {10: 5, 11: 1, 12: 2, 13: 1, 14: 1}  # a token-averaged loss weights by tokens
+    local, weight = distributed.shard(batch, lambda idx: sum(tokens[i] for i in idx))
+    assert local == [11, 13] and weight == pytest.approx(2 * 2 / 10)
 
 
 def _train(sc_root: Path, tmp_path: Path, name: str, processes: int) -> subprocess.CompletedProcess:

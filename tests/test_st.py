@@ -150,6 +150,15 @@ def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
         assert logprob(b, beam[b]) >= logprob(b, greedy[b]) - 1e-4
 
 
+def test_batched_beam_search_does_not_depend_on_the_batch(memorised):
+    head, pieces, feats, lengths, *_ = memorised
+    memory, mask = head(feats + 0.3 * torch.randn_like(feats), lengths)
+    together = head.beam_search(memory, mask, beam_size=4, max_len=60)
+    alone = [head.beam_search(memory[b:b + 1, :int((~mask[b]).sum())], mask[b:b + 1, :int((~mask[b]).sum())],
+                              beam_size=4, max_len=60)[0] for b in range(len(together))]
+    assert together == alone
+
+
 def test_incremental_decoding_equals_full_prefix_decoding(memorised):
     head, pieces, feats, lengths, prev, _ = memorised
     memory, mask = head(feats, lengths)

@@ -3,9 +3,9 @@ downstream runner (launch with ``torchrun --nproc_per_node N``; without torchrun
 is a no-op for a single process).
 
 Every process draws the same global batches (the batcher is seeded), takes the utterances
-``batch[rank::world]`` and weights its mean loss by its share of the batch, so that DDP's gradient
-average equals the gradient of the global batch's mean loss: the updates are one process's, up to
-floating-point noise. Process 0 alone writes logs, checkpoints and results, validates and
+``batch[rank::world]`` and weights its mean loss by its share of what the loss averages over
+(utterances, or tokens), so that DDP's gradient average equals the gradient of the global batch's
+mean loss: the updates are one process's, up to floating-point noise. Process 0 alone writes logs, checkpoints and results, validates and
 evaluates; the others wait at barriers. Backend: gloo (the toolkit trains on the CPU).
 """
 from __future__ import annotations
@@ -50,18 +50,20 @@ def main_first():
         barrier()
 
 
-def shard(batch: list[int]) -> tuple[list[int], float]:
+def shard(batch: list[int], units=len) -> tuple[list[int], float]:
     """This process's utterances of a global batch and the weight of its mean loss.
 
-    The weight ``len(local) * world / len(batch)`` makes the DDP average of the weighted
-    per-process means the global mean. A process left without an utterance (a batch smaller than
-    the world) gets the batch's first one with weight 0, so it still joins the gradient all-reduce.
+    ``units``: what the loss averages over, for a list of utterance indices (default: their number;
+    a token-averaged loss passes its token count). The weight ``units(local) * world / units(batch)``
+    makes the DDP average of the weighted per-process means the global mean. A process left without
+    an utterance (a batch smaller than the world) gets the batch's first one with weight 0, so it
+    still joins the gradient all-reduce.
     """
     world = world_size()
     local = batch[rank()::world]
     if not local:
         return batch[:1], 0.0
-    return local, len(local) * world / len(batch)
+    return local, units(local) * world / units(batch)
 
 
 def global_mean(local_mean: float, weight: float) -> float:

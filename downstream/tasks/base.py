@@ -64,6 +64,11 @@ class Task(ABC):
     def loss(self, output, records: list[Record]) -> torch.Tensor:
         """Scalar training loss for a batch's head output and its records."""
 
+    def loss_units(self, records: list[Record]) -> float:
+        """What :meth:`loss` averages over for these records (default: utterances); weights each
+        process's share of a batch in data-parallel training."""
+        return len(records)
+
     @abstractmethod
     def predict(self, output) -> list:
         """One prediction per utterance of the batch."""

@@ -110,6 +110,46 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return out
 
 
+class DecoderCache:
+    """What incremental decoding keeps between steps (see :meth:`SpeechTranslationHead.decode_step`).
+
+    ``keys``/``values``: per decoder layer, self-attention keys and values of the positions so far,
+    (rows, heads, length, dh); ``memory``: per layer, the memory's cross-attention keys and values,
+    (B, heads, S, dh); ``memory_keep``: (B, 1, 1, S), True where the memory is not padding.
+    """
+
+    def __init__(self, memory: list[tuple[torch.Tensor, torch.Tensor]], memory_keep: torch.Tensor):
+        self.memory, self.memory_keep = memory, memory_keep
+        self.keys: list[torch.Tensor | None] = [None] * len(memory)
+        self.values: list[torch.Tensor | None] = [None] * len(memory)
+        self.length = 0
+
+    @classmethod
+    def start(cls, layers, memory: torch.Tensor, memory_mask: torch.Tensor) -> "DecoderCache":
+        """Project ``memory`` (B, S, d_model) once per layer for cross-attention."""
+        b, s, d = memory.shape
+        projected = []
+        for layer in layers:
+            attn = layer.multihead_attn
+            heads = attn.num_heads
+            k, v = (F.linear(memory, w, bias).view(b, s, heads, d // heads).transpose(1, 2)
+                    for w, bias in zip(attn.in_proj_weight[d:].chunk(2), attn.in_proj_bias[d:].chunk(2)))
+            projected.append((k, v))
+        return cls(projected, ~memory_mask[:, None, None, :])
+
+    def append(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one position's (rows, heads, 1, dh) key and value; returns all of them so far."""
+        if self.keys[layer] is not None:
+            key, value = torch.cat([self.keys[layer], key], dim=2), torch.cat([self.values[layer], value], dim=2)
+        self.keys[layer], self.values[layer] = key, value
+        return key, value
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the self-attention history of ``rows`` (beam search: each new hypothesis's origin)."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
 class SpeechTranslationHead(nn.Module):
     """Encoder: (B, T, D) features, (B,) lengths -> (memory (B, S, d_model), key padding mask (B, S)).
     Decoder (:meth:`decode`): memory, mask, previous pieces (B, U) -> logits (B, U, vocab)."""
@@ -143,26 +183,47 @@ class SpeechTranslationHead(nn.Module):
                          memory_key_padding_mask=memory_mask)
         return F.linear(y, self.embed.weight)
 
-    def decode_step(self, memory: torch.Tensor, memory_mask: torch.Tensor | None, token: torch.Tensor,
-                    cache: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One incremental decoder step (eval mode): the logits (B, vocab) after ``token`` (B,), and the new cache.
+    def decode_step(self, memory: torch.Tensor, memory_mask: torch.Tensor, token: torch.Tensor,
+                    cache: DecoderCache | None, beams: int = 1) -> tuple[torch.Tensor, DecoderCache]:
+        """One incremental decoder step (eval mode): the logits (B * beams, vocab) after ``token``
+        (B * beams,), and the updated cache.
 
-        The cache holds, per layer, the normalised self-attention inputs of every earlier position
-        (B, t, d_model); the step runs each pre-LN layer's own modules for the new position only, so
-        decoding costs O(t) per step instead of re-decoding the whole prefix. Equal to
-        ``decode(...)[:, -1]`` on the full prefix (tested).
+        Rows ``u * beams ... u * beams + beams - 1`` are hypotheses of utterance ``u`` of ``memory``
+        (B, S, d_model) with key padding ``memory_mask`` (B, S). The cache keeps each layer's
+        self-attention keys and values of the earlier positions and the memory's keys and values
+        (projected once, shared by an utterance's hypotheses: their queries attend to it together),
+        so a step costs one position's projections. Each pre-LN layer's own weights are used through
+        ``scaled_dot_product_attention``; equal to ``decode(...)[:, -1]`` on the full prefix (tested).
         """
-        t = 0 if cache is None else cache[0].shape[1]
-        y = self.scale * self.embed(token[:, None]) + sinusoidal_positions(t + 1, self.cfg.d_model)[t].to(memory.device)
-        new_cache = []
+        if cache is None:
+            cache = DecoderCache.start(self.decoder.layers, memory, memory_mask)
+        rows, d = token.shape[0], self.cfg.d_model
+        t = cache.length
+        y = self.scale * self.embed(token[:, None]) + sinusoidal_positions(t + 1, d)[t].to(memory.device)
         for i, layer in enumerate(self.decoder.layers):
-            h = layer.norm1(y)
-            keys = h if cache is None else torch.cat([cache[i], h], dim=1)
-            new_cache.append(keys)
-            y = y + layer.self_attn(h, keys, keys, need_weights=False)[0]
-            y = y + layer.multihead_attn(layer.norm2(y), memory, memory, key_padding_mask=memory_mask, need_weights=False)[0]
+            attn = layer.self_attn
+            q, k, v = (self._heads(F.linear(layer.norm1(y), w, b)) for w, b in
+                       zip(attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)))
+            k, v = cache.append(i, k, v)
+            y = y + attn.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            cross = layer.multihead_attn
+            w_q, b_q = cross.in_proj_weight[:d], cross.in_proj_bias[:d]
+            q = self._heads(F.linear(layer.norm2(y), w_q, b_q).view(rows // beams, beams, d))  # (B, H, beams, dh)
+            mem_k, mem_v = cache.memory[i]
+            out = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=cache.memory_keep)
+            y = y + cross.out_proj(self._merge(out).reshape(rows, 1, d))
             y = y + layer.linear2(layer.activation(layer.linear1(layer.norm3(y))))
-        return F.linear(self.decoder.norm(y[:, 0]), self.embed.weight), new_cache
+        cache.length += 1
+        return F.linear(self.decoder.norm(y[:, 0]), self.embed.weight), cache
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L, d_model) -> (N, heads, L, d_model / heads)."""
+        return x.view(x.shape[0], x.shape[1], self.cfg.heads, -1).transpose(1, 2)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:
+        """(N, heads, L, dh) -> (N, L, heads * dh)."""
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
     @torch.no_grad()
     def greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> list[list[int]]:
@@ -184,39 +245,62 @@ class SpeechTranslationHead(nn.Module):
     @torch.no_grad()
     def beam_search(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int, max_len: int,
                     length_penalty: float = 1.0) -> list[list[int]]:
-        """Beam search per utterance; a hypothesis ends at EOS and scores log-prob / length ** length_penalty."""
-        out = []
-        for i in range(memory.shape[0]):
-            keep = ~memory_mask[i]
-            mem = memory[i:i + 1, keep]
-            prefixes, scores = [[BOS]], torch.zeros(1, device=memory.device)
-            finished: list[tuple[float, list[int]]] = []
-            cache = None
-            for _ in range(max_len):
-                last = torch.tensor([p[-1] for p in prefixes], device=memory.device)
-                logits, cache = self.decode_step(mem.expand(len(prefixes), -1, -1), None, last, cache)
-                logp = F.log_softmax(logits, dim=-1)
-                cand = (scores[:, None] + logp).flatten()
-                top_scores, top = cand.topk(min(2 * beam_size, cand.numel()))
-                new_prefixes, new_scores, origins = [], [], []
-                for s, flat in zip(top_scores.tolist(), top.tolist()):
-                    beam, token = divmod(flat, logp.shape[1])
-                    if token == EOS:
-                        hyp = prefixes[beam][1:]
-                        finished.append((s / max(len(hyp) + 1, 1) ** length_penalty, hyp))
-                    else:
-                        new_prefixes.append(prefixes[beam] + [token])
-                        new_scores.append(s)
-                        origins.append(beam)
-                    if len(new_prefixes) == beam_size:
+        """Beam search over the whole batch at once -> pieces per utterance (without BOS/EOS).
+
+        Each utterance keeps ``beam_size`` open hypotheses (B * K decoder rows, one incremental
+        step each); a hypothesis ends at EOS and scores log-prob / (length + 1) ** length_penalty.
+        An utterance is done once it has ``beam_size`` ended hypotheses; without any by ``max_len``,
+        its best open one is taken. The result of an utterance does not depend on the rest of the batch (tested).
+        """
+        b, k, device = memory.shape[0], beam_size, memory.device
+        scores = torch.full((b, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # one live hypothesis (BOS) per utterance to start
+        prefixes = [[[BOS] for _ in range(k)] for _ in range(b)]
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        done = [False] * b
+        last = torch.full((b * k,), BOS, dtype=torch.long, device=device)
+        cache = None
+        for _ in range(max_len):
+            logits, cache = self.decode_step(memory, memory_mask, last, cache, beams=k)
+            logp = F.log_softmax(logits, dim=-1)
+            vocab = logp.shape[1]
+            cand = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, k * vocab)
+            top_scores, top = cand.topk(min(2 * k, k * vocab), dim=1)
+            new_scores = torch.full((b, k), float("-inf"), device=device)
+            origins = torch.arange(b * k, device=device)
+            tokens = torch.full((b * k,), PAD, dtype=torch.long, device=device)
+            new_prefixes = [list(p) for p in prefixes]
+            for u in range(b):
+                if done[u]:
+                    continue
+                kept = 0
+                for score, flat in zip(top_scores[u].tolist(), top[u].tolist()):
+                    if score == float("-inf"):
                         break
-                if len(finished) >= beam_size or not new_prefixes:
-                    break
-                prefixes, scores = new_prefixes, torch.tensor(new_scores, device=memory.device)
-                cache = [c[origins] for c in cache]
-            if not finished:  # none ended within max_len: the best open hypothesis
-                finished = [(float(scores[0]) / len(prefixes[0]) ** length_penalty, prefixes[0][1:])]
-            out.append(max(finished, key=lambda f: f[0])[1])
+                    beam, token = divmod(flat, vocab)
+                    if token == EOS:
+                        hyp = prefixes[u][beam][1:]
+                        finished[u].append((score / max(len(hyp) + 1, 1) ** length_penalty, hyp))
+                    else:
+                        new_prefixes[u][kept] = prefixes[u][beam] + [token]
+                        new_scores[u, kept] = score
+                        origins[u * k + kept] = u * k + beam
+                        tokens[u * k + kept] = token
+                        kept += 1
+                    if kept == k:
+                        break
+                if len(finished[u]) >= k or kept == 0:
+                    done[u] = True
+            if all(done):
+                break
+            prefixes, scores, last = new_prefixes, new_scores, tokens
+            cache.reorder(origins)
+        out = []
+        for u in range(b):
+            if not finished[u]:  # none ended within max_len: the best open hypothesis
+                best = int(scores[u].argmax())
+                finished[u] = [(0.0, prefixes[u][best][1:])]
+            out.append(max(finished[u], key=lambda f: f[0])[1])
         return out
 
 
@@ -307,6 +391,10 @@ class SpeechTranslation(Task):
         gold = nn.utils.rnn.pad_sequence([torch.tensor([*s, EOS]) for s in seqs], batch_first=True, padding_value=PAD)
         logits = self.head.decode(memory, mask, prev)
         return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
+
+    def loss_units(self, records: list[Record]) -> float:
+        """Target pieces plus EOS: the cross-entropy is a mean over tokens."""
+        return sum(min(len(self.targets[r.id]), self.cfg.max_len) + 1 for r in records)
 
     def predict(self, output) -> list[str]:
         """Beam search; greedy when ``beam_size`` is 1 and while the runner validates (checkpoint selection)."""
