@@ -207,8 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown)
+    print(stage_times(expdir / "timing.tsv"))
     print(f"-> {expdir}/leaderboard.csv, leaderboard.md, report.html; stage times in {expdir}/timing.tsv")
     return 0
+
+
+def stage_times(timing_tsv: Path) -> str:
+    """Minutes per stage kind (corpus, pretrain, each track, leaderboard) of the last run, as Markdown."""
+    timing = pd.read_csv(timing_tsv, sep="\t")
+    kind = timing["stage"].str.split(" ").str[0]
+    table = timing.groupby(kind, sort=False).agg(minutes=("seconds", lambda x: round(x.sum() / 60, 2)),
+                                                 stages=("stage", "size"),
+                                                 reused=("status", lambda x: int((x == "reused").sum())))
+    table.loc["total"] = [round(timing["seconds"].sum() / 60, 2), len(timing), int((timing["status"] == "reused").sum())]
+    return table.reset_index(names="stage").to_markdown(index=False)
 
 
 def _subset(chosen: str, available: list[str], what: str) -> list[str]:
