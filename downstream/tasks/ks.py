@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 from torch import nn
 
+from corpora.folds import speaker_fold
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands, read_labels
 
@@ -38,6 +39,11 @@ class KSConfig:
     hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
     """``corpus: hf``: the dataset's splits used as train, dev and test."""
     classes: str = "superb12"
+    speaker_folds: int = 0
+    """Leave-speakers-out: > 0 pools every split and re-splits by speaker into this many folds
+    (:func:`corpora.folds.speaker_fold`); run ``fold`` = 0 .. speaker_folds - 1 and the leaderboard
+    averages them. 0 keeps the corpus's own split."""
+    fold: int = 0
     proj_dim: int = 256
     balanced_sampling: bool = True
 
@@ -91,6 +97,8 @@ class KeywordSpotting(Task):
             labels = read_labels(self.workdir / "manifests")
         if not self.labels:
             self.labels = labels
+        if cfg.speaker_folds:
+            splits = speaker_fold(splits, cfg.speaker_folds, cfg.fold)
         for split, records in splits.items():
             if not records:
                 raise ValueError(f"keyword spotting: split '{split}' of {cfg.root} is empty")
@@ -99,6 +107,11 @@ class KeywordSpotting(Task):
                 raise ValueError(f"keyword spotting: split '{split}' has labels {sorted(unknown)} not in the label set {self.labels}")
         self.index = {label: i for i, label in enumerate(self.labels)}
         return splits
+
+    def dataset(self) -> str:
+        """``<corpus>:<root folder name>``, plus ``/speaker-folds-N`` when re-split by speaker."""
+        folds = f"/speaker-folds-{self.cfg.speaker_folds}" if self.cfg.speaker_folds else ""
+        return super().dataset() + folds
 
     def build_head(self, input_dim: int) -> nn.Module:
         return KeywordHead(input_dim, len(self.labels), self.cfg.proj_dim)

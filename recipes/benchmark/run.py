@@ -10,8 +10,9 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
    ``pretrain.data`` into ``<expdir>/pretrain/<name>/`` unless it has a ``summary.json`` (or the
    config gives its ``checkpoint``); ``{pretrain}`` in overrides names that folder's parent, so
    HuBERT's second iteration finds the first;
-3. **downstream**: every task (a leaderboard track) × upstream × seed trains into
-   ``<expdir>/downstream/<track>-<upstream>-seed<N>/`` unless it has a ``results.json``; ASR heads
+3. **downstream**: every task (a leaderboard track) × upstream × seed (× leave-speakers-out fold,
+   where a task sets ``folds``) trains into ``<expdir>/downstream/<track>-<upstream>-seed<N>[-fold<k>]/``
+   unless it has a ``results.json``; ASR heads
    concatenate frames up to 20 ms (``task.downsample``) as in :mod:`recipes.asr.low_resource`;
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``.
 
@@ -64,6 +65,8 @@ class TaskJob:
     task: str
     config: str
     overrides: list[str] = field(default_factory=list)
+    folds: int = 0
+    """Keyword spotting on a corpus with few speakers: run every leave-speakers-out fold (``task.speaker_folds``)."""
 
 
 @dataclass
@@ -160,13 +163,17 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
             task_overrides = list(overrides)
             if job.task == "asr":
                 task_overrides.append(f"task.downsample={head_downsample(arch, ckpt)}")
+            folds = [(f"-fold{k}", [f"task.speaker_folds={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
+                if job.folds else [("", [])]
             for seed in range(1337, 1337 + bench.seeds):
-                exp_name = f"{track}-{name}-seed{seed}"
-                spec = RunSpec(job.task, arch, ckpt)
-                cfg = resolve_config(spec, load_yaml(job.config), parse_overrides([*task_overrides, f"train.seed={seed}"]))
-                timer.run(f"{track} {name} seed {seed}",
-                          lambda: Experiment.create(expdir / "downstream", exp_name, spec, cfg).train(),
-                          done_already=(expdir / "downstream" / exp_name / "results.json").is_file())
+                for suffix, fold_overrides in folds:
+                    exp_name = f"{track}-{name}-seed{seed}{suffix}"
+                    spec = RunSpec(job.task, arch, ckpt)
+                    cfg = resolve_config(spec, load_yaml(job.config),
+                                         parse_overrides([*task_overrides, *fold_overrides, f"train.seed={seed}"]))
+                    timer.run(f"{track} {name} seed {seed}{suffix.replace('-', ' ')}",
+                              lambda: Experiment.create(expdir / "downstream", exp_name, spec, cfg).train(),
+                              done_already=(expdir / "downstream" / exp_name / "results.json").is_file())
     return timer.run("leaderboard", lambda: write_outputs(expdir / "downstream", expdir, title=f"Benchmark: {expdir}"),
                      done_already=False)
 
