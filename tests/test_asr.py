@@ -10,7 +10,7 @@ import torch
 
 from corpora.librilight import read_librilight, subset_dirs
 from corpora.librispeech import read_librispeech_dir
-from corpora.manifest import ManifestError
+from corpora.manifest import ManifestError, Record
 from downstream.cli import main
 from downstream.config import FinetuneConfig, parse_overrides, tri_stage_scale
 from downstream.runner import Experiment, RunSpec, resolve_config
@@ -209,6 +209,23 @@ def test_linear_ctc_head_without_lstm():
     log_probs, lengths = head(torch.randn(2, 9, 12), torch.tensor([9, 4]))
     assert log_probs.shape == (2, 5, 29) and lengths.tolist() == [5, 2]
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 5))
+
+
+def test_upsampling_repeats_coarse_frames_for_ctc(tmp_path: Path):
+    head = CTCHead(12, 29, ASRConfig(lstm_layers=0, upsample=2, specaug=False))
+    x = torch.randn(2, 5, 12)
+    log_probs, lengths = head(x, torch.tensor([5, 3]))
+    assert log_probs.shape == (2, 10, 29) and lengths.tolist() == [10, 6]
+    assert torch.equal(log_probs[:, 0::2], log_probs[:, 1::2])  # each 40-ms frame twice
+    with pytest.raises(ValueError, match="one of them 1"):
+        CTCHead(12, 29, ASRConfig(downsample=2, upsample=2))
+    task = SpeechRecognition(ASRConfig(upsample=2), tmp_path)
+    task.targets = {"u": [3, 4, 5, 6, 7]}
+    record = Record(id="u", path="u.flac", duration=1.0)
+    task.check_frames("train", [record], [3])  # 6 frames after upsampling: enough for 5 labels
+    task.cfg.upsample = 1
+    with pytest.raises(ValueError, match="task.upsample=2"):
+        task.check_frames("train", [record], [3])
 
 
 def test_tri_stage_schedule():

@@ -54,6 +54,9 @@ class ASRConfig:
     """``corpus: demo``: also build ``train-clean-100`` with this many minutes (for ``train_set: train-clean-100``)."""
     vocabulary: str = "superb"
     downsample: int = 1
+    upsample: int = 1
+    """Each feature frame repeated this many times before the head: a 40-ms upstream (BEST-RQ)
+    reaches 20-ms frames, so that CTC has a frame for every character of fast speech."""
     """Adjacent feature frames concatenated into one before the projection (S3PRL's ``concat``
     downsampling): 2 brings a 10-ms upstream to 20-ms frames, halving the BiLSTM's cost."""
     proj_dim: int = 1024
@@ -131,9 +134,9 @@ class CTCHead(nn.Module):
                         if cfg.specaug else nn.Identity())
         if cfg.lstm_layers < 0:
             raise ValueError(f"task.lstm_layers must be >= 0, got {cfg.lstm_layers}")
-        if cfg.downsample < 1:
-            raise ValueError(f"task.downsample must be >= 1, got {cfg.downsample}")
-        self.downsample = cfg.downsample
+        if cfg.downsample < 1 or cfg.upsample < 1 or (cfg.downsample > 1 and cfg.upsample > 1):
+            raise ValueError(f"task.downsample and task.upsample must be >= 1, one of them 1; got {cfg.downsample}, {cfg.upsample}")
+        self.downsample, self.upsample = cfg.downsample, cfg.upsample
         if cfg.lstm_layers == 0:  # wav2vec 2.0's fine-tuning head: one linear CTC layer
             self.proj, self.lstm, self.out = None, None, nn.Linear(input_dim * cfg.downsample, vocab_size)
         else:
@@ -143,6 +146,8 @@ class CTCHead(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.specaug(features)
+        if self.upsample > 1:  # (B, T, D) -> (B, k T, D), each frame repeated
+            x, lengths = x.repeat_interleave(self.upsample, dim=1), lengths * self.upsample
         if self.downsample > 1:  # (B, T, D) -> (B, ceil(T / k), k * D), zero-padded at the end
             b, t, d = x.shape
             x = F.pad(x, (0, 0, 0, -t % self.downsample)).reshape(b, -1, self.downsample * d)
@@ -212,14 +217,14 @@ class SpeechRecognition(Task):
 
     def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
         """CTC needs at least one output frame per character (plus one between repeats): an error otherwise."""
-        k = self.cfg.downsample
-        frames = [(n + k - 1) // k for n in num_frames]
+        k, up = self.cfg.downsample, self.cfg.upsample
+        frames = [(n * up + k - 1) // k for n in num_frames]
         needs = [ctc_min_frames(self.targets[r.id]) for r in records]
         short = [(r.id, n, m) for r, n, m in zip(records, frames, needs) if n < m]
         if short:
             detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
             raise ValueError(f"asr: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
-                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these transcripts")
+                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these transcripts (task.upsample=2 repeats each frame)")
 
     def build_head(self, input_dim: int) -> nn.Module:
         return CTCHead(input_dim, len(self.vocab), self.cfg)

@@ -6,7 +6,7 @@
 For each upstream (``NAME`` or ``NAME=CHECKPOINT``) trains the ASR head on the frozen upstream
 (experiment ``<tag>-<setting>-<label>``); for each upstream named by ``--finetune`` also fine-tunes
 it with the head (``…-finetuned``, the finetune settings of the config). Upstreams with 10-ms frames get
-``task.downsample=2`` so that every head runs at 20 ms. Reports dev and test WER/CER in
+``task.downsample=2``, 40-ms ones ``task.upsample=2``, so that every head runs at 20 ms. Reports dev and test WER/CER in
 ``<expdir>/<tag>-<setting>-leaderboard.csv``. Idempotent: finished experiments are reused,
 interrupted ones resume. Without ``-c`` it runs on the toolkit's synthetic demo corpus.
 """
@@ -31,10 +31,13 @@ TARGET_FRAME_SAMPLES = 320
 """The head's frame: 20 ms at 16 kHz."""
 
 
-def head_downsample(upstream_name: str, ckpt: str | None) -> int:
-    """How many upstream frames the head concatenates to reach about 20-ms frames."""
+def head_frame_rate(upstream_name: str, ckpt: str | None) -> list[str]:
+    """Overrides that bring the upstream's frames to about 20 ms: ``task.downsample`` (concatenate
+    10-ms frames) or ``task.upsample`` (repeat 40-ms frames)."""
     rate = build_upstream(upstream_name, ckpt).downsample_rate
-    return max(1, round(TARGET_FRAME_SAMPLES / rate))
+    if rate > TARGET_FRAME_SAMPLES:
+        return ["task.downsample=1", f"task.upsample={round(rate / TARGET_FRAME_SAMPLES)}"]
+    return [f"task.downsample={max(1, round(TARGET_FRAME_SAMPLES / rate))}", "task.upsample=1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream, _, ckpt = item.partition("=")
         ckpt = str(Path(ckpt).resolve()) if ckpt else None
         label = Path(ckpt).parent.name if ckpt and Path(ckpt).name == "upstream.pt" else Path(ckpt).stem if ckpt else upstream
-        base = [f"task.train_set=librilight-{args.setting}", f"task.downsample={head_downsample(upstream, ckpt)}", *args.override]
+        base = [f"task.train_set=librilight-{args.setting}", *head_frame_rate(upstream, ckpt), *args.override]
         runs = [(f"{args.tag}-{args.setting}-{label}", base)]
         if label in args.finetune or upstream in args.finetune:
             runs.append((f"{args.tag}-{args.setting}-{label}-finetuned", [*base, "finetune.enabled=true"]))

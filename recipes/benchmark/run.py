@@ -13,7 +13,7 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 3. **downstream**: every task (a leaderboard track) × upstream × seed (× leave-speakers-out fold,
    where a task sets ``folds``) trains into ``<expdir>/downstream/<track>-<upstream>-seed<N>[-fold<k>]/``
    unless it has a ``results.json``; ASR heads
-   concatenate frames up to 20 ms (``task.downsample``) as in :mod:`recipes.asr.low_resource`;
+   run at 20-ms frames (``task.downsample``/``task.upsample``) as in :mod:`recipes.asr.low_resource`;
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``.
 
 Idempotent: a second run trains nothing; an interrupted run resumes each experiment from its last
@@ -39,7 +39,7 @@ from downstream.config import ConfigError, load_yaml, merge, parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
 from leaderboard.cli import write_outputs
-from recipes.asr.low_resource import head_downsample
+from recipes.asr.low_resource import head_frame_rate
 from upstream.pretrain import PretrainConfig, Pretrainer
 
 HERE = Path(__file__).parent
@@ -162,7 +162,7 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
             ckpt = checkpoints[name]
             task_overrides = list(overrides)
             if job.task == "asr":
-                task_overrides.append(f"task.downsample={head_downsample(arch, ckpt)}")
+                task_overrides += head_frame_rate(arch, ckpt)
             folds = [(f"-fold{k}", [f"task.speaker_folds={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
                 if job.folds else [("", [])]
             for seed in range(1337, 1337 + bench.seeds):
