@@ -181,9 +181,10 @@ def _png(fig) -> str:
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; padding: 0 1em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: right; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; max-width: 7em; }
 th { background: #f0f3f7; } td:nth-child(2) { text-align: left; font-weight: 600; }
 img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
 .note { color: #555; font-size: 0.9em; }
