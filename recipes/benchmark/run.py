@@ -133,49 +133,55 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
     """Run every stage for ``upstreams`` × ``tracks``; returns the leaderboard Markdown."""
     expdir.mkdir(parents=True, exist_ok=True)
     timer = Timer(expdir / "timing.tsv")
-    pretrain_root = expdir / "pretrain"
-    configs = {}
+    overrides = {track: [*bench.tasks[track].overrides, *extra] for track in tracks}
     for track in tracks:
         job = bench.tasks[track]
-        configs[track] = (job, [*job.overrides, *extra])
-        task = get_task(job.task)(resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config),
-                                                 parse_overrides(configs[track][1])).task, expdir)
-        timer.run(f"corpus {track}", task.build_corpus, done_already=False)
+        task_cfg = resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config), parse_overrides(overrides[track])).task
+        timer.run(f"corpus {track}", get_task(job.task)(task_cfg, expdir).build_corpus, done_already=False)
+    checkpoints = _pretrain_all(bench, upstreams, expdir / "pretrain", timer)
+    for track in tracks:
+        _downstream_track(bench, track, overrides[track], upstreams, checkpoints, expdir / "downstream", timer)
+    return timer.run("leaderboard", lambda: write_outputs(expdir / "downstream", expdir, title=f"Benchmark: {expdir}"),
+                     done_already=False)
 
+
+def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, timer: Timer) -> dict[str, str | None]:
+    """Pre-train (or reuse) every upstream asked for and the teachers they name; upstream -> checkpoint (None: FBANK)."""
     checkpoints: dict[str, str | None] = {name: None for name in upstreams if name in BASELINES}
-    for name, job in bench.pretrain.items():
-        if name not in upstreams and not any(f"{{pretrain}}/{name}/" in o for u in upstreams if u in bench.pretrain
-                                             for o in bench.pretrain[u].overrides):
-            continue  # neither asked for nor a teacher of an upstream asked for
+    teachers = {name for u in upstreams if u in bench.pretrain for o in bench.pretrain[u].overrides
+                for name in bench.pretrain if f"{{pretrain}}/{name}/" in o}
+    for name, job in bench.pretrain.items():  # in the config's order: a teacher comes before its student
+        if name not in upstreams and name not in teachers:
+            continue
         if job.checkpoint:
             checkpoints[name] = str(Path(job.checkpoint).resolve())
             continue
-        folder = pretrain_root / name
-        timer.run(f"pretrain {name}", lambda: _pretrain(name, job, folder, bench.pretrain_data, pretrain_root),
+        folder = root / name
+        timer.run(f"pretrain {name}", lambda: _pretrain(name, job, folder, bench.pretrain_data, root),
                   done_already=(folder / "summary.json").is_file())
         checkpoints[name] = str((folder / "upstream.pt").resolve())
+    return checkpoints
 
-    for track in tracks:
-        job, overrides = configs[track]
-        for name in upstreams:
-            arch = name if name in BASELINES else bench.pretrain[name].upstream
-            ckpt = checkpoints[name]
-            task_overrides = list(overrides)
-            if job.task == "asr":
-                task_overrides += head_frame_rate(arch, ckpt)
-            folds = [(f"-fold{k}", [f"task.speaker_folds={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
-                if job.folds else [("", [])]
-            for seed in range(1337, 1337 + bench.seeds):
-                for suffix, fold_overrides in folds:
-                    exp_name = f"{track}-{name}-seed{seed}{suffix}"
-                    spec = RunSpec(job.task, arch, ckpt)
-                    cfg = resolve_config(spec, load_yaml(job.config),
-                                         parse_overrides([*task_overrides, *fold_overrides, f"train.seed={seed}"]))
-                    timer.run(f"{track} {name} seed {seed}{suffix.replace('-', ' ')}",
-                              lambda: Experiment.create(expdir / "downstream", exp_name, spec, cfg).train(),
-                              done_already=(expdir / "downstream" / exp_name / "results.json").is_file())
-    return timer.run("leaderboard", lambda: write_outputs(expdir / "downstream", expdir, title=f"Benchmark: {expdir}"),
-                     done_already=False)
+
+def _downstream_track(bench: BenchmarkConfig, track: str, overrides: list[str], upstreams: list[str],
+                      checkpoints: dict[str, str | None], root: Path, timer: Timer) -> None:
+    """Train (or reuse) one track's experiments: every upstream × seed × fold."""
+    job = bench.tasks[track]
+    folds = [(f"-fold{k}", [f"task.speaker_folds={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
+        if job.folds else [("", [])]
+    for name in upstreams:
+        arch = name if name in BASELINES else bench.pretrain[name].upstream
+        ckpt = checkpoints[name]
+        frame_rate = head_frame_rate(arch, ckpt) if job.task == "asr" else []
+        for seed in range(1337, 1337 + bench.seeds):
+            for suffix, fold_overrides in folds:
+                exp_name = f"{track}-{name}-seed{seed}{suffix}"
+                spec = RunSpec(job.task, arch, ckpt)
+                cfg = resolve_config(spec, load_yaml(job.config),
+                                     parse_overrides([*overrides, *frame_rate, *fold_overrides, f"train.seed={seed}"]))
+                timer.run(f"{track} {name} seed {seed}{suffix.replace('-', ' ')}",
+                          lambda: Experiment.create(root, exp_name, spec, cfg).train(),
+                          done_already=(root / exp_name / "results.json").is_file())
 
 
 def _pretrain(name: str, job: PretrainJob, folder: Path, data: list[str], pretrain_root: Path) -> None:
