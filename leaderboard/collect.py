@@ -11,6 +11,7 @@ imported from the rest of the project.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from numbers import Real
 from pathlib import Path
@@ -43,7 +44,9 @@ def collect(results_root: str | Path) -> pd.DataFrame:
     :data:`COLUMNS`.
     """
     rows = []
-    for path in sorted(Path(results_root).rglob("results.json")):
+    found = (Path(folder) / "results.json" for folder, _, files in os.walk(results_root, followlinks=True)
+             if "results.json" in files)  # experiment folders may be symlinks (a board assembled from several roots)
+    for path in sorted(found):
         try:
             rows.extend(_rows_of(path))
         except (OSError, ValueError) as err:  # ValueError covers bad JSON, bad UTF-8 and bad fields

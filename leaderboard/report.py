@@ -66,7 +66,9 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         out[label] = [_mean_std(m, s, metric) for m, s in zip(table[f"{column} {metric}"], table[f"{column} {metric} std"])]
     for column, _ in _metric_columns(table):
         out[f"{column} score"] = table[f"{column} score"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
-    out["SUPERB score"] = table["superb_score"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
+    total = len([c for c in table.columns if c.endswith(" score")])
+    out["SUPERB score"] = [f"{v:.0f}" if not pd.isna(v) else f"– ({n}/{total} tasks)"
+                           for v, n in zip(table["superb_score"], table["scored_tasks"])]
     return out
 
 

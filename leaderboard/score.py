@@ -104,10 +104,12 @@ def score_table(metrics: pd.DataFrame, baseline: str, references: dict[str, tupl
 def leaderboard_table(runs: pd.DataFrame, split: str = "test", baseline: str = "fbank",
                       references: dict[str, tuple[Reference, ...]] | None = None) -> pd.DataFrame:
     """One row per upstream: parameters, pre-training hours, each column's primary metric (mean, std,
-    seeds), each column's SUPERB score, the SUPERB score (mean over scored columns) and the rank.
+    seeds), each column's SUPERB score, ``scored_tasks``, the SUPERB score and the rank.
 
-    ``runs`` is :func:`leaderboard.collect.collect` output. Sorted by SUPERB score, best first;
-    upstreams without any score (no baseline to compare with) come last, ranked by nothing.
+    ``runs`` is :func:`leaderboard.collect.collect` output. The SUPERB score averages every column's
+    score, so an upstream missing a column (or a column without baseline results) has none and is
+    not ranked: averages over different task sets would not compare. Sorted by SUPERB score, best
+    first, unranked upstreams last.
     """
     references = DEFAULT_REFERENCES if references is None else references
     metrics = metric_table(runs, split)
@@ -127,8 +129,8 @@ def leaderboard_table(runs: pd.DataFrame, split: str = "test", baseline: str = "
         table[f"{column} n"] = here["n"].astype("Int64")
         table[f"{column} score"] = scores[scores["column"] == column].set_index("upstream")["score"]
     score_columns = [c for c in table.columns if c.endswith(" score")]
-    table["superb_score"] = table[score_columns].mean(axis=1, skipna=True)
     table["scored_tasks"] = table[score_columns].notna().sum(axis=1)
+    table["superb_score"] = table[score_columns].mean(axis=1, skipna=False)  # only over the full set of tracks
     table = table.reset_index().sort_values(["superb_score", "upstream"], ascending=[False, True], na_position="last")
     table["rank"] = table["superb_score"].rank(ascending=False, method="min").astype("Int64")
     return table.reset_index(drop=True)

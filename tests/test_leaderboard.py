@@ -9,7 +9,7 @@ import pytest
 from leaderboard import collect, leaderboard_table, superb_score
 from leaderboard.cli import main
 from leaderboard.collect import COLUMNS
-from leaderboard.report import layer_weight_matrix, pretraining_curves
+from leaderboard.report import format_markdown, layer_weight_matrix, pretraining_curves
 from leaderboard.score import parse_reference, with_overrides
 
 
@@ -150,6 +150,7 @@ def test_superb_score_averages_metrics_then_tasks(tmp_path):
     put("asr-u", "up", "asr", "wer", 40.0, False, {"cer": 20.0}, track="asr_10min")
     put("st-f", "fbank", "st", "bleu", 1.0, True)
     put("st-u", "up", "st", "bleu", 3.0, True)
+    put("ks-h", "half", "ks", "accuracy", 0.9, True)  # one track only: scored there, but no SUPERB score
     references = with_overrides(["ks:accuracy=0.9", "asr_10min:wer=10", "asr_10min:cer=5", "st:bleu=11"])
     table = leaderboard_table(collect(tmp_path), "test", "fbank", references).set_index("upstream")
     assert table.loc["up", "ks score"] == pytest.approx(500.0)
@@ -157,6 +158,10 @@ def test_superb_score_averages_metrics_then_tasks(tmp_path):
     assert table.loc["up", "st score"] == pytest.approx(200.0)
     assert table.loc["up", "superb_score"] == pytest.approx(1100 / 3)
     assert table.loc["fbank", "superb_score"] == 0 and table.loc["up", "scored_tasks"] == 3
+    assert table.loc["half", "ks score"] == pytest.approx(1000.0) and table.loc["half", "scored_tasks"] == 1
+    assert pd.isna(table.loc["half", "superb_score"]) and pd.isna(table.loc["half", "rank"])
+    assert list(table.index) == ["up", "fbank", "half"]  # unranked last
+    assert "– (1/3 tasks)" in format_markdown(table.reset_index())
 
 
 def test_reference_overrides_are_checked():
