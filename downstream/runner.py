@@ -31,9 +31,8 @@ from tqdm import tqdm
 from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
-from upstream import Featurizer, Upstream, build_upstream
+from upstream import Featurizer, Upstream, build_upstream, distributed
 from upstream.base import FinetuneMasking
-from upstream import distributed
 from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
