@@ -38,7 +38,7 @@ _FORMAT_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 
 
 def load_split(path: str | Path, split: str):
-    """The ``datasets.Dataset`` of ``split`` in the local dataset at ``path``, audio left undecoded.
+    """The ``datasets.Dataset`` of ``split`` in the local dataset at ``path`` with its audio left undecoded, and the audio column's name.
 
     FileNotFoundError when ``path`` is missing; KeyError naming the available splits when ``split`` is not one.
     """
@@ -57,7 +57,7 @@ def load_split(path: str | Path, split: str):
         raise KeyError(f"{path}: no split {split!r}; the dataset has {', '.join(loaded)}")
     dataset = loaded[split]
     audio = audio_column(dataset, f"{path}:{split}")
-    return dataset.cast_column(audio, datasets.Audio(decode=False))
+    return dataset.cast_column(audio, datasets.Audio(decode=False)), audio
 
 
 def audio_column(dataset, where: str) -> str:
@@ -88,9 +88,8 @@ def prepare_hf(path: str | Path, split: str, out_dir: str | Path, fields: tuple[
     manifest = out_dir / f"hf-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}.tsv"
     if manifest.is_file():
         return manifest
-    dataset = load_split(path, split)
+    dataset, audio = load_split(path, split)
     where = f"{path}:{split}"
-    audio = audio_column(dataset, where)
     columns = {field: _column(dataset.features, field) for field in FIELD_COLUMNS}
     missing = [field for field in fields if columns[field] is None]
     if missing:

@@ -46,10 +46,10 @@ def _metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
 def _mean_std(mean, std, metric: str) -> str:
     if mean is None or pd.isna(mean):
         return "–"
-    scale, digits = (100.0, 2) if _is_accuracy(metric) else (1.0, 2)
-    text = f"{mean * scale:.{digits}f}"
+    scale = 100.0 if _is_accuracy(metric) else 1.0
+    text = f"{mean * scale:.2f}"
     if std is not None and not pd.isna(std):
-        text += f" ± {std * scale:.{digits}f}"
+        text += f" ± {std * scale:.2f}"
     return text
 
 

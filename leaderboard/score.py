@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 import pandas as pd
+
+from .collect import _is_number
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def metric_table(runs: pd.DataFrame, split: str) -> pd.DataFrame:
     for run in runs[runs["split"] == split].itertuples(index=False):
         rows.append((run.upstream, run.track, run.dataset, run.metric, run.value, True, run.higher_is_better))
         for metric, value in json.loads(run.other_metrics).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _is_number(value, Real):
                 rows.append((run.upstream, run.track, run.dataset, metric, float(value), False, None))
     long = pd.DataFrame(rows, columns=["upstream", "track", "dataset", "metric", "value", "primary", "higher_is_better"])
     datasets = long.groupby("track")["dataset"].nunique()

@@ -110,6 +110,16 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return out
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, L, d_model) -> (N, heads, L, d_model / heads)."""
+    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(N, heads, L, dh) -> (N, L, heads * dh)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
 class DecoderCache:
     """What incremental decoding keeps between steps (see :meth:`SpeechTranslationHead.decode_step`).
 
@@ -127,12 +137,11 @@ class DecoderCache:
     @classmethod
     def start(cls, layers, memory: torch.Tensor, memory_mask: torch.Tensor) -> "DecoderCache":
         """Project ``memory`` (B, S, d_model) once per layer for cross-attention."""
-        b, s, d = memory.shape
+        d = memory.shape[2]
         projected = []
         for layer in layers:
             attn = layer.multihead_attn
-            heads = attn.num_heads
-            k, v = (F.linear(memory, w, bias).view(b, s, heads, d // heads).transpose(1, 2)
+            k, v = (split_heads(F.linear(memory, w, bias), attn.num_heads)
                     for w, bias in zip(attn.in_proj_weight[d:].chunk(2), attn.in_proj_bias[d:].chunk(2)))
             projected.append((k, v))
         return cls(projected, ~memory_mask[:, None, None, :])
@@ -201,29 +210,20 @@ class SpeechTranslationHead(nn.Module):
         t = cache.length
         y = self.scale * self.embed(token[:, None]) + sinusoidal_positions(t + 1, d)[t].to(memory.device)
         for i, layer in enumerate(self.decoder.layers):
-            attn = layer.self_attn
-            q, k, v = (self._heads(F.linear(layer.norm1(y), w, b)) for w, b in
+            attn, h = layer.self_attn, layer.norm1(y)
+            q, k, v = (split_heads(F.linear(h, w, b), attn.num_heads) for w, b in
                        zip(attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)))
             k, v = cache.append(i, k, v)
-            y = y + attn.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+            y = y + attn.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
             cross = layer.multihead_attn
             w_q, b_q = cross.in_proj_weight[:d], cross.in_proj_bias[:d]
-            q = self._heads(F.linear(layer.norm2(y), w_q, b_q).view(rows // beams, beams, d))  # (B, H, beams, dh)
+            q = split_heads(F.linear(layer.norm2(y), w_q, b_q).view(rows // beams, beams, d), cross.num_heads)  # (B, H, beams, dh)
             mem_k, mem_v = cache.memory[i]
             out = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=cache.memory_keep)
-            y = y + cross.out_proj(self._merge(out).reshape(rows, 1, d))
+            y = y + cross.out_proj(merge_heads(out).reshape(rows, 1, d))
             y = y + layer.linear2(layer.activation(layer.linear1(layer.norm3(y))))
         cache.length += 1
         return F.linear(self.decoder.norm(y[:, 0]), self.embed.weight), cache
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, L, d_model) -> (N, heads, L, d_model / heads)."""
-        return x.view(x.shape[0], x.shape[1], self.cfg.heads, -1).transpose(1, 2)
-
-    @staticmethod
-    def _merge(x: torch.Tensor) -> torch.Tensor:
-        """(N, heads, L, dh) -> (N, L, heads * dh)."""
-        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
     @torch.no_grad()
     def greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> list[list[int]]:
@@ -280,7 +280,7 @@ class SpeechTranslationHead(nn.Module):
                     beam, token = divmod(flat, vocab)
                     if token == EOS:
                         hyp = prefixes[u][beam][1:]
-                        finished[u].append((score / max(len(hyp) + 1, 1) ** length_penalty, hyp))
+                        finished[u].append((score / (len(hyp) + 1) ** length_penalty, hyp))
                     else:
                         new_prefixes[u][kept] = prefixes[u][beam] + [token]
                         new_scores[u, kept] = score
