@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
+from upstream import distributed
 from upstream.base import Upstream
 
 
@@ -92,7 +93,8 @@ def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tenso
 
 
 class FeatureCache:
-    """Builds and opens cache entries under ``root``."""
+    """Builds and opens cache entries under ``root``; extraction runs the upstream (already moved
+    there) on the process's device, :func:`upstream.distributed.device`."""
 
     def __init__(self, root: str | Path, dtype: str = "float16"):
         if dtype not in DTYPES:
@@ -120,12 +122,13 @@ class FeatureCache:
         loader = ordered_loader(AudioDataset(records), batches, collate_waveforms)
         index = np.zeros((len(records), 2), dtype=np.int64)
         offset = 0
+        device = distributed.device()
         upstream.eval()
         try:
             with open(tmp / "features.bin", "wb") as f:
                 for idx, wavs, lengths in tqdm(loader, desc=desc, unit="batch", leave=False):
-                    out = upstream(wavs, lengths)
-                    stacked = out.stacked().to(torch.float32).numpy().astype(DTYPES[self.dtype])
+                    out = upstream(wavs.to(device, non_blocking=True), lengths.to(device))
+                    stacked = out.stacked().to(torch.float32).cpu().numpy().astype(DTYPES[self.dtype])
                     for row, i in enumerate(idx.tolist()):
                         n = int(out.lengths[row])
                         f.write(np.ascontiguousarray(stacked[row, :n]).tobytes())

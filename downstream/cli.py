@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: fine-tune the upstream with the head (sets finetune.enabled=true; see FinetuneConfig)")
     p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")
     p.add_argument("-s", "--split", default="test", help="evaluate: comma-separated splits (default: test)")
+    distributed.add_device_option(p)
     return p
 
 
@@ -48,7 +49,11 @@ def setup_console_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    distributed.init_from_env()  # under torchrun: one process per rank, data-parallel training
+    try:
+        distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
     results_name = "results.json"
     try:

@@ -60,7 +60,8 @@ def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> Experimen
 
 
 class FeatureSource:
-    """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths): from the cache or the live upstream.
+    """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths) on the process's device
+    (:func:`upstream.distributed.device`): from the cache or the live upstream.
 
     When fine-tuning, the upstream changes, so features always come from the live upstream.
     """
@@ -74,15 +75,17 @@ class FeatureSource:
 
     def batches(self, index_batches: list[list[int]], grad: bool = False):
         """Yield the batches; with ``grad`` the live upstream's forward pass is recorded for backpropagation."""
+        device = distributed.device()
         if self.cached is not None:
             loader = ordered_loader(self.cached, index_batches, collate_features, self.cfg.train.num_workers)
-            yield from loader
+            for idx, feats, lengths in loader:
+                yield idx, feats.to(device, non_blocking=True), lengths.to(device)
             return
         loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms, self.cfg.train.num_workers)
         for idx, wavs, lengths in loader:
             with torch.set_grad_enabled(grad):
-                out = self.upstream(wavs, lengths)
-            yield idx, out.stacked(), out.lengths
+                out = self.upstream(wavs.to(device, non_blocking=True), lengths.to(device))
+            yield idx, out.stacked(), out.lengths.to(device)
 
 
 class Downstream(torch.nn.Module):
@@ -161,7 +164,8 @@ class Experiment:
         featurizer = Featurizer(upstream.num_layers, self.cfg.featurizer.mode, self.cfg.featurizer.layer,
                                 self.cfg.featurizer.layer_norm)
         head = self.task.build_head(upstream.hidden_size)
-        return splits, upstream, featurizer, head
+        device = distributed.device()
+        return splits, upstream.to(device), featurizer.to(device), head.to(device)
 
     def _upstream(self, train_records: list[Record]) -> Upstream:
         fitted = self.dir / "upstream.pt"
@@ -212,8 +216,9 @@ class Experiment:
             extract_s = time.perf_counter() - t0
         model = distributed.data_parallel(Downstream(featurizer, head))
         if distributed.world_size() > 1:
-            log.info("data-parallel over %d processes: each trains on 1/%d of every batch",
-                     distributed.world_size(), distributed.world_size())
+            log.info("data-parallel over %d processes (%s backend): each trains on 1/%d of every batch",
+                     distributed.world_size(), distributed.backend_for(distributed.device()), distributed.world_size())
+        log.info("training on %s", distributed.describe_device())
         ft = cfg.finetune
         params = [*featurizer.parameters(), *head.parameters()]
         groups = [{"params": params, "lr": tcfg.lr}]
@@ -243,7 +248,7 @@ class Experiment:
             if ft.enabled:
                 upstream.load_state_dict(ckpt["upstream"])
                 scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
+            distributed.set_rng_state(ckpt["rng"])
             state = ckpt["position"]
             log.info("resumed from %s at step %d", last, state["step"])
         train_records = splits["train"]
@@ -307,7 +312,7 @@ class Experiment:
         summary = {"train_steps": state["step"], "train_seconds": round(state["train_seconds"], 3),
                    "steps_per_second": round(state["step"] / max(state["train_seconds"], 1e-9), 3),
                    "extract_seconds": round(extract_s, 3), "best_step": state["best_step"],
-                   "processes": distributed.world_size()}
+                   "processes": distributed.world_size(), "device": distributed.describe_device()}
         results = self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
         distributed.barrier()
         return results
@@ -334,7 +339,7 @@ class Experiment:
     def _save(self, path: Path, featurizer, head, optimizer, state, extra: dict) -> None:
         """Head state, plus (``extra``) the fine-tuned upstream and the scheduler when fine-tuning."""
         atomic_save({"featurizer": featurizer.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": torch.get_rng_state(), "position": dict(state), "task": self.task.state(),
+                     "rng": distributed.rng_state(), "position": dict(state), "task": self.task.state(),
                      "layer_weights": featurizer.layer_weights(), **extra}, path)
 
     # ---------------------------------------------------------------- evaluate

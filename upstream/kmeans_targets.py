@@ -35,6 +35,7 @@ from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 
+from . import distributed
 from .base import Upstream
 from .checkpoint import atomic_save
 from .frontend import Deltas
@@ -100,7 +101,7 @@ class FeatureSource:
         if cfg.source != "mfcc":
             from .registry import build_upstream  # noqa: PLC0415  (the registry imports the models)
 
-            self.teacher = build_upstream(cfg.teacher, cfg.source).eval()
+            self.teacher = build_upstream(cfg.teacher, cfg.source).eval().to(distributed.device())
             if not 0 <= cfg.layer < self.teacher.num_layers:
                 raise ValueError(f"targets.layer {cfg.layer} is out of range: {cfg.source} has "
                                  f"{self.teacher.num_layers} hidden states (0..{self.teacher.num_layers - 1})")
@@ -114,8 +115,9 @@ class FeatureSource:
         if self.teacher is None:
             feats = [mfcc_39(w[:n]) for w, n in zip(wavs, lengths.tolist())]
         else:
-            out = self.teacher(wavs, lengths)
-            feats = [h[:n] for h, n in zip(out.hidden_states[self.cfg.layer], out.lengths.tolist())]
+            device = distributed.device()
+            out = self.teacher(wavs.to(device), lengths.to(device))
+            feats = [h[:n].cpu() for h, n in zip(out.hidden_states[self.cfg.layer], out.lengths.tolist())]
         for f, n in zip(feats, expected):
             if f.shape[0] != n:
                 raise ValueError(f"label rate mismatch: {self.describe()} gives {f.shape[0]} frames where the "

@@ -10,9 +10,12 @@ train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb
 and ``summary.json``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
 are held out for the validation loss. All writes of checkpoints are atomic.
 
-Data-parallel: ``torchrun --nproc_per_node N -m upstream.pretrain ...`` splits every batch over N
-processes (:mod:`upstream.distributed`); process 0 computes the targets, validates and writes
-everything. Masks are drawn per process, so such a run matches one process statistically, not bitwise.
+Devices: ``--device auto`` (default) trains on a GPU when CUDA has one, else on the CPU; ``cpu``,
+``cuda`` and ``cuda:N`` choose. Target stages (k-means features, BEST-RQ statistics) run before the
+model moves there. Data-parallel: ``torchrun --nproc_per_node N -m upstream.pretrain ...`` splits
+every batch over N processes, one GPU each where there are GPUs (:mod:`upstream.distributed`);
+process 0 computes the targets, validates and writes everything. Masks are drawn per process, so
+such a run matches one process statistically, not bitwise.
 """
 from __future__ import annotations
 
@@ -163,7 +166,7 @@ class Pretrainer:
         train, valid, targets = self.prepare()
         self.targets = targets
         hours = sum(r.duration for r in train) / 3600
-        model = self.model
+        model = self.model.to(distributed.device())  # after the target stages, which fit statistics on the CPU
         main = distributed.is_main()
         local_objective = PretrainObjective(model)
         objective = distributed.data_parallel(local_objective, find_unused_parameters=True)
@@ -180,11 +183,11 @@ class Pretrainer:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
+            distributed.set_rng_state(ckpt["rng"])
             position = ckpt["position"]
             log.info("resumed from %s at step %d", last, position["step"])
-        log.info("%s: %d parameters, %d training segments (%.2f h), %d validation", self.upstream_name,
-                 sum(p.numel() for p in params), len(train), hours, len(valid))
+        log.info("%s: %d parameters, %d training segments (%.2f h), %d validation; on %s", self.upstream_name,
+                 sum(p.numel() for p in params), len(train), hours, len(valid), distributed.describe_device())
         batcher = DurationBatcher([r.duration for r in train], tcfg.batch_seconds, tcfg.batch_size, seed=tcfg.seed)
         valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
         writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1) if main else None
@@ -238,7 +241,7 @@ class Pretrainer:
                     position["seconds"] = time.perf_counter() - start
                     save_upstream(model, self.dir / "upstream.pt")
                     atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                 "scheduler": scheduler.state_dict(), "rng": distributed.rng_state(),
                                  "position": dict(position)}, last)
                 if step % tcfg.eval_every == 0 or step % tcfg.save_every == 0 or done:
                     distributed.barrier()
@@ -257,7 +260,7 @@ class Pretrainer:
                    "train_segments": len(train), "valid_segments": len(valid),
                    "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
                    "parameters": sum(p.numel() for p in params), "data": self.data,
-                   "processes": distributed.world_size()}
+                   "processes": distributed.world_size(), "device": distributed.describe_device()}
         usage = self.dir / "targets" / "usage.json"
         if usage.is_file():  # cluster / codebook usage of the targets
             summary["target_usage"] = json.loads(usage.read_text())
@@ -268,21 +271,23 @@ class Pretrainer:
         return summary
 
     def _loss(self, objective, records: list[Record], idx: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor):
-        """``objective`` (:class:`PretrainObjective`, maybe DDP-wrapped) on a batch, with the utterances' targets when the model has them."""
+        """``objective`` (:class:`PretrainObjective`, maybe DDP-wrapped) on a batch moved to the process's
+        device, with the utterances' targets (on the CPU) when the model has them."""
         targets = None if self.targets is None else [self.targets[records[i].id].long() for i in idx.tolist()]
-        return objective(wavs, lengths, targets)
+        device = distributed.device()
+        return objective(wavs.to(device, non_blocking=True), lengths.to(device), targets)
 
     @torch.no_grad()
     def _validate(self, objective: PretrainObjective, valid: list[Record], batches: list[list[int]]) -> float:
         """Mean validation loss, weighted by batch size; the RNG is restored so masking here does not shift training."""
-        rng = torch.get_rng_state()
+        rng = distributed.rng_state()
         torch.manual_seed(0)
         total, count = 0.0, 0
         for idx, wavs, lengths in ordered_loader(AudioDataset(valid), batches, collate_waveforms):
             loss, _ = self._loss(objective, valid, idx, wavs, lengths)
             total += loss.item() * len(lengths)
             count += len(lengths)
-        torch.set_rng_state(rng)
+        distributed.set_rng_state(rng)
         return total / count
 
 
@@ -301,8 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-p", "--expdir", default="exp/pretrain")
     p.add_argument("--until", choices=["targets", "train"], default="train",
                    help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
+    distributed.add_device_option(p)
     args = p.parse_args(argv)
-    distributed.init_from_env()  # under torchrun: one process per rank, data-parallel
+    try:
+        distributed.init(args.device)  # under torchrun: one process per rank, data-parallel
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
     try:
         cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})

@@ -113,5 +113,7 @@ def _load_own(path: Path) -> dict | None:
 
 
 def save_upstream(model: Upstream, path: str | Path) -> Path:
-    """Save weights and settings atomically in the format :func:`build_upstream` loads."""
-    return atomic_save({"upstream": model.name, "settings": model.settings(), "state_dict": model.state_dict()}, path)
+    """Save weights and settings atomically in the format :func:`build_upstream` loads (CPU tensors,
+    whatever device the model is on)."""
+    state = {key: value.cpu() for key, value in model.state_dict().items()}
+    return atomic_save({"upstream": model.name, "settings": model.settings(), "state_dict": state}, path)

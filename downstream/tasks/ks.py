@@ -120,7 +120,7 @@ class KeywordSpotting(Task):
         return torch.tensor([self.index[r.label] for r in records])
 
     def loss(self, output: torch.Tensor, records: list[Record]) -> torch.Tensor:
-        return F.cross_entropy(output, self._targets(records))
+        return F.cross_entropy(output, self._targets(records).to(output.device))
 
     def predict(self, output: torch.Tensor) -> list[str]:
         return [self.labels[i] for i in output.argmax(-1).tolist()]

@@ -389,8 +389,8 @@ class SpeechTranslation(Task):
         seqs = [self.targets[r.id][: self.cfg.max_len] for r in records]
         prev = nn.utils.rnn.pad_sequence([torch.tensor([BOS, *s]) for s in seqs], batch_first=True, padding_value=PAD)
         gold = nn.utils.rnn.pad_sequence([torch.tensor([*s, EOS]) for s in seqs], batch_first=True, padding_value=PAD)
-        logits = self.head.decode(memory, mask, prev)
-        return F.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
+        logits = self.head.decode(memory, mask, prev.to(memory.device))
+        return F.cross_entropy(logits.flatten(0, 1), gold.to(memory.device).flatten(), ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
 
     def loss_units(self, records: list[Record]) -> float:
         """Target pieces plus EOS: the cross-entropy is a mean over tokens."""

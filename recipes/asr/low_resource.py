@@ -24,7 +24,7 @@ from downstream.cli import setup_console_logging
 from downstream.config import load_yaml, parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 from leaderboard.collect import collect
-from upstream import build_upstream
+from upstream import build_upstream, distributed
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 TARGET_FRAME_SAMPLES = 320
@@ -49,8 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expdir", type=Path, default=Path("exp/asr"))
     p.add_argument("--tag", default="demo", help="experiment name prefix")
     p.add_argument("-o", "--override", action="append", default=[], help="section.key=value for every experiment")
+    distributed.add_device_option(p)
     args = p.parse_args(argv)
     setup_console_logging(logging.WARNING)
+    try:
+        distributed.init(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     names = []
     for item in args.upstream or ["fbank"]:
         upstream, _, ckpt = item.partition("=")

@@ -40,6 +40,7 @@ from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
 from leaderboard.cli import write_outputs
 from recipes.asr.low_resource import head_frame_rate
+from upstream import distributed
 from upstream.pretrain import PretrainConfig, Pretrainer
 
 HERE = Path(__file__).parent
@@ -203,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="", help="comma-separated subset of the config's tasks (tracks)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the config's)")
     p.add_argument("-o", "--override", action="append", default=[], help="section.key=value for every downstream experiment")
+    distributed.add_device_option(p)
     args = p.parse_args(argv)
     setup_console_logging(logging.WARNING)
     config = PRESETS.get(args.data, Path(args.data))
     try:
+        distributed.init(args.device)
         if not config.is_file():
             raise ConfigError(f"--data {args.data!r}: neither demo, shared nor a benchmark YAML file")
         bench = load_benchmark(config)
