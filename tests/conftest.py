@@ -1,6 +1,7 @@
 """Shared fixtures: tiny corpora written by the tests, and the real data in ../shared/data when present."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,25 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (tests that need ../shared/data are skipped)")
     return path
+
+
+@contextlib.contextmanager
+def killed_at_update(n: int):
+    """A training run in this block is killed (KeyboardInterrupt, expected here) at its ``n``-th
+    optimiser update: the training loops clip gradients once per update, and the ``n``-th call raises."""
+    import torch  # noqa: PLC0415
+
+    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
+
+    def clip(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real_clip(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+        yield
 
 
 def noise_batch(lengths, seed: int = 0):

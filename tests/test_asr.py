@@ -17,7 +17,7 @@ from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
 from downstream.tasks.ctc_text import (BeamSearchDecoder, CharVocabulary, UnknownCharacterError, ctc_min_frames,
                                        error_rates, greedy_decode, normalize_transcript)
-from tests.conftest import shared_data
+from tests.conftest import killed_at_update, shared_data
 from upstream import build_upstream
 
 
@@ -322,18 +322,8 @@ def test_finetuning_freezes_then_trains_the_upstream_and_resumes(tmp_path: Path,
 
     # killed after the upstream was unfrozen, then resumed: the same weights as the uninterrupted run
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def killed_at_step_9(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt("simulated kill")
-        return real_clip(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_at_step_9)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_update(9):
         _asr_run(tmp_path, "ft2", "hubert", *args, "train.save_every=4").train()
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     assert torch.load(tmp_path / "exp/ft2/checkpoints/last.pt", weights_only=False)["position"]["step"] == 8
     _asr_run(tmp_path, "ft2", "hubert", *args, "train.save_every=4").train()
     whole = _asr_run(tmp_path, "ft3", "hubert", *args, "train.save_every=4")

@@ -18,7 +18,7 @@ from upstream import build_upstream, distributed
 from upstream.pretrain import PretrainConfig, Pretrainer
 from upstream.registry import save_upstream
 
-from .conftest import noise_batch
+from .conftest import killed_at_update, noise_batch
 from .test_asr import _asr_corpus, _asr_run
 from .test_hubert import SMALL as HUBERT_SMALL
 from .test_runner import _overrides, _run
@@ -116,24 +116,14 @@ def test_pretraining_runs_on_the_device(name: str, device: torch.device, sc_root
 
 
 @pytest.mark.parametrize("device", DEVICES, indirect=True)
-def test_keyword_head_on_the_device_resumes_exactly(device: torch.device, sc_root: Path, tmp_path: Path, monkeypatch):
+def test_keyword_head_on_the_device_resumes_exactly(device: torch.device, sc_root: Path, tmp_path: Path):
     """A head trained on the device: results say where it ran, and a killed run resumes to the same weights."""
     overrides = _overrides(sc_root, tmp_path, "train.total_steps=20", "featurizer.layer_norm=true")
     whole = _run(tmp_path, "whole", overrides).train()
     assert whole["training"]["device"].startswith(device.type)
     assert whole["splits"]["test"]["accuracy"] >= 0.75
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def killed_at_step_8(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt("simulated kill")
-        return real_clip(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_at_step_8)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_update(8):
         _run(tmp_path, "killed", overrides).train()
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     resumed = _run(tmp_path, "killed", overrides).train()
     a, b = (torch.load(tmp_path / "exp" / n / "checkpoints/last.pt", weights_only=False) for n in ("whole", "killed"))
     for part in ("head", "featurizer"):

@@ -11,6 +11,8 @@ from downstream.config import merge
 from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
 
+from .conftest import killed_at_update
+
 SMALL = {
     "apc": {"preset": "tiny", "hidden_size": 32, "num_layers": 2},
     "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
@@ -46,25 +48,15 @@ def test_lr_schedule():
 
 
 @pytest.mark.parametrize("upstream", ["apc", "mockingjay"])
-def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, monkeypatch, upstream: str):
+def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, upstream: str):
     cfg = _cfg(upstream)
     whole = Pretrainer(tmp_path / "whole", upstream, cfg, [sc_root]).run()
     curve = (tmp_path / "whole" / "curve.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in curve[1:]] == ["3", "6"]
     assert whole["steps"] == 6 and whole["valid_segments"] > 0
 
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def killed_at_step_5(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated kill")
-        return real_clip(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_update(5):
         Pretrainer(tmp_path / "killed", upstream, cfg, [sc_root]).run()
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     Pretrainer(tmp_path / "killed", upstream, cfg, [sc_root]).run()  # resumes from step 4
     a = torch.load(tmp_path / "whole/checkpoints/last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=False)["model"]

@@ -11,6 +11,8 @@ from downstream.cli import main
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.config import parse_overrides
 
+from .conftest import killed_at_update
+
 
 def _overrides(sc_root: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all", f"cache.root={tmp_path / 'cache'}",
@@ -43,21 +45,11 @@ def test_train_writes_a_self_describing_experiment(sc_root: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_resume_after_interruption_matches_uninterrupted_run(sc_root: Path, tmp_path: Path, monkeypatch, cache: bool):
+def test_resume_after_interruption_matches_uninterrupted_run(sc_root: Path, tmp_path: Path, cache: bool):
     overrides = _overrides(sc_root, tmp_path, f"cache.enabled={str(cache).lower()}", "featurizer.layer_norm=true")
     _run(tmp_path, "whole", overrides).train()
-    real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
-
-    def killed_at_step_13(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise KeyboardInterrupt("simulated kill")
-        return real_clip(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", killed_at_step_13)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_update(13):
         _run(tmp_path, "killed", overrides).train()
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
     assert torch.load(tmp_path / "exp/killed/checkpoints/last.pt", weights_only=False)["position"]["step"] == 10
     _run(tmp_path, "killed", overrides).train()  # same name, same config: resumes from step 10
     a = torch.load(tmp_path / "exp/whole/checkpoints/last.pt", weights_only=False)
