@@ -42,6 +42,14 @@ def test_benchmark_runs_every_stage_then_reuses_everything(sc_root: Path, tmp_pa
     trained = [stage for stage, row in second.iterrows() if row["status"] == "ran" and not stage.startswith(("corpus", "leaderboard"))]
     assert trained == []  # the second run trains nothing
 
+    # A changed benchmark config never reuses an experiment trained under the old one.
+    changed = yaml.safe_load(config.read_text())
+    changed["tasks"]["ks"]["overrides"] = ["train.total_steps=30"]
+    config.write_text(yaml.safe_dump(changed))
+    assert main(["--data", str(config), "--expdir", str(expdir)]) == 2
+    err = capsys.readouterr().err
+    assert "experiment 'ks-fbank-seed1337' already exists" in err and "total_steps: 20 -> 30" in err
+
 
 def test_bad_benchmark_configs_name_the_key(tmp_path: Path, sc_root: Path):
     bad = tmp_path / "bad.yaml"

@@ -17,7 +17,8 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``.
 
 Idempotent: a second run trains nothing; an interrupted run resumes each experiment from its last
-checkpoint. ``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
+checkpoint. An experiment folder whose config differs from what the benchmark config now asks for is
+an error naming the differences (delete the folder, or use another ``--expdir``), never reused. ``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
 ``--data shared`` the real recordings in ``../shared/data`` (``recipes/benchmark/shared.yaml``);
 any other value is a benchmark YAML of the same shape pointing at your corpora.
 """
@@ -158,8 +159,8 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             checkpoints[name] = str(Path(job.checkpoint).resolve())
             continue
         folder = root / name
-        timer.run(f"pretrain {name}", lambda: _pretrain(name, job, folder, bench.pretrain_data, root),
-                  done_already=(folder / "summary.json").is_file())
+        pretrainer = _pretrainer(job, folder, bench.pretrain_data, root)  # a changed config is an error here
+        timer.run(f"pretrain {name}", pretrainer.run, done_already=(folder / "summary.json").is_file())
         checkpoints[name] = str((folder / "upstream.pt").resolve())
     return checkpoints
 
@@ -180,18 +181,18 @@ def _downstream_track(bench: BenchmarkConfig, track: str, overrides: list[str], 
                 spec = RunSpec(job.task, arch, ckpt)
                 cfg = resolve_config(spec, load_yaml(job.config),
                                      parse_overrides([*overrides, *frame_rate, *fold_overrides, f"train.seed={seed}"]))
-                timer.run(f"{track} {name} seed {seed}{suffix.replace('-', ' ')}",
-                          lambda: Experiment.create(root, exp_name, spec, cfg).train(),
+                experiment = Experiment.create(root, exp_name, spec, cfg)  # a changed config is an error here
+                timer.run(f"{track} {name} seed {seed}{suffix.replace('-', ' ')}", experiment.train,
                           done_already=(root / exp_name / "results.json").is_file())
 
 
-def _pretrain(name: str, job: PretrainJob, folder: Path, data: list[str], pretrain_root: Path) -> None:
+def _pretrainer(job: PretrainJob, folder: Path, data: list[str], pretrain_root: Path) -> Pretrainer:
     overrides = parse_overrides([o.replace("{pretrain}", str(pretrain_root)) for o in job.overrides])
     cfg = merge(PretrainConfig(), load_yaml(job.config) if job.config else {})
     cfg = dataclasses.replace(merge(cfg, {k: v for k, v in overrides.items() if k not in ("upstream", "targets")}),
                               upstream={**cfg.upstream, **overrides.get("upstream", {})},
                               targets={**cfg.targets, **overrides.get("targets", {})})
-    Pretrainer(folder, job.upstream, cfg, data).run()
+    return Pretrainer(folder, job.upstream, cfg, data)
 
 
 def main(argv: list[str] | None = None) -> int:
