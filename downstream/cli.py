@@ -49,14 +49,10 @@ def setup_console_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
     results_name = "results.json"
     try:
+        distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
+        setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
         if args.mode == "train":
             if not args.upstream or not args.downstream:
                 raise ConfigError("-m train needs -u UPSTREAM and -d TASK")

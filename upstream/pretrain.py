@@ -310,11 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         distributed.init(args.device)  # under torchrun: one process per rank, data-parallel
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
-    try:
+        setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
         cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})
         overrides = parse_overrides(args.override)
         model_overrides = overrides.pop("upstream", {})

@@ -18,7 +18,8 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 
 Idempotent: a second run trains nothing; an interrupted run resumes each experiment from its last
 checkpoint. An experiment folder whose config differs from what the benchmark config now asks for is
-an error naming the differences (delete the folder, or use another ``--expdir``), never reused. ``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
+an error naming the differences (delete the folder, or use another ``--expdir``), never reused.
+``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
 ``--data shared`` the real recordings in ``../shared/data`` (``recipes/benchmark/shared.yaml``);
 any other value is a benchmark YAML of the same shape pointing at your corpora.
 """
