@@ -1,7 +1,10 @@
-"""Leave-speakers-out folds: re-split a corpus by speaker so that every speaker is tested once.
+"""Cross-validation folds: re-split a corpus so that every speaker (or utterance) is tested once.
 
 With few speakers (6 in a small digits corpus, one of them the official test speaker), one
 test speaker makes a noisy number; averaging over folds, each testing other speakers, does not.
+:func:`speaker_fold` tests one group of speakers and selects on the next (keyword spotting);
+:func:`heldout_fold` trains on the rest of the corpus but a small dev share (phoneme recognition,
+where every training minute counts).
 """
 from __future__ import annotations
 
@@ -30,4 +33,36 @@ def speaker_fold(splits: dict[str, list[Record]], folds: int, fold: int, seed: i
     for name, records in splits.items():
         for r in records:
             out[role.get(group[r.speaker], "train") if r.speaker else name].append(r)
+    return out
+
+
+def heldout_fold(records: list[Record], folds: int, fold: int, dev_fraction: float = 0.1,
+                 seed: int = 0) -> dict[str, list[Record]]:
+    """train/dev/test for fold ``fold`` of ``folds`` over all of ``records`` (every split pooled).
+
+    Records are grouped by speaker, or by utterance when there are fewer speakers than folds (a
+    one-reader corpus); the groups are shuffled with ``seed`` and dealt into ``folds`` parts. Part
+    ``fold`` is tested; of the other groups, a ``dev_fraction`` share (at least one group) selects
+    checkpoints and the rest trains, so dev and test never share a speaker with training (unless
+    there is only one speaker).
+
+    ValueError when ``folds`` < 2, ``fold`` is out of range, ``dev_fraction`` is not in (0, 1) or
+    there are fewer groups than folds.
+    """
+    if folds < 2 or not 0 <= fold < folds or not 0 < dev_fraction < 1:
+        raise ValueError(f"held-out folds: need folds >= 2, 0 <= fold < folds and 0 < dev_fraction < 1, "
+                         f"got fold {fold} of {folds}, dev_fraction {dev_fraction}")
+    speakers = sorted({r.speaker for r in records if r.speaker})
+    by_speaker = len(speakers) >= folds and all(r.speaker for r in records)
+    groups = speakers if by_speaker else sorted(r.id for r in records)
+    if len(groups) < folds:
+        raise ValueError(f"held-out folds: {folds} folds need at least {folds} utterances, the corpus has {len(groups)}")
+    random.Random(seed).shuffle(groups)
+    tested = set(groups[fold::folds])
+    rest = [g for g in groups if g not in tested]
+    dev = set(rest[: max(1, round(dev_fraction * len(rest)))])
+    out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
+    for r in records:
+        g = r.speaker if by_speaker else r.id
+        out["test" if g in tested else "dev" if g in dev else "train"].append(r)
     return out

@@ -84,6 +84,20 @@ class CachedFeatures(Dataset):
             os.close(self._fd)
 
 
+class FeatureSubset(Dataset):
+    """Item i: (i, features of record ``positions[i]`` of a larger entry): one split of a corpus
+    whose every split was extracted into one entry (folds re-deal the same utterances)."""
+
+    def __init__(self, features: CachedFeatures, positions: list[int]):
+        self.features, self.positions = features, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, self.features[self.positions[i]][1]
+
+
 def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> indices (B,), zero-padded float32 features (B, T_max, L, D), lengths (B,)."""
     idx = torch.tensor([i for i, _ in items])
@@ -111,6 +125,16 @@ class FeatureCache:
         """Open the entry for these inputs, extracting it first on a miss."""
         entry = self.lookup(upstream, records) or self._build(upstream, records, batch_seconds, batch_size, desc)
         return CachedFeatures(entry)
+
+    def get_subset(self, upstream: Upstream, pool: list[Record], records: list[Record], batch_seconds: float = 100.0,
+                   batch_size: int = 32, desc: str = "extract") -> FeatureSubset:
+        """``records`` (each one of ``pool``) read from the entry of the whole ``pool``, extracted on a miss."""
+        position = {(r.id, r.path, r.start): i for i, r in enumerate(pool)}
+        missing = [r.id for r in records if (r.id, r.path, r.start) not in position]
+        if missing:
+            raise ValueError(f"feature cache: records {missing[:5]} are not in the pooled corpus")
+        return FeatureSubset(self.get(upstream, pool, batch_seconds, batch_size, desc),
+                             [position[(r.id, r.path, r.start)] for r in records])
 
     @torch.inference_mode()
     def _build(self, upstream: Upstream, records: list[Record], batch_seconds: float, batch_size: int, desc: str) -> Path:

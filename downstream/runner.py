@@ -63,15 +63,18 @@ class FeatureSource:
     """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths) on the process's device
     (:func:`upstream.distributed.device`): from the cache or the live upstream.
 
-    When fine-tuning, the upstream changes, so features always come from the live upstream.
+    The cache holds one entry for every split of the corpus together (``pool``), so re-dealing the
+    same utterances into other splits (folds) extracts nothing again. When fine-tuning, the upstream
+    changes, so features always come from the live upstream.
     """
 
-    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, split: str):
+    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, pool: list[Record]):
         self.upstream, self.records, self.cfg = upstream, records, cfg
         self.cached = None
         if cfg.cache.enabled and not cfg.finetune.enabled:
             cache = FeatureCache(cfg.cache.root, cfg.cache.dtype)
-            self.cached = cache.get(upstream, records, cfg.train.batch_seconds, cfg.train.batch_size, desc=f"extract {split}")
+            self.cached = cache.get_subset(upstream, pool, records, cfg.train.batch_seconds, cfg.train.batch_size,
+                                           desc="extract every split")
 
     def batches(self, index_batches: list[list[int]], grad: bool = False):
         """Yield the batches; with ``grad`` the live upstream's forward pass is recorded for backpropagation."""
@@ -212,7 +215,7 @@ class Experiment:
         with distributed.main_first():  # process 0 writes manifests, fitted statistics and the feature cache
             splits, upstream, featurizer, head = self._setup()
             t0 = time.perf_counter()
-            sources = {s: FeatureSource(upstream, splits[s], cfg, s) for s in ("train", "dev")}
+            sources = {s: FeatureSource(upstream, splits[s], cfg, pooled(splits)) for s in ("train", "dev")}
             extract_s = time.perf_counter() - t0
         model = distributed.data_parallel(Downstream(featurizer, head))
         if distributed.world_size() > 1:
@@ -377,6 +380,7 @@ class Experiment:
             "upstream_fingerprint": upstream.fingerprint(),
             "upstream_parameters": sum(p.numel() for p in upstream.parameters()),
             "pretrain_hours": pretrain_hours(self.spec.upstream_ckpt), "experiment": self.dir.name, "seed": self.cfg.train.seed,
+            "learning_rate": self.cfg.train.lr,
             "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
             "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
             "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
@@ -392,7 +396,7 @@ class Experiment:
             if split not in splits:
                 raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
             t0 = time.perf_counter()
-            source = FeatureSource(upstream, splits[split], self.cfg, split)
+            source = FeatureSource(upstream, splits[split], self.cfg, pooled(splits))
             metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
             metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
             self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
@@ -403,6 +407,12 @@ class Experiment:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(results_file)
         return results
+
+
+def pooled(splits: dict[str, list[Record]]) -> list[Record]:
+    """Every record of every split once, in a fixed order (by id, path, segment): what the cache extracts."""
+    unique = {(r.id, r.path, r.start): r for records in splits.values() for r in records}
+    return [unique[key] for key in sorted(unique)]
 
 
 def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:

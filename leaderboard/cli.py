@@ -2,8 +2,9 @@
 
 Writes into ``--out`` (default: RESULTS_ROOT)::
 
-    runs.csv          one row per (experiment, split): every metric and the provenance
-    leaderboard.csv   one row per upstream: a column per task metric (mean, std, seeds), parameters,
+    runs.csv          one row per (experiment, split): every metric, the provenance, and whether the
+                      run counts (``selected``: at the learning rate chosen on dev)
+    leaderboard.csv   one row per upstream: a column per task metric (mean, std, runs, learning rate), parameters,
                       pre-training hours, per-task and overall SUPERB score, rank
     leaderboard.md    the same as a Markdown table (also printed)
     report.html       self-contained page: the table, per-task bars, layer-weight heat maps,
@@ -18,6 +19,7 @@ from pathlib import Path
 from .collect import collect
 from .report import format_markdown, render_html
 from .score import DEFAULT_REFERENCES, leaderboard_table, with_overrides
+from .select import choose_learning_rates
 
 OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "report.html")
 
@@ -38,10 +40,10 @@ def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseli
     table = leaderboard_table(runs, split, baseline, references)
     markdown = format_markdown(table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out_dir / "runs.csv", index=False)
+    choose_learning_rates(runs).to_csv(out_dir / "runs.csv", index=False)
     table.to_csv(out_dir / "leaderboard.csv", index=False)
     (out_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
-    page = render_html(table, runs, split, baseline, references, search=[results_root],
+    page = render_html(table, runs, split, baseline, references, search_roots=[results_root],
                        title=title or f"Leaderboard: {results_root}")
     (out_dir / "report.html").write_text(page, encoding="utf-8")
     return markdown

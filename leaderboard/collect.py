@@ -20,7 +20,7 @@ import pandas as pd
 
 COLUMNS = [
     "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
-    "seed", "experiment", "upstream_checkpoint", "upstream_fingerprint", "checkpoint_step",
+    "seed", "learning_rate", "utterances", "experiment", "upstream_checkpoint", "upstream_fingerprint", "checkpoint_step",
     "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
     "layer_weights", "path",
 ]
@@ -28,7 +28,7 @@ SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "h
 REQUIRED_KEYS = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
 BOOKKEEPING_KEYS = ("utterances", "seconds")
 _DTYPES = {
-    "value": "float64", "higher_is_better": "bool", "seed": "Int64", "checkpoint_step": "Int64",
+    "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64", "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
     "upstream_parameters": "Int64", "pretrain_hours": "float64",
 }
@@ -74,7 +74,8 @@ def _rows_of(path: Path) -> list[dict]:
     if not isinstance(training, dict):
         raise ValueError("'training' is not an object")
     provenance = {
-        "seed": _optional(results, "seed", int), "checkpoint_step": _optional(results, "checkpoint_step", int),
+        "seed": _optional(results, "seed", int), "learning_rate": _optional(results, "learning_rate", Real),
+        "checkpoint_step": _optional(results, "checkpoint_step", int),
         "train_steps": _optional(training, "train_steps", int),
         "steps_per_second": _optional(training, "steps_per_second", Real),
         "train_seconds": _optional(training, "train_seconds", Real),
@@ -93,11 +94,12 @@ def _rows_of(path: Path) -> list[dict]:
         if not _is_number(value, Real):
             raise ValueError(f"split {split!r} has no numeric {metric!r}")
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
+        utterances = _optional(metrics, "utterances", int)
         rows.append({
             "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"], "track": track,
             "dataset": str(results.get("dataset") or "unspecified"), "split": split,
             "metric": metric, "value": float(value), "higher_is_better": results["higher_is_better"],
-            "other_metrics": json.dumps(others, sort_keys=True), **provenance,
+            "other_metrics": json.dumps(others, sort_keys=True), "utterances": utterances, **provenance,
             "experiment": results.get("experiment", path.parent.name),
             "upstream_checkpoint": results.get("upstream_checkpoint"),
             "upstream_fingerprint": results.get("upstream_fingerprint"),

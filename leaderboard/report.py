@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interacti
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .score import Reference, metric_table  # noqa: E402
+from .score import Reference, column_references, metric_table  # noqa: E402
+from .select import choose_learning_rates, chosen_rates  # noqa: E402
 
 
 def _is_accuracy(metric: str) -> bool:
@@ -38,7 +39,7 @@ def _metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
     for name in table.columns:
         if name.endswith(" n"):
             column = name[:-2]
-            metric_col = next(c for c in table.columns if c.startswith(f"{column} ") and not c.endswith((" std", " n", " score")))
+            metric_col = next(c for c in table.columns if c.startswith(f"{column} ") and not c.endswith((" std", " n", " lr", " score")))
             pairs.append((column, metric_col[len(column) + 1:]))
     return pairs
 
@@ -64,6 +65,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     for column, metric in _metric_columns(table):
         label = f"{column} {metric}" + (" (%)" if _is_accuracy(metric) else "")
         out[label] = [_mean_std(m, s, metric) for m, s in zip(table[f"{column} {metric}"], table[f"{column} {metric} std"])]
+    for column, _ in _metric_columns(table):
+        out[f"{column} lr"] = table[f"{column} lr"].map(lambda v: "–" if pd.isna(v) else f"{v:g}")
     for column, _ in _metric_columns(table):
         out[f"{column} score"] = table[f"{column} score"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
     total = len([c for c in table.columns if c.endswith(" score")])
@@ -194,21 +197,28 @@ img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
 
 
 def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: str,
-                references: dict[str, tuple[Reference, ...]], search: list[Path], title: str) -> str:
-    """The self-contained report page."""
+                references: dict[str, tuple[Reference, ...]], search_roots: list[Path], title: str) -> str:
+    """The self-contained report page (``runs``: every run; only those at the chosen learning rates are shown)."""
+    lr_search = chosen_rates(runs)
+    runs = choose_learning_rates(runs)
+    runs = runs[runs["selected"]]
     sections = [("Primary metric per task", plot_metrics(runs, split)),
                 ("Which layers each task uses", plot_layer_weights(runs, split)),
-                ("Pre-training curves", plot_pretraining(runs, search))]
-    used = sorted({t for t in runs["track"].unique() if t in references})
-    ref_items = "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(r.metric)} = {r.value:g} ({html.escape(r.source)})</li>"
-                        for t in used for r in references[t])
+                ("Pre-training curves", plot_pretraining(runs, search_roots))]
+    refs = column_references(metric_table(runs, split), runs, split, baseline, references)
+    ref_items = "".join(
+        f"<li><b>{html.escape(r.column)}</b> {html.escape(r.metric)} = {r.value:g}: {html.escape(r.source)}"
+        + (f" <b>({html.escape(r.note)})</b>" if r.note else "") + "</li>" for r in refs.itertuples(index=False))
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='note'>Split <b>{html.escape(split)}</b>; {len(runs['path'].unique())} experiments; "
             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. SUPERB score per task: "
             f"1000 × (s − s<sub>{html.escape(baseline)}</sub>) / (s<sub>ref</sub> − s<sub>{html.escape(baseline)}</sub>), "
-            "averaged over tasks; mean ± std over seeds.</p>",
+            "clipped to ±1000, averaged over the scored tasks; mean ± std over seeds and folds; "
+            "lr: the head's learning rate (chosen on dev where several were tried).</p>",
             display_table(table).to_html(index=False, escape=True, border=0),
             f"<p class='note'>References (score 1000):</p><ul class='note'>{ref_items}</ul>"]
+    if not lr_search.empty:
+        body.append("<h2>Learning-rate search (dev)</h2>" + lr_search.to_html(index=False, escape=True, border=0))
     for heading, fig in sections:
         if fig is not None:
             body.append(f"<h2>{heading}</h2><img alt='{heading}' src='{_png(fig)}'>")

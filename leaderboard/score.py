@@ -1,42 +1,73 @@
 """The SUPERB score and the one-row-per-upstream leaderboard table.
 
-For an upstream u, a track t (a task setting: ``ks``, ``asr``, ``asr_10min``, ``st``) and each
-reference metric i of that track::
+For an upstream u, a leaderboard column c (a track, e.g. ``ks``, ``asr_10min``, ``pr``, on one
+dataset) and each reference metric i of that track::
 
-    score(u, t) = 1000 * mean_i (s_i(u) - s_i(baseline)) / (s_i(reference) - s_i(baseline))
+    score(u, c) = clip(1000 * mean_i (s_i(u) - s_i(baseline)) / (s_i(reference) - s_i(baseline)), -1000, 1000)
 
-and the SUPERB score of u is the mean of ``score(u, t)`` over the tracks where both u and the
-baseline have results. The baseline (FBANK) scores 0, the reference (the published state of the art
-by default) 1000; for error rates both differences are negative, so lower is still better. Values
-are in the units ``results.json`` stores: accuracy as a fraction, WER/CER in %, BLEU 0-100.
+The baseline (FBANK) scores 0, the reference 1000; for error rates both differences are negative,
+so lower is still better. Values are in the units ``results.json`` stores: accuracy as a fraction,
+WER/CER/PER in %, BLEU 0-100. The reference of a column is, in this order:
+
+1. one given on the command line (``--reference track:metric=value``): the user vouches for it;
+2. the published state of the art (:data:`DEFAULT_REFERENCES`), only when the column's runs are on
+   the data it was published on: a matching ``dataset`` and the published test set's size;
+3. otherwise the best mean on this board for that column and metric (the report names it).
+
+A column whose reference is within noise of the baseline (``|ref - base| <= max(std_base,
+std_ref)`` over seeds and folds; with one run each, only equality) is **not scored** for anyone:
+dividing by noise would let that one track swing the average (as a demo BLEU near the published
+CoVoST 2 number did). Clipping to ±1000 bounds what any single track can move. The SUPERB score of
+u is the mean over the scored columns, given only when u has results in every column of the board.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from numbers import Real
 
 import pandas as pd
 
 from .collect import _is_number
+from .select import choose_learning_rates
+
+SCORE_CLIP = 1000.0
 
 
 @dataclass(frozen=True)
 class Reference:
-    """The value a track's metric scores 1000 at, and where that value comes from."""
+    """The value a track's metric scores 1000 at, where it comes from, and which data it holds for.
+
+    ``datasets``: patterns (``fnmatch``) over the runs' ``dataset``; ``test_utterances``: the
+    published test set's size (None: any). A reference given on the command line holds for any data.
+    """
 
     metric: str
     value: float
     source: str
+    datasets: tuple[str, ...] = ("*",)
+    test_utterances: int | None = None
+
+    def holds_for(self, dataset: str, test_utterances: set[int]) -> bool:
+        """Whether the runs of a column (their dataset and test-set sizes) are on this reference's data."""
+        same_size = self.test_utterances is None or test_utterances == {self.test_utterances}
+        return same_size and any(fnmatch(dataset, pattern) for pattern in self.datasets)
 
 
+_LIBRISPEECH_100H = ("librispeech:*/train-clean-100", "hf:*")
 DEFAULT_REFERENCES: dict[str, tuple[Reference, ...]] = {
-    "ks": (Reference("accuracy", 0.9669, "WavLM Base+, SUPERB KS (Speech Commands v1, frozen)"),),
-    "asr": (Reference("wer", 3.62, "HuBERT Large, SUPERB ASR (test-clean, no LM, frozen)"),),
-    "asr_10min": (Reference("wer", 4.8, "wav2vec 2.0 Large + Transformer LM, 10 min fine-tuned (test-clean)"),),
-    "st": (Reference("bleu", 19.89, "HuBERT Large, SUPERB-SG ST (CoVoST 2 En-De, frozen)"),),
+    "ks": (Reference("accuracy", 0.9669, "WavLM Base+, SUPERB KS (Speech Commands v0.01 test set, frozen)",
+                     ("speech_commands:*", "hf:*"), 3081),),
+    "asr": (Reference("wer", 3.62, "HuBERT Large, SUPERB ASR (test-clean, no LM, frozen)", _LIBRISPEECH_100H, 2620),),
+    "asr_10min": (Reference("wer", 4.8, "wav2vec 2.0 Large + Transformer LM, 10 min fine-tuned (test-clean)",
+                            ("librispeech:*/librilight-10min",), 2620),),
+    "pr": (Reference("per", 3.06, "WavLM Large, SUPERB PR (test-clean, frozen; SUPERB paper)", _LIBRISPEECH_100H, 2620),),
+    "st": (Reference("bleu", 19.89, "HuBERT Large, SUPERB-SG ST (CoVoST 2 En-De test, frozen)",
+                     ("covost2:*", "hf:*"), 15531),),
 }
+"""Published states of the art, each valid only on the data it was published on (see :class:`Reference`)."""
 
 
 def parse_reference(spec: str) -> tuple[str, Reference]:
@@ -62,44 +93,101 @@ def with_overrides(overrides: list[str]) -> dict[str, tuple[Reference, ...]]:
 
 
 def superb_score(value: float, baseline: float, reference: float) -> float:
-    """``1000 (value - baseline) / (reference - baseline)``; NaN when reference equals baseline."""
+    """``1000 (value - baseline) / (reference - baseline)`` clipped to ±1000; NaN when reference equals baseline."""
     if reference == baseline:
         return math.nan
-    return 1000.0 * (value - baseline) / (reference - baseline)
+    return max(-SCORE_CLIP, min(SCORE_CLIP, 1000.0 * (value - baseline) / (reference - baseline)))
 
 
 def metric_table(runs: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Every metric of ``split`` (primary and ``other_metrics``), averaged over seeds.
+    """Every metric of ``split`` (primary and ``other_metrics``), averaged over seeds (and folds).
 
-    Returns columns ``upstream, column, track, metric, higher_is_better, primary, mean, std, n``;
-    ``column`` is the track, or ``track (dataset)`` when a track ran on several datasets.
+    Returns columns ``upstream, column, track, dataset, metric, higher_is_better, primary, mean, std,
+    n, learning_rate``; ``column`` is the track, or ``track (dataset)`` when a track ran on several
+    datasets; ``learning_rate`` is the head's learning rate when all the runs share one (else NaN).
     """
     rows = []
     for run in runs[runs["split"] == split].itertuples(index=False):
-        rows.append((run.upstream, run.track, run.dataset, run.metric, run.value, True, run.higher_is_better))
+        lr = run.learning_rate if "learning_rate" in runs.columns else math.nan
+        rows.append((run.upstream, run.track, run.dataset, run.metric, run.value, True, run.higher_is_better, lr))
         for metric, value in json.loads(run.other_metrics).items():
             if _is_number(value, Real):
-                rows.append((run.upstream, run.track, run.dataset, metric, float(value), False, None))
-    long = pd.DataFrame(rows, columns=["upstream", "track", "dataset", "metric", "value", "primary", "higher_is_better"])
+                rows.append((run.upstream, run.track, run.dataset, metric, float(value), False, None, lr))
+    long = pd.DataFrame(rows, columns=["upstream", "track", "dataset", "metric", "value", "primary", "higher_is_better",
+                                       "learning_rate"])
     datasets = long.groupby("track")["dataset"].nunique()
     several = long["track"].map(datasets) > 1
     long["column"] = long["track"].where(~several, long["track"] + " (" + long["dataset"] + ")")
-    return (long.groupby(["upstream", "column", "track", "metric"], sort=False)
+    return (long.groupby(["upstream", "column", "track", "dataset", "metric"], sort=False)
             .agg(higher_is_better=("higher_is_better", "first"), primary=("primary", "any"),
-                 mean=("value", "mean"), std=("value", "std"), n=("value", "size"))
+                 mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
+                 learning_rate=("learning_rate", lambda x: x.iloc[0] if x.nunique(dropna=False) == 1 else math.nan))
             .reset_index())
 
 
-def score_table(metrics: pd.DataFrame, baseline: str, references: dict[str, tuple[Reference, ...]]) -> pd.DataFrame:
-    """Per (upstream, column): the SUPERB score of that column (NaN without baseline or reference results)."""
+def column_references(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: str,
+                      references: dict[str, tuple[Reference, ...]]) -> pd.DataFrame:
+    """Per (column, metric) to score: the reference used and whether the column is scored.
+
+    ``metrics`` is :func:`metric_table` output for ``runs`` (selected runs only). Returns columns
+    ``column, track, metric, value, source, scored, note``; the metrics of a track are those of its
+    references, or its primary metric for a track without any.
+    """
+    rows = []
+    stats = metrics.set_index(["upstream", "column", "metric"])
+    on_split = runs[runs["split"] == split]
+    for (column, track, dataset), here in metrics.groupby(["column", "track", "dataset"], sort=False):
+        sizes = set(on_split.loc[(on_split["track"] == track) & (on_split["dataset"] == dataset), "utterances"].dropna().astype(int))
+        known = references.get(track, ())
+        wanted = [r.metric for r in known] or list(here.loc[here["primary"], "metric"].unique())
+        for metric in wanted:
+            given = next((r for r in known if r.metric == metric and r.holds_for(dataset, sizes)), None)
+            of_metric = here[here["metric"] == metric]
+            if of_metric.empty:
+                continue
+            higher = _higher_is_better(metric, of_metric)
+            if given is not None:
+                value, source, ref_std = given.value, given.source, 0.0
+            else:
+                best = of_metric.sort_values("mean", ascending=not higher).iloc[0]
+                value, ref_std = float(best["mean"]), _std(best["std"])
+                source = f"best on this board ({best['upstream']}); no published reference holds for {dataset}"
+            base = stats["mean"].get((baseline, column, metric))
+            if base is None:
+                rows.append((column, track, metric, value, source, False, f"no {baseline} result"))
+                continue
+            noise = max(_std(stats["std"].get((baseline, column, metric))), ref_std)
+            if abs(value - base) <= noise:
+                rows.append((column, track, metric, value, source, False,
+                             f"not scored: {baseline} ({base:g}) is within noise ({noise:g}) of the reference"))
+            else:
+                rows.append((column, track, metric, value, source, True, ""))
+    return pd.DataFrame(rows, columns=["column", "track", "metric", "value", "source", "scored", "note"])
+
+
+def _std(value) -> float:
+    return 0.0 if value is None or pd.isna(value) else float(value)
+
+
+def _higher_is_better(metric: str, rows: pd.DataFrame) -> bool:
+    """From the runs where the metric is primary; else accuracy/BLEU/chrF-like names are higher-is-better."""
+    known = rows["higher_is_better"].dropna()
+    if not known.empty:
+        return bool(known.iloc[0])
+    return not metric.lower().endswith(("er", "loss"))
+
+
+def score_table(metrics: pd.DataFrame, refs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per (upstream, column): the column's SUPERB score, the mean over its scored reference metrics
+    (NaN when the column is not scored or the upstream lacks a metric)."""
     means = metrics.set_index(["upstream", "column", "metric"])["mean"]
     rows = []
-    for (upstream, column, track), _ in metrics.groupby(["upstream", "column", "track"], sort=False):
+    for (upstream, column), _ in metrics.groupby(["upstream", "column"], sort=False):
+        used = refs[(refs["column"] == column) & refs["scored"]]
         parts = []
-        for ref in references.get(track, ()):
+        for ref in used.itertuples(index=False):
             mine, base = means.get((upstream, column, ref.metric)), means.get((baseline, column, ref.metric))
-            if mine is not None and base is not None:
-                parts.append(superb_score(mine, base, ref.value))
+            parts.append(math.nan if mine is None or base is None else superb_score(mine, base, ref.value))
         rows.append((upstream, column, sum(parts) / len(parts) if parts else math.nan))
     return pd.DataFrame(rows, columns=["upstream", "column", "score"])
 
@@ -107,33 +195,40 @@ def score_table(metrics: pd.DataFrame, baseline: str, references: dict[str, tupl
 def leaderboard_table(runs: pd.DataFrame, split: str = "test", baseline: str = "fbank",
                       references: dict[str, tuple[Reference, ...]] | None = None) -> pd.DataFrame:
     """One row per upstream: parameters, pre-training hours, each column's primary metric (mean, std,
-    seeds), each column's SUPERB score, ``scored_tasks``, the SUPERB score and the rank.
+    runs), the head's learning rate, each column's SUPERB score, ``scored_tasks``, the SUPERB score and the rank.
 
-    ``runs`` is :func:`leaderboard.collect.collect` output. The SUPERB score averages every column's
-    score, so an upstream missing a column (or a column without baseline results) has none and is
-    not ranked: averages over different task sets would not compare. Sorted by SUPERB score, best
-    first, unranked upstreams last.
+    ``runs`` is :func:`leaderboard.collect.collect` output. Where an upstream ran a track at several
+    learning rates, only the rate with the best dev mean counts (:func:`choose_learning_rates`). The
+    SUPERB score averages the scored columns (:func:`column_references`) and is given only to an
+    upstream with results in every column: averages over different task sets would not compare.
+    Sorted by SUPERB score, best first, unranked upstreams last.
     """
     references = DEFAULT_REFERENCES if references is None else references
+    runs = choose_learning_rates(runs)
+    runs = runs[runs["selected"]]
     metrics = metric_table(runs, split)
     if metrics.empty:
         raise ValueError(f"no results for split {split!r}")
-    scores = score_table(metrics, baseline, references)
+    scores = score_table(metrics, column_references(metrics, runs, split, baseline, references), baseline)
     primary = metrics[metrics["primary"]]
     table = pd.DataFrame({"upstream": sorted(metrics["upstream"].unique())}).set_index("upstream")
     about = runs.groupby("upstream").agg(parameters=("upstream_parameters", "max"),
                                          pretrain_hours=("pretrain_hours", "max"))
     table = table.join(about)
-    for column in primary["column"].drop_duplicates():
+    columns = list(primary["column"].drop_duplicates())
+    for column in columns:
         here = primary[primary["column"] == column].set_index("upstream")
         metric = here["metric"].iloc[0]
         table[f"{column} {metric}"] = here["mean"]
         table[f"{column} {metric} std"] = here["std"]
         table[f"{column} n"] = here["n"].astype("Int64")
+        table[f"{column} lr"] = here["learning_rate"]
         table[f"{column} score"] = scores[scores["column"] == column].set_index("upstream")["score"]
-    score_columns = [c for c in table.columns if c.endswith(" score")]
+    score_columns = [f"{c} score" for c in columns]
+    complete = table[[f"{c} n" for c in columns]].notna().all(axis=1)
     table["scored_tasks"] = table[score_columns].notna().sum(axis=1)
-    table["superb_score"] = table[score_columns].mean(axis=1, skipna=False)  # only over the full set of tracks
+    scored = [c for c in score_columns if table[c].notna().any()]
+    table["superb_score"] = table[scored].mean(axis=1).where(complete & bool(scored))
     table = table.reset_index().sort_values(["superb_score", "upstream"], ascending=[False, True], na_position="last")
     table["rank"] = table["superb_score"].rank(ascending=False, method="min").astype("Int64")
     return table.reset_index(drop=True)

@@ -85,3 +85,31 @@ def make_speech_commands(root: Path, speakers=("alice", "bob", "carol", "dave", 
 @pytest.fixture
 def sc_root(tmp_path: Path) -> Path:
     return make_speech_commands(tmp_path / "sc")
+
+
+def tone_transcripts(root: Path, tones: dict[str, float], tones_per_word: int, words: int = 2) -> Path:
+    """A tiny LibriSpeech-layout corpus (24 train, 6 dev, 6 test utterances, one speaker each) whose
+    transcripts are spoken as tones: every key of ``tones`` is a 0.15-s tone of its frequency,
+    ``tones_per_word`` keys make a word (written together), ``words`` words an utterance. CTC can
+    learn to read them."""
+    rng = np.random.default_rng(0)
+    for split, folder, n in (("train", "librispeech_finetuning/1h/0/clean", 24), ("dev", "LibriSpeech/dev-clean", 6),
+                             ("test", "LibriSpeech/test-clean", 6)):
+        spk = {"train": 1, "dev": 2, "test": 3}[split]
+        d = root / folder / str(spk) / "10"
+        d.mkdir(parents=True)
+        lines = []
+        for i in range(n):
+            utterance = [list(rng.choice(list(tones), size=tones_per_word)) for _ in range(words)]
+            pieces = []
+            for word in utterance:
+                for unit in word:
+                    t = np.arange(int(0.15 * SR)) / SR
+                    pieces.append(0.3 * np.sin(2 * np.pi * tones[unit] * t))
+                    pieces.append(np.zeros(800))
+                pieces.append(np.zeros(3200))
+            audio = np.concatenate(pieces) + 0.01 * rng.standard_normal(sum(len(p) for p in pieces))
+            sf.write(d / f"{spk}-10-{i:04d}.flac", audio.astype(np.float32), SR)
+            lines.append(f"{spk}-10-{i:04d} {' '.join(''.join(word) for word in utterance)}")
+        (d / f"{spk}-10.trans.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -17,7 +17,7 @@ from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
 from downstream.tasks.ctc_text import (BeamSearchDecoder, CharVocabulary, UnknownCharacterError, ctc_min_frames,
                                        error_rates, greedy_decode, normalize_transcript)
-from tests.conftest import killed_at_update, shared_data
+from tests.conftest import killed_at_update, shared_data, tone_transcripts
 from upstream import build_upstream
 
 
@@ -240,28 +240,7 @@ def test_tri_stage_schedule():
 # ------------------------------------------------------------------ end to end
 def _asr_corpus(root: Path) -> Path:
     """A tiny LibriSpeech-layout corpus: each 'letter' is a tone, so CTC can learn to read them."""
-    freqs = {"A": 300.0, "B": 700.0, "C": 1500.0}
-    rng = np.random.default_rng(0)
-    for split, folder, n in (("train", "librispeech_finetuning/1h/0/clean", 24), ("dev", "LibriSpeech/dev-clean", 6),
-                             ("test", "LibriSpeech/test-clean", 6)):
-        spk = {"train": 1, "dev": 2, "test": 3}[split]
-        d = root / folder / str(spk) / "10"
-        d.mkdir(parents=True)
-        lines = []
-        for i in range(n):
-            words = ["".join(rng.choice(list(freqs), size=2)) for _ in range(2)]
-            pieces = []
-            for w in words:
-                for ch in w:
-                    t = np.arange(int(0.15 * 16000)) / 16000
-                    pieces.append(0.3 * np.sin(2 * np.pi * freqs[ch] * t))
-                    pieces.append(np.zeros(800))
-                pieces.append(np.zeros(3200))
-            audio = np.concatenate(pieces) + 0.01 * rng.standard_normal(sum(len(p) for p in pieces))
-            sf.write(d / f"{spk}-10-{i:04d}.flac", audio.astype(np.float32), 16000)
-            lines.append(f"{spk}-10-{i:04d} {' '.join(words)}")
-        (d / f"{spk}-10.trans.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return tone_transcripts(root, {"A": 300.0, "B": 700.0, "C": 1500.0}, tones_per_word=2)
 
 
 def _asr_run(tmp_path: Path, name: str, upstream: str, *extra: str):

@@ -11,6 +11,7 @@ from leaderboard.cli import main
 from leaderboard.collect import COLUMNS
 from leaderboard.report import format_markdown, layer_weight_matrix, pretraining_curves
 from leaderboard.score import parse_reference, with_overrides
+from leaderboard.select import choose_learning_rates, chosen_rates
 
 
 def _results(upstream, seed, dev, test, *, task="ks", metric="accuracy", higher=True, training=True):
@@ -119,8 +120,8 @@ def test_table_mean_std_and_order(root):
     assert fbank["ks accuracy std"] == pytest.approx(math.sqrt(2 * 0.02**2 / 1))  # sample std, ddof=1
     hubert = table.set_index("upstream").loc["hubert"]
     assert hubert["ks n"] == 1 and hubert["ks accuracy"] == pytest.approx(0.88) and pd.isna(hubert["ks accuracy std"])
-    # SUPERB score against the default KS reference 0.9669: 1000 (0.88 - 0.40) / (0.9669 - 0.40)
-    assert hubert["ks score"] == pytest.approx(846.71, abs=0.01) and fbank["ks score"] == 0
+    # no published reference holds for this data (no dataset, 500 test utterances): the best on the board scores 1000
+    assert hubert["ks score"] == pytest.approx(1000.0) and fbank["ks score"] == 0
     assert list(table["rank"]) == [1, 2]
 
 
@@ -219,7 +220,7 @@ def test_cli_writes_csv_markdown_and_html(root, capsys):
     assert markdown.strip() in out
     assert "88.00" in markdown and "40.00 ± 2.83" in markdown  # accuracy as percentages, mean ± std
     hubert_line = next(line for line in markdown.splitlines() if "hubert" in line)
-    assert hubert_line.split("|")[-2].strip() == "847"  # the SUPERB score column, last
+    assert hubert_line.split("|")[-2].strip() == "1000"  # the SUPERB score column, last: hubert is the board's reference
     page = (root / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "40.00 ± 2.83" in page
     assert page.count("data:image/png;base64,") == 1  # bars only: no multi-layer weights, no pre-training curves
@@ -268,3 +269,81 @@ def test_upstream_label_separates_checkpoints(tmp_path):
     df = collect(tmp_path)
     assert sorted(df["upstream"]) == ["apc:apc_tiny", "apc:random"]
     assert list(leaderboard_table(df, "test")["upstream"]) == ["apc:apc_tiny", "apc:random"]
+
+
+def _ks(tmp_path, name, upstream, accuracy, *, dataset="demo:demo_keywords", test_utterances=500, seed=1, lr=None, dev=None):
+    payload = _results(upstream, seed, accuracy if dev is None else dev, accuracy)
+    payload["dataset"], payload["experiment"] = dataset, name
+    payload["splits"]["test"]["utterances"] = test_utterances
+    if lr is not None:
+        payload["learning_rate"] = lr
+    return _write(tmp_path, name, payload)
+
+
+def test_published_reference_only_on_its_own_data(tmp_path):
+    """SUPERB's KS test set (Speech Commands v0.01, 3081 clips): the published 0.9669 is the reference;
+    the same numbers on another corpus are scored against the board's best instead."""
+    _ks(tmp_path / "sc", "f", "fbank", 0.40, dataset="speech_commands:speech_commands_v0.01", test_utterances=3081)
+    _ks(tmp_path / "sc", "h", "hubert", 0.88, dataset="speech_commands:speech_commands_v0.01", test_utterances=3081)
+    table = leaderboard_table(collect(tmp_path / "sc")).set_index("upstream")
+    assert table.loc["hubert", "ks score"] == pytest.approx(1000 * 0.48 / 0.5669)
+    _ks(tmp_path / "demo", "f", "fbank", 0.40)
+    _ks(tmp_path / "demo", "h", "hubert", 0.88)
+    _ks(tmp_path / "demo", "a", "apc", 0.64)
+    table = leaderboard_table(collect(tmp_path / "demo")).set_index("upstream")
+    assert table.loc["hubert", "ks score"] == pytest.approx(1000.0)
+    assert table.loc["apc", "ks score"] == pytest.approx(500.0)
+
+
+def test_a_track_where_fbank_equals_the_reference_does_not_count(tmp_path):
+    """ST: FBANK at the reference would divide by zero (or by noise): the track is left out of every
+    upstream's average; KS still scores. Scores beyond ±1000 are clipped."""
+    _ks(tmp_path, "ks-f", "fbank", 0.40)
+    _ks(tmp_path, "ks-u", "up", 0.70)
+    for name, upstream, bleu in (("st-f", "fbank", 17.1), ("st-u", "up", 6.0)):
+        payload = _results(upstream, 1, bleu, bleu, task="st", metric="bleu")
+        payload["experiment"] = name
+        _write(tmp_path, name, payload)
+    table = leaderboard_table(collect(tmp_path), references=with_overrides(["st:bleu=17.1"])).set_index("upstream")
+    assert pd.isna(table.loc["up", "st score"]) and table.loc["up", "scored_tasks"] == 1
+    assert table.loc["up", "superb_score"] == pytest.approx(1000.0)  # KS alone: the board's best
+    assert table.loc["fbank", "superb_score"] == 0
+    table = leaderboard_table(collect(tmp_path), references=with_overrides(["st:bleu=17.2"])).set_index("upstream")
+    assert table.loc["up", "st score"] == -1000.0  # 1000 (6 - 17.1) / 0.1 = -111000, clipped
+    assert table.loc["up", "superb_score"] == pytest.approx(0.0)
+
+
+def test_within_noise_of_fbank_is_not_scored(tmp_path):
+    for seed, acc in ((1, 0.40), (2, 0.50)):  # FBANK: mean 0.45, std 0.0707
+        _ks(tmp_path, f"f{seed}", "fbank", acc, seed=seed)
+    _ks(tmp_path, "u", "up", 0.47)  # the board's best, within FBANK's std of its mean
+    table = leaderboard_table(collect(tmp_path)).set_index("upstream")
+    assert table["ks score"].isna().all() and table["superb_score"].isna().all()
+
+
+def test_learning_rate_chosen_on_dev(tmp_path):
+    """Per upstream and track, the rate with the best mean dev metric counts, even when its test is worse."""
+    for seed in (1, 2):
+        _ks(tmp_path, f"f-lr1-s{seed}", "fbank", 0.50, seed=seed, lr=1e-3, dev=0.30)
+        _ks(tmp_path, f"f-lr2-s{seed}", "fbank", 0.20, seed=seed, lr=1e-2, dev=0.60 + seed / 100)
+        _ks(tmp_path, f"u-lr1-s{seed}", "up", 0.80, seed=seed, lr=1e-3, dev=0.90)
+        _ks(tmp_path, f"u-lr2-s{seed}", "up", 0.85, seed=seed, lr=1e-2, dev=0.10)
+    runs = choose_learning_rates(collect(tmp_path))
+    kept = runs[runs["selected"] & (runs["split"] == "test")]
+    assert sorted(kept["experiment"]) == ["f-lr2-s1", "f-lr2-s2", "u-lr1-s1", "u-lr1-s2"]
+    table = leaderboard_table(collect(tmp_path)).set_index("upstream")
+    assert table.loc["fbank", "ks lr"] == 1e-2 and table.loc["fbank", "ks accuracy"] == pytest.approx(0.20)
+    assert table.loc["up", "ks lr"] == 1e-3 and table.loc["up", "ks accuracy"] == pytest.approx(0.80)
+    assert table.loc["up", "ks n"] == 2
+    search = chosen_rates(collect(tmp_path)).set_index("upstream")
+    assert search.loc["fbank", "chosen_lr"] == 1e-2 and "0.001: 0.3" in search.loc["fbank", "dev_mean_per_lr"]
+
+
+def test_learning_rate_search_without_dev_is_an_error(tmp_path):
+    _ks(tmp_path, "a", "fbank", 0.5, lr=1e-3)
+    path = _ks(tmp_path, "b", "fbank", 0.6, lr=1e-2)
+    payload = json.loads(path.read_text())
+    del payload["splits"]["dev"]
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"fbank on ks .*0\.01.*no dev results"):
+        choose_learning_rates(collect(tmp_path))

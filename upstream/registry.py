@@ -101,6 +101,15 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
     return model.eval()
 
 
+def checkpoint_settings(path: str | Path) -> dict:
+    """The settings (architecture, features) stored in this toolkit's checkpoint ``path``: with
+    them, ``build_upstream(name, **settings)`` builds the same model with random weights."""
+    state = _load_own(Path(path))
+    if state is None:
+        raise ValueError(f"{path} is not an upstream checkpoint of this toolkit (no settings to copy)")
+    return dict(state["settings"])
+
+
 def _load_own(path: Path) -> dict | None:
     """This toolkit's checkpoint dict, or None when the file is in some other format."""
     try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 from .asr import SpeechRecognition
 from .base import Task
 from .ks import KeywordSpotting
+from .pr import PhonemeRecognition
 from .st import SpeechTranslation
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, SpeechTranslation)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition, SpeechTranslation)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -3,7 +3,7 @@
 Head as in SUPERB: SpecAugment-style masking of the features (training only), Linear(D ->
 proj_dim), a ``lstm_layers``-layer BiLSTM (``lstm_dim`` per direction, dropout between layers),
 Linear -> characters + blank; CTC loss. SUPERB's sizes are 1024 (the defaults); the CPU recipes use
-256. Greedy decoding by default; beam search (torchaudio / flashlight-text) with an optional KenLM
+128. Greedy decoding by default; beam search (torchaudio / flashlight-text) with an optional KenLM
 word n-gram model.
 """
 from __future__ import annotations
@@ -16,49 +16,25 @@ import torch.nn.functional as F
 import torchaudio.transforms as T
 from torch import nn
 
-from corpora.librilight import SUBSETS, prepare_librilight
-from corpora.librispeech import prepare_librispeech
-from corpora.manifest import Record, read_manifest
+from corpora.manifest import Record
 
-from .base import GENERIC_CORPORA, Task
-from .ctc_text import BeamSearchDecoder, CharVocabulary, ctc_min_frames, error_rates, greedy_decode, normalize_transcript
+from .base import GENERIC_CORPORA
+from .ctc_text import BeamSearchDecoder, CharVocabulary, error_rates, greedy_decode, normalize_transcript
+from .transcribed import CTCTask, TranscribedConfig, check_rates, resample_frames
 
-CORPORA = ("demo", "librispeech", *GENERIC_CORPORA)
 VOCABULARIES = ("superb", "train")
 DECODERS = ("greedy", "beam")
 
 
 @dataclass
-class ASRConfig:
-    """ASR settings.
+class ASRConfig(TranscribedConfig):
+    """ASR settings: the corpus and frame rate (:class:`TranscribedConfig`), then the head and decoding.
 
-    ``corpus``: ``librispeech`` (``root`` holds ``LibriSpeech/<split>/`` and, for Libri-light
-    training sets, ``librispeech_finetuning/``), ``demo`` (the toolkit's synthetic corpus in that
-    layout, built under ``root`` if absent) or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
-    ``test.tsv`` with a ``text`` column) or ``hf`` (a local Hugging Face dataset at ``root`` with a
-    ``text`` column, e.g. LibriSpeech from the Hub: ``hf_splits`` names its splits).
-    ``train_set``: a LibriSpeech split (``train-clean-100``) or a Libri-light setting
-    (``librilight-10min``, ``librilight-1h``, ``librilight-10h``). ``dev_set``, ``test_set``: LibriSpeech splits.
     ``vocabulary``: ``superb`` (``|``, A-Z, apostrophe) or ``train`` (the training transcripts' characters).
     ``select_metric``: the dev metric that picks the best checkpoint (``wer`` or ``cer``).
     """
 
-    corpus: str = "demo"
-    root: str = "data/demo_asr"
-    hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
-    """``corpus: hf``: the dataset's splits used as train, dev and test."""
-    train_set: str = "librilight-10min"
-    dev_set: str = "dev-clean"
-    test_set: str = "test-clean"
-    demo_full_minutes: float = 0.0
-    """``corpus: demo``: also build ``train-clean-100`` with this many minutes (for ``train_set: train-clean-100``)."""
     vocabulary: str = "superb"
-    downsample: int = 1
-    upsample: int = 1
-    """Each feature frame repeated this many times before the head: a 40-ms upstream (BEST-RQ)
-    reaches 20-ms frames, so that CTC has a frame for every character of fast speech."""
-    """Adjacent feature frames concatenated into one before the projection (S3PRL's ``concat``
-    downsampling): 2 brings a 10-ms upstream to 20-ms frames, halving the BiLSTM's cost."""
     proj_dim: int = 1024
     lstm_dim: int = 1024
     lstm_layers: int = 2
@@ -134,8 +110,7 @@ class CTCHead(nn.Module):
                         if cfg.specaug else nn.Identity())
         if cfg.lstm_layers < 0:
             raise ValueError(f"task.lstm_layers must be >= 0, got {cfg.lstm_layers}")
-        if cfg.downsample < 1 or cfg.upsample < 1 or (cfg.downsample > 1 and cfg.upsample > 1):
-            raise ValueError(f"task.downsample and task.upsample must be >= 1, one of them 1; got {cfg.downsample}, {cfg.upsample}")
+        check_rates(cfg.upsample, cfg.downsample)
         self.downsample, self.upsample = cfg.downsample, cfg.upsample
         if cfg.lstm_layers == 0:  # wav2vec 2.0's fine-tuning head: one linear CTC layer
             self.proj, self.lstm, self.out = None, None, nn.Linear(input_dim * cfg.downsample, vocab_size)
@@ -145,19 +120,13 @@ class CTCHead(nn.Module):
             self.out = nn.Linear(2 * cfg.lstm_dim, vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.specaug(features)
-        if self.upsample > 1:  # (B, T, D) -> (B, k T, D), each frame repeated
-            x, lengths = x.repeat_interleave(self.upsample, dim=1), lengths * self.upsample
-        if self.downsample > 1:  # (B, T, D) -> (B, ceil(T / k), k * D), zero-padded at the end
-            b, t, d = x.shape
-            x = F.pad(x, (0, 0, 0, -t % self.downsample)).reshape(b, -1, self.downsample * d)
-            lengths = (lengths + self.downsample - 1) // self.downsample
+        x, lengths = resample_frames(self.specaug(features), lengths, self.upsample, self.downsample)
         if self.lstm is not None:
             x = self.lstm(self.proj(x), lengths)
         return F.log_softmax(self.out(x), dim=-1), lengths
 
 
-class SpeechRecognition(Task):
+class SpeechRecognition(CTCTask):
     name = "asr"
     config_class = ASRConfig
     primary_metric = "wer"
@@ -166,74 +135,25 @@ class SpeechRecognition(Task):
 
     def __init__(self, cfg: ASRConfig, workdir: Path):
         super().__init__(cfg, workdir)
-        for key, value, allowed in (("corpus", cfg.corpus, CORPORA), ("vocabulary", cfg.vocabulary, VOCABULARIES),
-                                    ("decoder", cfg.decoder, DECODERS), ("select_metric", cfg.select_metric, ("wer", "cer"))):
+        for key, value, allowed in (("vocabulary", cfg.vocabulary, VOCABULARIES), ("decoder", cfg.decoder, DECODERS),
+                                    ("select_metric", cfg.select_metric, ("wer", "cer"))):
             if value not in allowed:
                 raise ValueError(f"task.{key} {value!r} unknown for asr; choose from {allowed}")
         self.selection_metric = cfg.select_metric
         self.vocab: CharVocabulary | None = None
-        self.targets: dict[str, list[int]] = {}
         self._beam: BeamSearchDecoder | None = None
         self._train_words: set[str] = set()
 
-    def build_corpus(self) -> None:
-        if self.cfg.corpus == "demo":
-            from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
-
-            build_demo_asr(self.cfg.root, full_minutes=self.cfg.demo_full_minutes)
-
-    def prepare(self) -> dict[str, list[Record]]:
-        cfg = self.cfg
-        manifests = self.workdir / "manifests"
-        splits = self.generic_splits()
-        if splits is None:
-            self.build_corpus()
-            names = {"train": cfg.train_set, "dev": cfg.dev_set, "test": cfg.test_set}
-            splits = {}
-            for split, name in names.items():
-                if name.startswith("librilight-"):
-                    subset = name.removeprefix("librilight-")
-                    if subset not in SUBSETS:
-                        raise ValueError(f"task.{split}_set {name!r}: Libri-light settings are "
-                                         f"{', '.join('librilight-' + s for s in SUBSETS)}")
-                    splits[split] = read_manifest(prepare_librilight(cfg.root, subset, manifests))
-                else:
-                    splits[split] = read_manifest(prepare_librispeech(cfg.root, name, manifests))
-        for split, records in splits.items():
-            if not records:
-                raise ValueError(f"asr: split '{split}' of {cfg.root} is empty")
-            empty = [r.id for r in records if not normalize_transcript(r.text)]
-            if empty:
-                raise ValueError(f"asr: split '{split}' has utterances without a transcript: {empty[:5]}")
+    def encode(self, splits: dict[str, list[Record]]) -> dict[str, list[int]]:
         if self.vocab is None:  # a checkpoint's vocabulary (load_state) wins over a rebuilt one
-            self.vocab = CharVocabulary.superb() if cfg.vocabulary == "superb" else \
+            self.vocab = CharVocabulary.superb() if self.cfg.vocabulary == "superb" else \
                 CharVocabulary.from_texts(r.text for r in splits["train"])
-        self.targets = {}
-        for split, records in splits.items():
-            for r in records:
-                self.targets[r.id] = self.vocab.encode(r.text, where=f"{split} utterance {r.id} ({r.path})")
         self._train_words = {w for r in splits["train"] for w in normalize_transcript(r.text).split()}
-        return splits
-
-    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
-        """CTC needs at least one output frame per character (plus one between repeats): an error otherwise."""
-        k, up = self.cfg.downsample, self.cfg.upsample
-        frames = [(n * up + k - 1) // k for n in num_frames]
-        needs = [ctc_min_frames(self.targets[r.id]) for r in records]
-        short = [(r.id, n, m) for r, n, m in zip(records, frames, needs) if n < m]
-        if short:
-            detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
-            raise ValueError(f"asr: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
-                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these transcripts (task.upsample=2 repeats each frame)")
+        return {r.id: self.vocab.encode(r.text, where=f"{split} utterance {r.id} ({r.path})")
+                for split, records in splits.items() for r in records}
 
     def build_head(self, input_dim: int) -> nn.Module:
         return CTCHead(input_dim, len(self.vocab), self.cfg)
-
-    def loss(self, output, records: list[Record]) -> torch.Tensor:
-        log_probs, lengths = output
-        targets = [torch.tensor(self.targets[r.id]) for r in records]
-        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
-                          blank=0, zero_infinity=True)
 
     def predict(self, output) -> list[str]:
         log_probs, lengths = output
@@ -247,21 +167,12 @@ class SpeechRecognition(Task):
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
         return error_rates([r.text for r in records], predictions)
 
-    def reference(self, record: Record) -> str:
-        return normalize_transcript(record.text)
-
     def track(self) -> str:
         """``asr_10min`` / ``asr_1h`` / ``asr_10h`` for the Libri-light limited sets, else ``asr``."""
         limited = self.cfg.train_set.removeprefix("librilight-")
         if self.cfg.corpus in GENERIC_CORPORA or limited == self.cfg.train_set:
             return "asr"
         return f"asr_{limited}"
-
-    def dataset(self) -> str:
-        """``<corpus>:<root folder name>/<training set>``, e.g. ``librispeech:librispeech_mini/librilight-10min``."""
-        if self.cfg.corpus in GENERIC_CORPORA:
-            return super().dataset()
-        return f"{super().dataset()}/{self.cfg.train_set}"
 
     def state(self) -> dict:
         return {"characters": self.vocab.tokens[1:]}

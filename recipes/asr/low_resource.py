@@ -1,13 +1,16 @@
 """Low-resource ASR (Libri-light style): frozen upstreams with the small CTC head, and fine-tuning.
 
     python -m recipes.asr.low_resource [-c recipes/asr/librispeech_mini.yaml] [--setting 10min|1h|10h]
-        [-u fbank -u apc=exp/pretrain/apc_tiny/upstream.pt ...] [--finetune hubert] [--expdir exp/asr] [--tag ls]
+        [-u fbank -u apc=exp/pretrain/apc_tiny/upstream.pt ...] [--finetune hubert] [--lrs 1e-4,1e-3,1e-2]
+        [--expdir exp/asr] [--tag ls]
 
 For each upstream (``NAME`` or ``NAME=CHECKPOINT``) trains the ASR head on the frozen upstream
 (experiment ``<tag>-<setting>-<label>``); for each upstream named by ``--finetune`` also fine-tunes
 it with the head (``…-finetuned``, the finetune settings of the config). Upstreams with 10-ms frames get
-``task.downsample=2``, 40-ms ones ``task.upsample=2``, so that every head runs at 20 ms. Reports dev and test WER/CER in
-``<expdir>/<tag>-<setting>-leaderboard.csv``. Idempotent: finished experiments are reused,
+``task.downsample=2``, 40-ms ones ``task.upsample=2``, so that every head runs at 20 ms. With
+``--lrs``, every experiment trains once per learning rate (``…-lr<rate>``) and the table keeps, per
+upstream, the rate with the best dev WER (:func:`leaderboard.select.choose_learning_rates`).
+Reports dev and test WER/CER in ``<expdir>/<tag>-<setting>-leaderboard.csv``. Idempotent: finished experiments are reused,
 interrupted ones resume. Without ``-c`` it runs on the toolkit's synthetic demo corpus.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from downstream.cli import setup_console_logging
 from downstream.config import load_yaml, parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 from leaderboard.collect import collect
+from leaderboard.select import choose_learning_rates
 from upstream import build_upstream, distributed
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -31,13 +35,14 @@ TARGET_FRAME_SAMPLES = 320
 """The head's frame: 20 ms at 16 kHz."""
 
 
-def head_frame_rate(upstream_name: str, ckpt: str | None) -> list[str]:
-    """Overrides that bring the upstream's frames to about 20 ms: ``task.downsample`` (concatenate
-    10-ms frames) or ``task.upsample`` (repeat 40-ms frames)."""
+def head_frame_rate(upstream_name: str, ckpt: str | None, concatenate: bool = True) -> list[str]:
+    """Overrides that bring the upstream's frames to about 20 ms: ``task.upsample`` (repeat 40-ms
+    frames) or, with ``concatenate``, ``task.downsample`` (concatenate 10-ms frames)."""
     rate = build_upstream(upstream_name, ckpt).downsample_rate
     if rate > TARGET_FRAME_SAMPLES:
         return ["task.downsample=1", f"task.upsample={round(rate / TARGET_FRAME_SAMPLES)}"]
-    return [f"task.downsample={max(1, round(TARGET_FRAME_SAMPLES / rate))}", "task.upsample=1"]
+    down = max(1, round(TARGET_FRAME_SAMPLES / rate)) if concatenate else 1
+    return [f"task.downsample={down}", "task.upsample=1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setting", default="10min", choices=("10min", "1h", "10h"), help="Libri-light training set")
     p.add_argument("-u", "--upstream", action="append", default=[], help="NAME or NAME=CHECKPOINT, repeatable (default: fbank)")
     p.add_argument("--finetune", action="append", default=[], help="upstream label (NAME or checkpoint folder) to fine-tune too")
+    p.add_argument("--lrs", default="", help="comma-separated learning-rate grid (default: the config's train.lr)")
     p.add_argument("--expdir", type=Path, default=Path("exp/asr"))
     p.add_argument("--tag", default="demo", help="experiment name prefix")
     p.add_argument("-o", "--override", action="append", default=[], help="section.key=value for every experiment")
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging(logging.WARNING)
     try:
         distributed.init(args.device)
+        rates = [(f"-lr{float(lr):g}", [f"train.lr={float(lr)}"]) for lr in args.lrs.split(",") if lr] or [("", [])]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -63,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = str(Path(ckpt).resolve()) if ckpt else None
         label = Path(ckpt).parent.name if ckpt and Path(ckpt).name == "upstream.pt" else Path(ckpt).stem if ckpt else upstream
         base = [f"task.train_set=librilight-{args.setting}", *head_frame_rate(upstream, ckpt), *args.override]
-        runs = [(f"{args.tag}-{args.setting}-{label}", base)]
+        runs = [(f"{args.tag}-{args.setting}-{label}{suffix}", [*base, *lr]) for suffix, lr in rates]
         if label in args.finetune or upstream in args.finetune:
-            runs.append((f"{args.tag}-{args.setting}-{label}-finetuned", [*base, "finetune.enabled=true"]))
+            runs += [(f"{args.tag}-{args.setting}-{label}-finetuned{suffix}", [*base, *lr, "finetune.enabled=true"])
+                     for suffix, lr in rates]
         for name, overrides in runs:
             names.append(name)
             if (args.expdir / name / "results.json").is_file():
@@ -85,15 +93,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def error_rate_table(expdir: Path, names: list[str]) -> pd.DataFrame:
-    """One row per experiment: upstream label, dev and test WER and CER (%), sorted by test CER."""
+    """One row per experiment at its upstream's chosen learning rate: upstream label, learning rate,
+    dev and test WER and CER (%), sorted by test CER."""
     rows = collect(expdir)
-    rows = rows[rows["experiment"].isin(names)]
+    rows = choose_learning_rates(rows[rows["experiment"].isin(names)])
     table = {}
-    for row in rows.itertuples(index=False):
-        entry = table.setdefault(row.experiment, {"experiment": row.experiment, "upstream": row.upstream})
+    for row in rows[rows["selected"]].itertuples(index=False):
+        entry = table.setdefault(row.experiment, {"experiment": row.experiment, "upstream": row.upstream,
+                                                  "lr": row.learning_rate})
         entry[f"{row.split}_wer"] = row.value
         entry[f"{row.split}_cer"] = json.loads(row.other_metrics)["cer"]
-    columns = ["upstream", "dev_wer", "dev_cer", "test_wer", "test_cer", "experiment"]
+    columns = ["upstream", "lr", "dev_wer", "dev_cer", "test_wer", "test_cer", "experiment"]
     return pd.DataFrame(list(table.values()), columns=columns).sort_values("test_cer").reset_index(drop=True)
 
 

@@ -1,0 +1,129 @@
+"""Phoneme recognition (SUPERB PR): a linear layer per frame on the weighted layer sum, CTC over 39 phones, PER.
+
+The head is SUPERB's: so light that it cannot learn the job on its own, which makes PR the task
+where what a representation holds shows most. Targets are ARPAbet phones from the word transcripts
+(:mod:`downstream.tasks.phonemes`: the CMU dictionary, espeak-ng for the words it lacks, counted in
+``results.json`` under ``metric_info``). Greedy CTC decoding; PER is jiwer's word error rate over
+phone sequences (edit distance / reference phones), in %.
+
+A linear probe trained on a few minutes of speech memorises: ``folds: N`` pools every split of the
+corpus and re-splits it (:func:`corpora.folds.heldout_fold`, by speaker, or by utterance for a
+one-reader corpus) so that each fold trains on most of it and tests on the rest.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corpora.folds import heldout_fold
+from corpora.manifest import Record
+
+from .ctc_text import BLANK
+from .phonemes import ARPABET, LexiconReport, PhonemeLexicon
+from .transcribed import CTCTask, TranscribedConfig, resample_frames
+
+log = logging.getLogger("downstream.pr")
+
+
+@dataclass
+class PRConfig(TranscribedConfig):
+    """Phoneme-recognition settings: the corpus and frame rate (:class:`TranscribedConfig`), then the folds.
+
+    ``folds``: > 0 pools train, dev and test and re-splits them into this many folds (run ``fold`` =
+    0 .. folds - 1; the leaderboard averages them): each fold tests one part, selects on
+    ``fold_dev_fraction`` of the other speakers and trains on the rest. 0 keeps the corpus's split.
+    """
+
+    folds: int = 0
+    fold: int = 0
+    fold_dev_fraction: float = 0.1
+
+
+class PhonemeHead(nn.Module):
+    """SUPERB's frame-level head: (B, T, D) features, (B,) lengths -> ((B, T', P + 1) log-probabilities,
+    (B,) lengths), one linear layer after :func:`~downstream.tasks.transcribed.resample_frames`."""
+
+    def __init__(self, input_dim: int, num_labels: int, upsample: int = 1, downsample: int = 1):
+        super().__init__()
+        self.upsample, self.downsample = upsample, downsample
+        self.linear = nn.Linear(input_dim * downsample, num_labels)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, lengths = resample_frames(features, lengths, self.upsample, self.downsample)
+        return F.log_softmax(self.linear(x), dim=-1), lengths
+
+
+def phone_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus PER in %: edit distance over space-separated phone sequences / reference phones (jiwer)."""
+    if any(not r.split() for r in references):
+        raise ValueError("a reference phone sequence is empty; PER is undefined for it")
+    return 100.0 * jiwer.wer(references, hypotheses)
+
+
+class PhonemeRecognition(CTCTask):
+    name = "pr"
+    config_class = PRConfig
+    primary_metric = "per"
+    higher_is_better = False
+
+    def __init__(self, cfg: PRConfig, workdir: Path):
+        super().__init__(cfg, workdir)
+        self.phones = [BLANK, *ARPABET]
+        self.index = {p: i for i, p in enumerate(self.phones)}
+        self.phone_text: dict[str, str] = {}
+        self.report = LexiconReport()
+
+    def read_splits(self) -> dict[str, list[Record]]:
+        splits = super().read_splits()
+        if not self.cfg.folds:
+            return splits
+        pooled = [r for name in ("train", "dev", "test") for r in splits[name]]
+        return heldout_fold(pooled, self.cfg.folds, self.cfg.fold, self.cfg.fold_dev_fraction)
+
+    def encode(self, splits: dict[str, list[Record]]) -> dict[str, list[int]]:
+        texts = {r.id: r.text for records in splits.values() for r in records}
+        phones, self.report = PhonemeLexicon().convert(texts)
+        info = self.report.as_dict()
+        log.info("phonemes: %d of %d words (%d of %d utterances) not in the CMU dictionary, spelled by espeak-ng; "
+                 "e.g. %s", info["oov_tokens"], info["words"], info["oov_utterances"], info["utterances"],
+                 ", ".join(info["oov_examples"][:10]) or "none")
+        self.phone_text = {uid: " ".join(p) for uid, p in phones.items()}
+        return {uid: [self.index[p] for p in seq] for uid, seq in phones.items()}
+
+    def build_head(self, input_dim: int) -> nn.Module:
+        return PhonemeHead(input_dim, len(self.phones), self.cfg.upsample, self.cfg.downsample)
+
+    def predict(self, output) -> list[str]:
+        log_probs, lengths = output
+        best = log_probs.argmax(-1)
+        return [" ".join(self.phones[i] for i in torch.unique_consecutive(best[b, : int(lengths[b])]).tolist() if i)
+                for b in range(best.shape[0])]
+
+    def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
+        return {"per": phone_error_rate([self.reference(r) for r in records], predictions)}
+
+    def reference(self, record: Record) -> str:
+        return self.phone_text[record.id]
+
+    def dataset(self) -> str:
+        """As for ASR, ``/folds-N`` instead of the training set when the corpus is re-split."""
+        if self.cfg.folds:
+            return f"{self.cfg.corpus}:{Path(self.cfg.root).name}/folds-{self.cfg.folds}"
+        return super().dataset()
+
+    def metric_info(self) -> dict:
+        """How the phone targets were made: dictionary coverage and the words espeak-ng spelled."""
+        return {"phonemes": self.report.as_dict()}
+
+    def state(self) -> dict:
+        return {"phones": self.phones}
+
+    def load_state(self, state: dict) -> None:
+        self.phones = list(state["phones"])
+        self.index = {p: i for i, p in enumerate(self.phones)}

@@ -1,0 +1,155 @@
+"""What the CTC tasks on transcribed speech share (ASR, phoneme recognition): corpora, frame rate, CTC loss.
+
+Both read the same corpora (LibriSpeech and Libri-light layouts, the demo corpus in that layout,
+manifests and local Hugging Face datasets), bring the upstream's frames to the head's rate
+(``downsample``/``upsample``), check that every utterance has enough frames for its CTC labels
+and train with the CTC loss; they differ in their labels (characters, phones) and heads.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from corpora.librilight import SUBSETS, prepare_librilight
+from corpora.librispeech import prepare_librispeech
+from corpora.manifest import Record, read_manifest
+
+from .base import GENERIC_CORPORA, Task
+from .ctc_text import ctc_min_frames, normalize_transcript
+
+CORPORA = ("demo", "librispeech", *GENERIC_CORPORA)
+
+
+@dataclass
+class TranscribedConfig:
+    """Corpus and frame-rate settings of a CTC task.
+
+    ``corpus``: ``librispeech`` (``root`` holds ``LibriSpeech/<split>/`` and, for Libri-light
+    training sets, ``librispeech_finetuning/``), ``demo`` (the toolkit's synthetic corpus in that
+    layout, built under ``root`` if absent) or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
+    ``test.tsv`` with a ``text`` column) or ``hf`` (a local Hugging Face dataset at ``root`` with a
+    ``text`` column, e.g. LibriSpeech from the Hub: ``hf_splits`` names its splits).
+    ``train_set``: a LibriSpeech split (``train-clean-100``) or a Libri-light setting
+    (``librilight-10min``, ``librilight-1h``, ``librilight-10h``). ``dev_set``, ``test_set``: LibriSpeech splits.
+    """
+
+    corpus: str = "demo"
+    root: str = "data/demo_asr"
+    hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    """``corpus: hf``: the dataset's splits used as train, dev and test."""
+    train_set: str = "librilight-10min"
+    dev_set: str = "dev-clean"
+    test_set: str = "test-clean"
+    demo_full_minutes: float = 0.0
+    """``corpus: demo``: also build ``train-clean-100`` with this many minutes (for ``train_set: train-clean-100``)."""
+    downsample: int = 1
+    """Adjacent feature frames concatenated into one before the head (S3PRL's ``concat``
+    downsampling): 2 brings a 10-ms upstream to 20-ms frames."""
+    upsample: int = 1
+    """Each feature frame repeated this many times before the head: a 40-ms upstream (BEST-RQ)
+    reaches 20-ms frames, so that CTC has a frame for every label of fast speech."""
+
+
+def resample_frames(x: torch.Tensor, lengths: torch.Tensor, upsample: int, downsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, D), (B,) -> frames repeated ``upsample`` times, then ``downsample`` frames concatenated:
+    (B, ceil(T * up / down), down * D), zero-padded at the end, and the new lengths."""
+    if upsample > 1:
+        x, lengths = x.repeat_interleave(upsample, dim=1), lengths * upsample
+    if downsample > 1:
+        b, t, d = x.shape
+        x = F.pad(x, (0, 0, 0, -t % downsample)).reshape(b, -1, downsample * d)
+        lengths = (lengths + downsample - 1) // downsample
+    return x, lengths
+
+
+def check_rates(upsample: int, downsample: int) -> None:
+    """ValueError unless both are >= 1 and at most one of them is above 1."""
+    if downsample < 1 or upsample < 1 or (downsample > 1 and upsample > 1):
+        raise ValueError(f"task.downsample and task.upsample must be >= 1, one of them 1; got {downsample}, {upsample}")
+
+
+class CTCTask(Task):
+    """A task whose head emits per-frame log-probabilities for CTC over :meth:`encode`'s labels.
+
+    ``prepare`` reads the corpus (:meth:`read_splits`, which a task may re-split), checks that no
+    transcript is empty and stores each utterance's label ids in ``self.targets``.
+    """
+
+    def __init__(self, cfg: TranscribedConfig, workdir):
+        super().__init__(cfg, workdir)
+        if cfg.corpus not in CORPORA:
+            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for {self.name}; choose from {CORPORA}")
+        check_rates(cfg.upsample, cfg.downsample)
+        self.targets: dict[str, list[int]] = {}
+
+    def build_corpus(self) -> None:
+        if self.cfg.corpus == "demo":
+            from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
+
+            build_demo_asr(self.cfg.root, full_minutes=self.cfg.demo_full_minutes)
+
+    def read_splits(self) -> dict[str, list[Record]]:
+        """The corpus's train/dev/test records as ``train_set``/``dev_set``/``test_set`` name them."""
+        cfg = self.cfg
+        manifests = self.workdir / "manifests"
+        splits = self.generic_splits()
+        if splits is not None:
+            return splits
+        self.build_corpus()
+        names = {"train": cfg.train_set, "dev": cfg.dev_set, "test": cfg.test_set}
+        splits = {}
+        for split, name in names.items():
+            if name.startswith("librilight-"):
+                subset = name.removeprefix("librilight-")
+                if subset not in SUBSETS:
+                    raise ValueError(f"task.{split}_set {name!r}: Libri-light settings are "
+                                     f"{', '.join('librilight-' + s for s in SUBSETS)}")
+                splits[split] = read_manifest(prepare_librilight(cfg.root, subset, manifests))
+            else:
+                splits[split] = read_manifest(prepare_librispeech(cfg.root, name, manifests))
+        return splits
+
+    def prepare(self) -> dict[str, list[Record]]:
+        splits = self.read_splits()
+        for split, records in splits.items():
+            if not records:
+                raise ValueError(f"{self.name}: split '{split}' of {self.cfg.root} is empty")
+            empty = [r.id for r in records if not normalize_transcript(r.text)]
+            if empty:
+                raise ValueError(f"{self.name}: split '{split}' has utterances without a transcript: {empty[:5]}")
+        self.targets = self.encode(splits)
+        return splits
+
+    @abstractmethod
+    def encode(self, splits: dict[str, list[Record]]) -> dict[str, list[int]]:
+        """Utterance id -> CTC label ids (no blank) for every record of every split."""
+
+    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
+        """CTC needs at least one output frame per label (plus one between repeats): an error otherwise."""
+        k, up = self.cfg.downsample, self.cfg.upsample
+        frames = [(n * up + k - 1) // k for n in num_frames]
+        needs = [ctc_min_frames(self.targets[r.id]) for r in records]
+        short = [(r.id, n, m) for r, n, m in zip(records, frames, needs) if n < m]
+        if short:
+            detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
+            raise ValueError(f"{self.name}: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
+                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these "
+                             "transcripts (task.upsample=2 repeats each frame)")
+
+    def loss(self, output, records: list[Record]) -> torch.Tensor:
+        log_probs, lengths = output
+        targets = [torch.tensor(self.targets[r.id]) for r in records]
+        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
+                          blank=0, zero_infinity=True)
+
+    def reference(self, record: Record) -> str:
+        return normalize_transcript(record.text)
+
+    def dataset(self) -> str:
+        """``<corpus>:<root folder name>/<training set>``, e.g. ``librispeech:librispeech_mini/librilight-10min``."""
+        if self.cfg.corpus in GENERIC_CORPORA:
+            return super().dataset()
+        return f"{super().dataset()}/{self.cfg.train_set}"
