@@ -66,3 +66,17 @@ def heldout_fold(records: list[Record], folds: int, fold: int, dev_fraction: flo
         g = r.speaker if by_speaker else r.id
         out["test" if g in tested else "dev" if g in dev else "train"].append(r)
     return out
+
+
+def subset_minutes(records: list[Record], minutes: float, seed: int = 0) -> list[Record]:
+    """A seeded random subset of ``records`` holding at most ``minutes`` of audio (at least one record),
+    in the original order: how much a head needs is measured by training on nested subsets."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    chosen, total = set(), 0.0
+    for i in order:
+        if chosen and total + records[i].duration > 60.0 * minutes:
+            break
+        chosen.add(i)
+        total += records[i].duration
+    return [r for i, r in enumerate(records) if i in chosen]

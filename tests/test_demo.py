@@ -1,5 +1,6 @@
 """The README's main command, shrunk: the demo preset of the benchmark builds its TTS keyword corpus,
-trains KS on FBANK and writes the leaderboard; a rerun reuses the experiment."""
+trains KS on FBANK at each learning rate of its grid (two worker processes) and writes the
+leaderboard; a rerun reuses the experiments."""
 import shutil
 from pathlib import Path
 
@@ -25,4 +26,6 @@ def test_demo_preset_end_to_end_and_idempotent(tmp_path: Path, capsys):
     assert "fbank" in first and (tmp_path / "exp" / "report.html").is_file()
     assert main(args) == 0
     timing = pd.read_csv(tmp_path / "exp" / "timing.tsv", sep="\t").set_index("stage")
-    assert timing.loc["ks fbank seed 1337", "status"] == "reused"  # no training the second time
+    stages = ["ks fbank seed 1337 lr0.001", "ks fbank seed 1337 lr0.01"]  # the demo's learning-rate grid
+    assert (timing.loc[stages, "status"] == "reused").all()  # no training the second time
+    assert board.loc[0, "ks lr"] in (0.001, 0.01)

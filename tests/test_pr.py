@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpora.folds import heldout_fold
+from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
 from downstream.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
@@ -162,3 +162,11 @@ def test_phoneme_head_repeats_coarse_frames():
     log_probs, lengths = head(torch.randn(2, 5, 4), torch.tensor([5, 3]))
     assert log_probs.shape == (2, 10, 40) and lengths.tolist() == [10, 6]
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 10))
+
+
+def test_training_subsets_are_nested_and_bounded():
+    records = [Record(id=str(i), path=f"/x/{i}.flac", duration=10.0 + i % 7, text="A") for i in range(60)]
+    ten, twenty = subset_minutes(records, 10), subset_minutes(records, 20)
+    assert sum(r.duration for r in ten) <= 600 < sum(r.duration for r in ten) + 17
+    assert set(r.id for r in ten) < set(r.id for r in twenty) and sum(r.duration for r in twenty) <= 1200
+    assert subset_minutes(records, 0.01) and subset_minutes(records, 1000) == records

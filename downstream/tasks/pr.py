@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from corpora.folds import heldout_fold
+from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
 
 from .ctc_text import BLANK
@@ -43,6 +43,9 @@ class PRConfig(TranscribedConfig):
     folds: int = 0
     fold: int = 0
     fold_dev_fraction: float = 0.1
+    train_minutes: float = 0.0
+    """> 0: train on a seeded random subset of the training part holding at most this many minutes
+    (the subsets for 10 and 20 minutes are nested), to measure how much speech the probe needs."""
 
 
 class PhonemeHead(nn.Module):
@@ -81,10 +84,12 @@ class PhonemeRecognition(CTCTask):
 
     def read_splits(self) -> dict[str, list[Record]]:
         splits = super().read_splits()
-        if not self.cfg.folds:
-            return splits
-        pooled = [r for name in ("train", "dev", "test") for r in splits[name]]
-        return heldout_fold(pooled, self.cfg.folds, self.cfg.fold, self.cfg.fold_dev_fraction)
+        if self.cfg.folds:
+            pooled = [r for name in ("train", "dev", "test") for r in splits[name]]
+            splits = heldout_fold(pooled, self.cfg.folds, self.cfg.fold, self.cfg.fold_dev_fraction)
+        if self.cfg.train_minutes > 0:
+            splits["train"] = subset_minutes(splits["train"], self.cfg.train_minutes)
+        return splits
 
     def encode(self, splits: dict[str, list[Record]]) -> dict[str, list[int]]:
         texts = {r.id: r.text for records in splits.values() for r in records}
@@ -112,10 +117,10 @@ class PhonemeRecognition(CTCTask):
         return self.phone_text[record.id]
 
     def dataset(self) -> str:
-        """As for ASR, ``/folds-N`` instead of the training set when the corpus is re-split."""
-        if self.cfg.folds:
-            return f"{self.cfg.corpus}:{Path(self.cfg.root).name}/folds-{self.cfg.folds}"
-        return super().dataset()
+        """As for ASR, ``/folds-N`` instead of the training set when the corpus is re-split, and
+        ``/<M>min`` when training on a subset."""
+        name = f"{self.cfg.corpus}:{Path(self.cfg.root).name}/folds-{self.cfg.folds}" if self.cfg.folds else super().dataset()
+        return name + (f"/{self.cfg.train_minutes:g}min" if self.cfg.train_minutes > 0 else "")
 
     def metric_info(self) -> dict:
         """How the phone targets were made: dictionary coverage and the words espeak-ng spelled."""

@@ -14,8 +14,9 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
    ``folds``; × learning rate, where it sets ``lrs``) trains into
    ``<expdir>/downstream/<track>-<upstream>-seed<N>[-fold<k>][-lr<rate>]/`` unless it has a
    ``results.json``; ASR heads run at 20-ms frames (``task.downsample``/``task.upsample``) as in
-   :mod:`recipes.asr.low_resource`, PR heads at the upstream's frames, 40-ms ones repeated to 20 ms. An upstream written ``random:NAME`` is the random-weights twin
-   of the pre-trained ``NAME``: the same architecture and settings, its initial weights;
+   :mod:`recipes.asr.low_resource`, PR heads at the upstream's frames, 40-ms ones repeated to 20 ms.
+   An upstream written ``random:NAME`` is the random-weights twin of the pre-trained ``NAME``: the
+   same architecture and settings, its initial weights. ``--jobs N`` trains N experiments at once;
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``;
    where a track has a learning-rate grid, each upstream's rate with the best dev mean counts.
 
