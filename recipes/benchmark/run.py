@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,16 +213,16 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
     pending = [[r for r in group if not r.done] for group in groups]
     os.environ["TQDM_DISABLE"] = "1"  # progress bars of parallel workers would interleave; the timer reports
     context = multiprocessing.get_context("spawn")  # no fork of a process whose thread pools already run
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(str(distributed.device()),))
     try:
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                 initargs=(str(distributed.device()),)) as pool:
-            futures = {pool.submit(_train_group, group) for group in pending if group}
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    for stage, seconds in future.result():  # a failed run raises here, naming its error
-                        timer.record(stage, seconds, reused=False)
+        futures = {pool.submit(_train_group, group) for group in pending if group}
+        while futures:
+            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                for stage, seconds in future.result():  # a failed run raises here, naming its error
+                    timer.record(stage, seconds, reused=False)
     finally:
+        pool.shutdown(cancel_futures=True)  # after a failure: no new group starts, running ones finish
         os.environ.pop("TQDM_DISABLE", None)
 
 
