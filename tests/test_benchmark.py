@@ -115,3 +115,14 @@ def test_learning_rate_grid_and_random_twin(sc_root: Path, tmp_path: Path):
     timing = pd.read_csv(expdir / "timing.tsv", sep="\t")
     trained = timing[(timing["status"] == "ran") & timing["stage"].str.startswith("ks ")]["stage"]
     assert sorted(trained) == sorted(f"ks {u} seed 1337 lr0.01" for u in ("fbank", "apc_small", "random:apc_small"))
+
+
+def test_a_failing_run_in_a_worker_process_stops_the_benchmark_with_its_error(sc_root: Path, tmp_path: Path, capsys):
+    config = _config(tmp_path, sc_root)
+    bench = yaml.safe_load(config.read_text())
+    bench["upstreams"] = ["fbank"]
+    bench["tasks"]["ks"]["overrides"] = [f"task.root={tmp_path / 'no_such_corpus'}"]
+    config.write_text(yaml.safe_dump(bench))
+    assert main(["--data", str(config), "--expdir", str(tmp_path / "out"), "--jobs", "2"]) == 2
+    assert "no_such_corpus" in capsys.readouterr().err
+    assert not list((tmp_path / "out" / "downstream").glob("*/results.json"))

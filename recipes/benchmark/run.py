@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     distributed.add_device_option(p)
     args = p.parse_args(argv)
     setup_console_logging(logging.WARNING)
+    started = time.perf_counter()
     config = PRESETS.get(args.data, Path(args.data))
     try:
         distributed.init(args.device)
@@ -343,18 +344,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(markdown)
     print(stage_times(expdir / "timing.tsv"))
-    print(f"-> {expdir}/leaderboard.csv, leaderboard.md, report.html; stage times in {expdir}/timing.tsv")
+    print(f"wall time {(time.perf_counter() - started) / 60:.1f} min -> {expdir}/leaderboard.csv, leaderboard.md, "
+          f"report.html; stage times in {expdir}/timing.tsv")
     return 0
 
 
 def stage_times(timing_tsv: Path) -> str:
-    """Minutes per stage kind (corpus, pretrain, each track, leaderboard) of the last run, as Markdown."""
+    """Minutes per stage kind (corpus, pretrain, each track, leaderboard) of the last run, as Markdown.
+    With parallel jobs the stages of a kind overlap: their minutes add up to more than the wall time."""
     timing = pd.read_csv(timing_tsv, sep="\t")
     kind = timing["stage"].str.split(" ").str[0]
     table = timing.groupby(kind, sort=False).agg(minutes=("seconds", lambda x: round(x.sum() / 60, 2)),
                                                  stages=("stage", "size"),
                                                  reused=("status", lambda x: int((x == "reused").sum())))
-    table.loc["total"] = [round(timing["seconds"].sum() / 60, 2), len(timing), int((timing["status"] == "reused").sum())]
+    table.loc["sum of stages"] = [round(timing["seconds"].sum() / 60, 2), len(timing), int((timing["status"] == "reused").sum())]
     return table.reset_index(names="stage").to_markdown(index=False)
 
 
