@@ -259,7 +259,7 @@ class Experiment:
                                   seed=tcfg.seed, weights=self.task.sample_weights(train_records))
         writer = SummaryWriter(str(self.dir / "tb"), purge_step=state["step"] + 1) if main else None
         bar = tqdm(total=tcfg.total_steps, initial=state["step"], desc=f"train {self.spec.upstream}/{self.task.name}",
-                   unit="step", disable=not main)
+                   unit="step", **({} if main else {"disable": True}))  # tqdm's defaults: TQDM_DISABLE=1 silences
         featurizer.train()
         head.train()
         loop_start, running = time.perf_counter(), []
