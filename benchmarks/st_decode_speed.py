@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from corpora.batching import DurationBatcher  # noqa: E402
-from downstream.runner import Experiment, FeatureSource, pooled  # noqa: E402
+from downstream.runner import Experiment, FeatureSource  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +41,8 @@ def main() -> None:
     head.eval()
     records = splits[args.split][: args.n]
     cfg = exp.cfg
-    source = FeatureSource(upstream, records, cfg, pooled(splits))
+    cached = exp._cached_splits(upstream, {**splits, "sample": records})  # the corpus's entry: "sample" adds no record
+    source = FeatureSource(upstream, records, cfg, cached.get("sample"))
     batches = DurationBatcher([r.duration for r in records], cfg.train.batch_seconds, cfg.train.batch_size, seed=0).sequential()
     encoded = []
     for _, feats, lengths in source.batches(batches):

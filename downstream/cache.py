@@ -98,6 +98,16 @@ class FeatureSubset(Dataset):
         return i, self.features[self.positions[i]][1]
 
 
+def _record_key(r: Record) -> tuple[str, str, float]:
+    return r.id, r.path, r.start
+
+
+def pooled(splits: dict[str, list[Record]]) -> list[Record]:
+    """Every record of every split once, in a fixed order (by id, path, segment): what one cache entry holds."""
+    unique = {_record_key(r): r for records in splits.values() for r in records}
+    return [unique[key] for key in sorted(unique)]
+
+
 def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> indices (B,), zero-padded float32 features (B, T_max, L, D), lengths (B,)."""
     idx = torch.tensor([i for i, _ in items])
@@ -126,15 +136,15 @@ class FeatureCache:
         entry = self.lookup(upstream, records) or self._build(upstream, records, batch_seconds, batch_size, desc)
         return CachedFeatures(entry)
 
-    def get_subset(self, upstream: Upstream, pool: list[Record], records: list[Record], batch_seconds: float = 100.0,
-                   batch_size: int = 32, desc: str = "extract") -> FeatureSubset:
-        """``records`` (each one of ``pool``) read from the entry of the whole ``pool``, extracted on a miss."""
-        position = {(r.id, r.path, r.start): i for i, r in enumerate(pool)}
-        missing = [r.id for r in records if (r.id, r.path, r.start) not in position]
-        if missing:
-            raise ValueError(f"feature cache: records {missing[:5]} are not in the pooled corpus")
-        return FeatureSubset(self.get(upstream, pool, batch_seconds, batch_size, desc),
-                             [position[(r.id, r.path, r.start)] for r in records])
+    def get_splits(self, upstream: Upstream, splits: dict[str, list[Record]], batch_seconds: float = 100.0,
+                   batch_size: int = 32, desc: str = "extract") -> dict[str, FeatureSubset]:
+        """One entry for every record of every split together (:func:`pooled`), opened once (extracted
+        on a miss), and each split's records read from it: re-dealing the same utterances into other
+        splits (folds) extracts nothing again."""
+        pool = pooled(splits)
+        features = self.get(upstream, pool, batch_seconds, batch_size, desc)
+        position = {_record_key(r): i for i, r in enumerate(pool)}
+        return {name: FeatureSubset(features, [position[_record_key(r)] for r in records]) for name, records in splits.items()}
 
     @torch.inference_mode()
     def _build(self, upstream: Upstream, records: list[Record], batch_seconds: float, batch_size: int, desc: str) -> Path:

@@ -36,7 +36,7 @@ from upstream.base import FinetuneMasking
 from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
-from .cache import FeatureCache, collate_features
+from .cache import FeatureCache, FeatureSubset, collate_features
 from .config import ConfigError, ExperimentConfig, merge, to_dict, tri_stage_scale
 from .tasks import Task, get_task
 
@@ -61,20 +61,12 @@ def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> Experimen
 
 class FeatureSource:
     """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths) on the process's device
-    (:func:`upstream.distributed.device`): from the cache or the live upstream.
-
-    The cache holds one entry for every split of the corpus together (``pool``), so re-dealing the
-    same utterances into other splits (folds) extracts nothing again. When fine-tuning, the upstream
-    changes, so features always come from the live upstream.
+    (:func:`upstream.distributed.device`): from the split's part of the cache (``cached``, see
+    :meth:`Experiment._cached_splits`) or, without it, the live upstream.
     """
 
-    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, pool: list[Record]):
-        self.upstream, self.records, self.cfg = upstream, records, cfg
-        self.cached = None
-        if cfg.cache.enabled and not cfg.finetune.enabled:
-            cache = FeatureCache(cfg.cache.root, cfg.cache.dtype)
-            self.cached = cache.get_subset(upstream, pool, records, cfg.train.batch_seconds, cfg.train.batch_size,
-                                           desc="extract every split")
+    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, cached: FeatureSubset | None):
+        self.upstream, self.records, self.cfg, self.cached = upstream, records, cfg, cached
 
     def batches(self, index_batches: list[list[int]], grad: bool = False):
         """Yield the batches; with ``grad`` the live upstream's forward pass is recorded for backpropagation."""
@@ -188,6 +180,15 @@ class Experiment:
             save_upstream(upstream, fitted)  # evaluate must see the same random weights and statistics
         return upstream
 
+    def _cached_splits(self, upstream: Upstream, splits: dict[str, list[Record]]) -> dict[str, FeatureSubset]:
+        """Each split's features from the cache (one entry for the whole corpus), or nothing when the
+        cache is off or the upstream is fine-tuned (it changes, so features come from the live model)."""
+        cfg = self.cfg
+        if not cfg.cache.enabled or cfg.finetune.enabled:
+            return {}
+        return FeatureCache(cfg.cache.root, cfg.cache.dtype).get_splits(
+            upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
+
     def _logging(self) -> None:
         if not distributed.is_main():
             return
@@ -215,7 +216,8 @@ class Experiment:
         with distributed.main_first():  # process 0 writes manifests, fitted statistics and the feature cache
             splits, upstream, featurizer, head = self._setup()
             t0 = time.perf_counter()
-            sources = {s: FeatureSource(upstream, splits[s], cfg, pooled(splits)) for s in ("train", "dev")}
+            cached = self._cached_splits(upstream, splits)
+            sources = {s: FeatureSource(upstream, splits[s], cfg, cached.get(s)) for s in ("train", "dev")}
             extract_s = time.perf_counter() - t0
         model = distributed.data_parallel(Downstream(featurizer, head))
         if distributed.world_size() > 1:
@@ -392,11 +394,12 @@ class Experiment:
         if self.variant:
             results["decoding"] = self.variant
         metrics_by_split = results.setdefault("splits", {})
+        cached = self._cached_splits(upstream, splits)
         for split in split_names:
             if split not in splits:
                 raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
             t0 = time.perf_counter()
-            source = FeatureSource(upstream, splits[split], self.cfg, pooled(splits))
+            source = FeatureSource(upstream, splits[split], self.cfg, cached.get(split))
             metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
             metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
             self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
@@ -407,12 +410,6 @@ class Experiment:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(results_file)
         return results
-
-
-def pooled(splits: dict[str, list[Record]]) -> list[Record]:
-    """Every record of every split once, in a fixed order (by id, path, segment): what the cache extracts."""
-    unique = {(r.id, r.path, r.start): r for records in splits.values() for r in records}
-    return [unique[key] for key in sorted(unique)]
 
 
 def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
