@@ -27,6 +27,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from corpora.demo import build_demo_keywords  # noqa: E402
 from upstream.base import Upstream, UpstreamOutput  # noqa: E402
 from upstream.frontend import HOP, kaldi_num_frames, log_mel_fbank, utterance_cmvn  # noqa: E402
 
@@ -66,7 +67,7 @@ def worker(upstream: str, cache: bool, data: Path, epochs: int, workdir: Path) -
     """One configuration, in this process: train, then report speed and peak RSS."""
     from corpora.manifest import read_manifest  # noqa: PLC0415
     from corpora.speech_commands import prepare_speech_commands  # noqa: PLC0415
-    from downstream.config import parse_overrides  # noqa: PLC0415
+    from core.config import parse_overrides  # noqa: PLC0415
     from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415
     from upstream.registry import register_upstream  # noqa: PLC0415
 
@@ -98,8 +99,6 @@ def main() -> None:
         if FSDD.is_dir():
             args.data = FSDD
         else:
-            from corpora.synth import build_demo_keywords  # noqa: PLC0415
-
             args.data = build_demo_keywords(ROOT / "data" / "demo_keywords")
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1] == "1", args.data, args.epochs, args.workdir)))

@@ -37,7 +37,7 @@ def _task_overrides(task: str) -> list[str]:
 def worker(task: str, upstream: str, ckpt: str | None, steps: int, workdir: Path) -> dict:
     """One configuration, in this process: extract (cache), train ``steps`` updates, report throughput."""
     from corpora.batching import DurationBatcher  # noqa: PLC0415
-    from downstream.config import parse_overrides  # noqa: PLC0415
+    from core.config import parse_overrides  # noqa: PLC0415
     from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415
 
     spec = RunSpec(task, upstream, ckpt)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from corpora.batching import DurationBatcher  # noqa: E402
 from downstream.runner import Experiment, FeatureSource  # noqa: E402
+from downstream.tasks.st_decoding import beam_search, greedy  # noqa: E402
 
 
 def main() -> None:
@@ -58,12 +59,13 @@ def main() -> None:
         out = []
         for b in range(memory.shape[0]):
             n = int((~mask[b]).sum())
-            out += head.beam_search(memory[b:b + 1, :n], mask[b:b + 1, :n], args.beam, max_len, cfg.task.length_penalty)
+            out += beam_search(head, memory[b:b + 1, :n], mask[b:b + 1, :n], args.beam, max_len,
+                               cfg.task.length_penalty)
         return out
 
-    greedy, t_greedy = timed(head.greedy)
+    greedy_out, t_greedy = timed(lambda m, k, n: greedy(head, m, k, n))
     single, t_single = timed(one_at_a_time)
-    batched, t_batched = timed(lambda m, k, n: head.beam_search(m, k, args.beam, n, cfg.task.length_penalty))
+    batched, t_batched = timed(lambda m, k, n: beam_search(head, m, k, args.beam, n, cfg.task.length_penalty))
     n = len(records)
     print(f"{args.name}: {n} {args.split} utterances, {torch.get_num_threads()} threads, beam {args.beam}")
     print(f"  greedy (batched)           {t_greedy:7.1f} s  {n / t_greedy:6.2f} utt/s")
@@ -71,7 +73,8 @@ def main() -> None:
     print(f"  beam, batched              {t_batched:7.1f} s  {n / t_batched:6.2f} utt/s")
     print(f"  batched / one-at-a-time beam speed-up: {t_single / t_batched:.2f}x; beam / greedy time: {t_batched / t_greedy:.2f}x")
     same = sum(a == b for a, b in zip(single, batched))
-    print(f"  identical beam outputs: {same}/{n}; beam differs from greedy on {sum(a != b for a, b in zip(batched, greedy))}/{n}")
+    differs = sum(a != b for a, b in zip(batched, greedy_out, strict=True))
+    print(f"  identical beam outputs: {same}/{n}; beam differs from greedy on {differs}/{n}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Atomic checkpoint writing: a killed process never leaves a half-written file behind."""
+"""Atomic writes: a killed process never leaves a half-written checkpoint or results file behind."""
 from __future__ import annotations
 
 import os
@@ -22,4 +22,13 @@ def atomic_save(obj: object, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path

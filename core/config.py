@@ -1,16 +1,21 @@
-"""Typed experiment configuration: dataclasses with defaults, YAML files and ``key=value`` overrides.
+"""Typed configuration: dataclasses with defaults, YAML files and ``key=value`` overrides.
 
-Every hyper-parameter lives in one of the dataclasses below (or in a task's own config class) with a
-default. A YAML file and ``-o section.key=value`` overrides are checked against them: an unknown
-key or a value of the wrong type is a :class:`ConfigError` naming the key. Values are parsed as
-YAML scalars (``1e-4``, ``true``, ``[1, 2]``), never evaluated as code.
+Every hyper-parameter lives in a config dataclass with a default (the training loop's in
+:class:`core.training.LoopConfig`, downstream experiments' in :mod:`downstream.config`,
+pre-training's in :mod:`upstream.pretrain`, each task's and model's in its own module). A YAML file
+and ``-o section.key=value`` overrides are merged into them by :func:`merge`: an unknown key or a
+value of the wrong type is a :class:`ConfigError` naming the key. Values are parsed as YAML scalars
+(``1e-4``, ``true``, ``[1, 2]``), never evaluated as code. A field typed ``dict`` (free-form model
+settings) is updated key by key, so an override adds to the YAML's mapping instead of replacing it.
+
+An experiment folder records its resolved config in ``config.yaml`` (:func:`claim_folder`); the same
+name with other settings is an error that lists the differences, never a silent reuse.
 """
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,95 +24,6 @@ import yaml
 
 class ConfigError(ValueError):
     """A config key that does not exist, or a value of the wrong type."""
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and the training loop."""
-
-    seed: int = 1337
-    total_steps: int = 1000
-    lr: float = 1e-4
-    batch_size: int = 32
-    """Most utterances in a batch."""
-    batch_seconds: float = 200.0
-    """Most padded audio seconds in a batch (batch size x longest utterance): bounds memory."""
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    save_every: int = 200
-    log_every: int = 20
-    num_workers: int = 0
-    """DataLoader worker processes (0: load in the main process)."""
-    fit_utterances: int = 500
-    """Training utterances used to fit an upstream that needs statistics (fbank_global)."""
-
-
-@dataclass
-class FeaturizerConfig:
-    """How the upstream's layers are combined (see :class:`upstream.featurizer.Featurizer`)."""
-
-    mode: str = "weighted_sum"
-    layer: int = -1
-    layer_norm: bool = False
-
-
-@dataclass
-class CacheConfig:
-    """The frozen-feature cache (see :mod:`downstream.cache`)."""
-
-    enabled: bool = True
-    root: str = "cache/features"
-    dtype: str = "float16"
-
-
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning the upstream with the head (``run_downstream.py -f``), as wav2vec 2.0 / HuBERT do.
-
-    The upstream is frozen for the first ``freeze_steps`` updates (only the featurizer and head
-    learn), then trained with them. Every parameter follows wav2vec 2.0's tri-stage schedule:
-    linear warm-up from ``init_lr_scale`` x lr over ``warmup_fraction`` of ``train.total_steps``, hold
-    at lr for ``hold_fraction``, exponential decay to ``final_lr_scale`` x lr over the rest. The
-    upstream's learning rate is ``upstream_lr_scale`` x that. During training the upstream masks
-    its own input where it can (HuBERT: spans with the pre-trained mask embedding, channel bands).
-    The feature cache is not used: the upstream changes.
-    """
-
-    enabled: bool = False
-    freeze_steps: int = 0
-    upstream_lr_scale: float = 1.0
-    warmup_fraction: float = 0.1
-    hold_fraction: float = 0.4
-    init_lr_scale: float = 0.01
-    final_lr_scale: float = 0.05
-    mask_time_start_prob: float = 0.065
-    mask_time_span: int = 10
-    mask_channel_prob: float = 0.004
-    mask_channel_span: int = 64
-
-
-def tri_stage_scale(step: int, total: int, cfg: FinetuneConfig) -> float:
-    """The learning-rate multiplier of wav2vec 2.0's tri-stage schedule at update ``step`` of ``total``."""
-    warmup, hold = int(cfg.warmup_fraction * total), int(cfg.hold_fraction * total)
-    decay = max(total - warmup - hold, 1)
-    if step < warmup:
-        return cfg.init_lr_scale + (1.0 - cfg.init_lr_scale) * step / warmup
-    if step < warmup + hold:
-        return 1.0
-    return cfg.final_lr_scale ** (min(step - warmup - hold, decay) / decay)
-
-
-@dataclass
-class ExperimentConfig:
-    """One downstream experiment. ``task`` holds the task's own config dataclass."""
-
-    task: Any
-    upstream: dict = field(default_factory=dict)
-    """Upstream settings for ``build_upstream`` (e.g. ``preset: tiny`` for a randomly initialised model)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def to_dict(cfg) -> dict:
@@ -129,9 +45,17 @@ def merge(cfg, updates: dict, where: str = ""):
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             changes[key] = merge(current, value, path)
+        elif hints[key] is dict and isinstance(current, dict) and isinstance(value, dict):
+            changes[key] = {**current, **value}
         else:
             changes[key] = _coerce(value, hints[key], path)
     return dataclasses.replace(cfg, **changes)
+
+
+def override_items(groups: list[str]) -> list[str]:
+    """The ``-o`` arguments of a command as single ``key=value`` items: each argument may join
+    several with ``,,`` (a value may itself hold commas, e.g. ``task.demo_sizes=[300, 60, 60]``)."""
+    return [item for group in groups for item in group.split(",,") if item]
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -215,3 +139,36 @@ def _coerce(value, annotation, path: str):
     else:
         raise ConfigError(f"config key '{path}': unsupported type {annotation}")
     raise ConfigError(f"config key '{path}': expected {annotation.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def claim_folder(folder: Path, snapshot: dict, what: str) -> None:
+    """Make ``folder`` hold an experiment whose resolved config is ``snapshot``: write
+    ``config.yaml`` in a new folder, or check that an existing one records the same config.
+
+    Raises:
+        ConfigError: the folder holds ``what`` (e.g. ``experiment 'ks1'``) with another config; the
+            message lists every differing key.
+    """
+    cfg_file = Path(folder) / "config.yaml"
+    if cfg_file.is_file():
+        previous = yaml.safe_load(cfg_file.read_text())
+        if previous != snapshot:
+            raise ConfigError(f"{what} already exists in {folder} with a different config; use another name or "
+                              f"delete the folder (differences: {'; '.join(config_diff(previous, snapshot))})")
+        return
+    cfg_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cfg_file.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+    tmp.replace(cfg_file)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every key (dotted, nested) whose value differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out

@@ -1,6 +1,7 @@
 """Reading audio: soundfile for decoding, torchaudio for resampling, one error type naming the file."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +22,23 @@ class AudioError(RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
-def audio_info(path: str | Path) -> tuple[float, int]:
-    """Return (duration in seconds, sample rate) without decoding the samples."""
+@contextmanager
+def _reading(path: str | Path):
+    """Turn soundfile's errors while reading ``path`` into :class:`AudioError` (missing or unreadable)."""
     try:
-        info = sf.info(str(path))
+        yield
     except FileNotFoundError:
         raise AudioError(path, "file not found") from None
     except (sf.LibsndfileError, RuntimeError) as e:
         if not Path(path).exists():
             raise AudioError(path, "file not found") from None
         raise AudioError(path, f"unreadable audio ({e})") from None
+
+
+def audio_info(path: str | Path) -> tuple[float, int]:
+    """Return (duration in seconds, sample rate) without decoding the samples."""
+    with _reading(path):
+        info = sf.info(str(path))
     if info.frames == 0:
         raise AudioError(path, "empty audio (0 samples)")
     return info.frames / info.samplerate, info.samplerate
@@ -57,20 +65,13 @@ def load_audio(
         AudioError: missing, unreadable, empty or non-finite audio.
     """
     path = str(path)
-    try:
-        with sf.SoundFile(path) as f:
-            sr = f.samplerate
-            first = int(round(start * sr))
-            if first:
-                f.seek(first)
-            frames = -1 if duration is None else int(round(duration * sr))
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(path, "file not found") from None
-    except (sf.LibsndfileError, RuntimeError) as e:
-        if not Path(path).exists():
-            raise AudioError(path, "file not found") from None
-        raise AudioError(path, f"unreadable audio ({e})") from None
+    with _reading(path), sf.SoundFile(path) as f:
+        sr = f.samplerate
+        first = int(round(start * sr))
+        if first:
+            f.seek(first)
+        frames = -1 if duration is None else int(round(duration * sr))
+        data = f.read(frames=frames, dtype="float32", always_2d=True)
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (0 samples)" if start == 0 else f"no samples at offset {start:.3f} s")
     if not np.isfinite(data).all():

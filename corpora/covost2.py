@@ -6,7 +6,7 @@ with a header naming at least ``path``, ``sentence``, ``translation`` and ``clie
 not quoted (sentences may contain quote characters).
 
 A row whose clip is missing, unreadable or empty is skipped and reported: a warning with the count,
-and ``skipped.tsv`` (split, tsv line, clip, reason) next to the manifests. Any other malformed row is
+and ``skipped-covost2.tsv`` (tsv file and line, clip; reason) next to the manifests. Any other malformed row is
 an error naming the file and line.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import AudioError, audio_info
-from .manifest import ManifestError, Record, write_manifest
+from .manifest import ManifestError, Record, Skipped, prepare_manifests
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,17 @@ def read_covost2(root: str | Path, split: str, src: str = "en", tgt: str = "de")
 
 
 def prepare_covost2(root: str | Path, out_dir: str | Path, src: str = "en", tgt: str = "de") -> dict[str, Path]:
-    """Write ``<out_dir>/<split>.tsv`` for train/dev/test and ``<out_dir>/skipped.tsv``; returns the manifest paths."""
-    out_dir = Path(out_dir)
-    paths, skipped_rows = {}, []
+    """Write ``<out_dir>/<split>.tsv`` for train/dev/test (:func:`corpora.manifest.prepare_manifests`:
+    idempotent, skipped rows in ``skipped-covost2.tsv``); returns split -> path."""
+    stamp = {"root": str(Path(root).resolve()), "src": src, "tgt": tgt, "version": 1}
+    return prepare_manifests(out_dir, "covost2", stamp, lambda: _read_splits(root, src, tgt))
+
+
+def _read_splits(root: str | Path, src: str, tgt: str) -> tuple[dict[str, list[Record]], Skipped]:
+    records, skipped = {}, []
     for split in SPLITS:
-        records, skipped = read_covost2(root, split, src, tgt)
-        if not records:
+        records[split], rows = read_covost2(root, split, src, tgt)
+        if not records[split]:
             raise ManifestError(f"{covost_tsv(root, src, tgt, split)}: no usable rows")
-        paths[split] = write_manifest(out_dir / f"{split}.tsv", records)
-        skipped_rows += [(split, *s) for s in skipped]
-    with open(out_dir / "skipped.tsv", "w", encoding="utf-8") as f:
-        f.write("split\tline\tclip\treason\n")
-        f.writelines(f"{s}\t{n}\t{c}\t{r}\n" for s, n, c, r in skipped_rows)
-    return paths
+        skipped += [(f"{covost_tsv(root, src, tgt, split)}:{line} ({clip})", reason) for line, clip, reason in rows]
+    return records, skipped

@@ -8,7 +8,8 @@ A dataset as people keep it from the Hub: a ``save_to_disk`` folder (``dataset_d
 like any other corpus file. Columns are found by name (``text``/``sentence``/``transcription``,
 ``translation``, ``label``, ``speaker_id``/``client_id``); class labels are stored as their names.
 
-    prepare_hf("~/hf/speech_commands", "validation", "out/manifests", task_fields("ks"))
+    prepare_hf("~/hf/speech_commands", "out/manifests", {"train": "train", "dev": "validation", "test": "test"},
+               TASK_FIELDS["ks"])
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .audio import AudioError
-from .manifest import Record, read_manifest, write_manifest
+from .manifest import Record, prepare_manifests, read_manifest
 
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
     "text": ("text", "sentence", "transcription", "normalized_text"),
@@ -76,18 +77,22 @@ def _column(features, field: str) -> str | None:
     return next((c for c in FIELD_COLUMNS[field] if c in features), None)
 
 
-def prepare_hf(path: str | Path, split: str, out_dir: str | Path, fields: tuple[str, ...]) -> Path:
-    """Write ``<out_dir>/hf-<split>.tsv`` (and the audio under ``<out_dir>/audio/<split>/``) from
-    split ``split`` of the local dataset at ``path``; returns the manifest path.
+def prepare_hf(path: str | Path, out_dir: str | Path, splits: dict[str, str], fields: tuple[str, ...]) -> dict[str, Path]:
+    """Write ``<out_dir>/<ours>.tsv`` (and the audio under ``<out_dir>/audio/<theirs>/``) for each
+    ``ours -> theirs`` in ``splits``, from split ``theirs`` of the local dataset at ``path``
+    (:func:`corpora.manifest.prepare_manifests`: idempotent); returns ``ours`` -> manifest path.
 
     ``fields``: the record fields the task needs (:data:`TASK_FIELDS`); a missing column is a
-    ValueError naming the dataset's columns. Idempotent: an existing manifest is reused. An example
-    whose audio is missing, corrupt or empty is an :class:`AudioError` naming dataset, split and row.
+    ValueError naming the dataset's columns. Nothing is skipped: an example whose audio is missing,
+    corrupt or empty is an :class:`AudioError` naming dataset, split and row.
     """
-    out_dir = Path(out_dir)
-    manifest = out_dir / f"hf-{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}.tsv"
-    if manifest.is_file():
-        return manifest
+    stamp = {"path": str(Path(path).resolve()), "splits": splits, "fields": list(fields), "version": 1}
+    return prepare_manifests(out_dir, "hf", stamp, lambda: (
+        {ours: _read_split(path, theirs, Path(out_dir), fields) for ours, theirs in splits.items()}, []))
+
+
+def _read_split(path: str | Path, split: str, out_dir: Path, fields: tuple[str, ...]) -> list[Record]:
+    """The records of split ``split``, its audio written under ``<out_dir>/audio/<split>/``."""
     dataset, audio = load_split(path, split)
     where = f"{path}:{split}"
     columns = {field: _column(dataset.features, field) for field in FIELD_COLUMNS}
@@ -111,8 +116,7 @@ def prepare_hf(path: str | Path, split: str, out_dir: str | Path, fields: tuple[
             values["label"] = label_names[values["label"]]
         records.append(Record(id=uid, path=str(file), duration=duration,
                               **{k: str(v) for k, v in values.items()}))
-    write_manifest(manifest, records)
-    return manifest
+    return records
 
 
 def _materialise(audio: dict | None, stem: Path, where: str) -> tuple[Path, float]:
@@ -140,5 +144,5 @@ def read_hf_splits(path: str | Path, split_names: list[str], out_dir: str | Path
     """train/dev/test records of a task from the dataset's splits ``split_names`` (in that order)."""
     if len(split_names) != 3:
         raise ValueError(f"task.hf_splits must name 3 splits (train, dev, test), got {split_names}")
-    return {ours: read_manifest(prepare_hf(path, theirs, out_dir, TASK_FIELDS[task]))
-            for ours, theirs in zip(("train", "dev", "test"), split_names)}
+    paths = prepare_hf(path, out_dir, dict(zip(("train", "dev", "test"), split_names)), TASK_FIELDS[task])
+    return {ours: read_manifest(manifest) for ours, manifest in paths.items()}

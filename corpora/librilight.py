@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .librispeech import read_librispeech_dir
-from .manifest import ManifestError, Record, write_manifest
+from .manifest import ManifestError, Record, prepare_manifests
 
 SUBSETS = ("10min", "1h", "10h")
 
@@ -51,6 +51,9 @@ def read_librilight(root: str | Path, subset: str) -> list[Record]:
     return records
 
 
-def prepare_librilight(root: str | Path, subset: str, out_dir: str | Path) -> Path:
-    """Write ``<out_dir>/librilight-<subset>.tsv``; returns its path."""
-    return write_manifest(Path(out_dir) / f"librilight-{subset}.tsv", read_librilight(root, subset))
+def prepare_librilight(root: str | Path, out_dir: str | Path, subsets: list[str]) -> dict[str, Path]:
+    """Write ``<out_dir>/librilight-<subset>.tsv`` for each setting named (``10min``, ``1h``, ``10h``)
+    (:func:`corpora.manifest.prepare_manifests`: idempotent); returns ``librilight-<subset>`` -> path."""
+    stamp = {"root": str(Path(root).resolve()), "subsets": list(subsets), "version": 1}
+    return prepare_manifests(out_dir, "librilight", stamp,
+                             lambda: ({f"librilight-{s}": read_librilight(root, s) for s in subsets}, []))

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import AudioError, audio_info
-from .manifest import ManifestError, Record, write_manifest
+from .manifest import ManifestError, Record, prepare_manifests
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 
@@ -73,9 +73,12 @@ def find_split_dir(root: str | Path, split: str) -> Path:
     raise ManifestError(f"LibriSpeech split '{split}' not found: neither {root / 'LibriSpeech' / split} nor {root / split} exists")
 
 
-def prepare_librispeech(root: str | Path, split: str, out_dir: str | Path) -> Path:
-    """Write ``<out_dir>/<split>.tsv`` for one LibriSpeech split (e.g. ``dev-clean``); returns its path.
+def prepare_librispeech(root: str | Path, out_dir: str | Path, splits: list[str]) -> dict[str, Path]:
+    """Write ``<out_dir>/<split>.tsv`` for each LibriSpeech split named (e.g. ``dev-clean``)
+    (:func:`corpora.manifest.prepare_manifests`: idempotent); returns split -> path.
 
-    Re-reads the transcripts each call (cheap: audio headers only), so a changed tree is never stale.
+    Nothing is skipped: a transcript line without usable audio is an error naming the line.
     """
-    return write_manifest(Path(out_dir) / f"{split}.tsv", read_librispeech_dir(find_split_dir(root, split)))
+    stamp = {"root": str(Path(root).resolve()), "splits": list(splits), "version": 1}
+    return prepare_manifests(out_dir, "librispeech", stamp,
+                             lambda: ({s: read_librispeech_dir(find_split_dir(root, s)) for s in splits}, []))

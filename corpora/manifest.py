@@ -1,17 +1,27 @@
-"""The one record type every corpus reader emits, and its TSV form.
+"""The one record type every corpus reader emits, its TSV form, and the one shape of preparation.
 
 A manifest is a UTF-8 TSV file with a header line naming the columns of :class:`Record`;
 ``id``, ``path`` and ``duration`` are required, the others may be left out or empty.
 Relative paths are resolved against the manifest's folder.
+
+Every corpus module has a ``prepare_<corpus>(root, out_dir, ...) -> {split: manifest path}`` built
+on :func:`prepare_manifests`, as lhotse's recipes are: idempotent (a stamp of the root and settings,
+written last, makes a second call return at once), manifests out, and whatever it skipped reported
+in ``<out_dir>/skipped-<corpus>.tsv`` and the log.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,3 +111,34 @@ def read_manifest(path: str | Path) -> list[Record]:
                 values["path"] = str(path.parent / audio)
             records.append(Record(**values))
     return records
+
+
+Skipped = list[tuple[str, str]]
+"""(where: file, or file and line, reason) of each recording a preparation left out."""
+
+
+def prepare_manifests(out_dir: str | Path, corpus: str, stamp: dict,
+                      read: Callable[[], tuple[dict[str, list[Record]], Skipped]]) -> dict[str, Path]:
+    """Write the manifests ``<out_dir>/<split>.tsv`` that ``read()`` returns, unless ``out_dir``
+    already holds them for the same ``stamp`` (the root and settings); return split -> path.
+
+    ``read()`` returns the records per split (split names become file names) and what it skipped.
+    The skipped recordings go to ``<out_dir>/skipped-<corpus>.tsv`` (``where``, ``reason``) and to
+    the log as warnings. ``<out_dir>/prepared-<corpus>.json`` (the stamp and the split names) is
+    written last, so an interrupted preparation is redone.
+    """
+    out_dir = Path(out_dir)
+    stamp_file = out_dir / f"prepared-{corpus}.json"
+    if stamp_file.is_file():
+        done = json.loads(stamp_file.read_text())
+        outputs = {split: out_dir / f"{split}.tsv" for split in done.get("splits", [])}
+        if done.get("stamp") == stamp and all(p.is_file() for p in outputs.values()):
+            return outputs
+    records, skipped = read()
+    outputs = {split: write_manifest(out_dir / f"{split}.tsv", recs) for split, recs in records.items()}
+    (out_dir / f"skipped-{corpus}.tsv").write_text("where\treason\n" + "".join(f"{w}\t{r}\n" for w, r in skipped))
+    if skipped:
+        log.warning("%s: skipped %d recording(s) (listed in %s; first: %s: %s)", corpus, len(skipped),
+                    out_dir / f"skipped-{corpus}.tsv", *skipped[0])
+    stamp_file.write_text(json.dumps({"stamp": stamp, "splits": list(outputs)}))
+    return outputs

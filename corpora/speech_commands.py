@@ -11,15 +11,11 @@ Two label settings:
 """
 from __future__ import annotations
 
-import json
-import logging
 import random
 from pathlib import Path
 
 from .audio import AudioError, audio_info
-from .manifest import Record, write_manifest
-
-log = logging.getLogger(__name__)
+from .manifest import Record, Skipped, prepare_manifests
 
 SUPERB_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN = "_unknown_"
@@ -43,27 +39,28 @@ def label_set(classes: str, words: list[str], has_noise: bool) -> list[str]:
 
 
 def prepare_speech_commands(root: str | Path, out_dir: str | Path, classes: str = "superb12", seed: int = 0) -> dict[str, Path]:
-    """Write ``train.tsv``, ``dev.tsv``, ``test.tsv`` and ``labels.txt`` under ``out_dir``.
+    """Write ``train.tsv``, ``dev.tsv``, ``test.tsv`` and ``labels.txt`` under ``out_dir``
+    (:func:`corpora.manifest.prepare_manifests`: idempotent, skipped files reported).
 
-    Idempotent: when the manifests exist and were made from the same root and settings, nothing is
-    read again. Unreadable or empty files are skipped and listed in ``skipped.tsv`` (and logged).
+    Unreadable or empty files are skipped and listed in ``skipped-speech_commands.tsv`` (and logged).
 
     Returns:
         split name -> manifest path.
     """
     root, out_dir = Path(root).resolve(), Path(out_dir)
     stamp = {"root": str(root), "classes": classes, "seed": seed, "version": 1}
-    outputs = {s: out_dir / f"{s}.tsv" for s in SPLITS}
-    stamp_file = out_dir / "prepared.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and all(p.is_file() for p in outputs.values()):
-        return outputs
+    return prepare_manifests(out_dir, "speech_commands", stamp, lambda: _read(root, out_dir, classes, seed))
+
+
+def _read(root: Path, out_dir: Path, classes: str, seed: int) -> tuple[dict[str, list[Record]], Skipped]:
+    """The records per split and the skipped files; writes ``labels.txt``."""
     if not root.is_dir():
         raise FileNotFoundError(f"Speech Commands root not found: {root}")
-
     words = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))
     if not words:
         raise FileNotFoundError(f"{root}: no word folders (<word>/<speaker>_nohash_<n>.wav) found")
-    noise_files = sorted(p for p in (root / NOISE_DIR).glob("*") if p.suffix in AUDIO_SUFFIXES) if (root / NOISE_DIR).is_dir() else []
+    noise_dir = root / NOISE_DIR
+    noise_files = sorted(p for p in noise_dir.glob("*") if p.suffix in AUDIO_SUFFIXES) if noise_dir.is_dir() else []
     labels = label_set(classes, words, bool(noise_files))
     if classes == "superb12" and not set(SUPERB_KEYWORDS) & set(words):
         raise ValueError(f"{root}: none of SUPERB's keywords {SUPERB_KEYWORDS} is present; use classes='all'")
@@ -77,7 +74,7 @@ def prepare_speech_commands(root: str | Path, out_dir: str | Path, classes: str 
             split_of[line.strip()] = split
 
     records: dict[str, list[Record]] = {s: [] for s in SPLITS}
-    skipped: list[tuple[str, str]] = []
+    skipped: Skipped = []
     for word in words:
         label = word if classes == "all" or word in SUPERB_KEYWORDS else UNKNOWN
         for path in sorted((root / word).iterdir()):
@@ -95,19 +92,13 @@ def prepare_speech_commands(root: str | Path, out_dir: str | Path, classes: str 
             )
     if noise_files and SILENCE in labels:
         _add_silence(records, noise_files, len(labels) - 1, seed, skipped)
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split, recs in records.items():
-        write_manifest(outputs[split], recs)
     (out_dir / "labels.txt").write_text("\n".join(labels) + "\n")
-    (out_dir / "skipped.tsv").write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
-    for p, why in skipped:
-        log.warning("skipped %s: %s", p, why)
-    stamp_file.write_text(json.dumps(stamp))
-    return outputs
+    return records, skipped
 
 
-def _add_silence(records: dict[str, list[Record]], noise_files: list[Path], num_word_classes: int, seed: int, skipped: list) -> None:
+def _add_silence(records: dict[str, list[Record]], noise_files: list[Path], num_word_classes: int, seed: int,
+                 skipped: Skipped) -> None:
     """Cut 1-s ``_silence_`` clips from background noise, as many per split as an average class has."""
     rng = random.Random(seed)
     usable = []

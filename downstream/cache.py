@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
-from upstream import distributed
+from core import distributed
 from upstream.base import Upstream
 
 
@@ -118,7 +118,7 @@ def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tenso
 
 class FeatureCache:
     """Builds and opens cache entries under ``root``; extraction runs the upstream (already moved
-    there) on the process's device, :func:`upstream.distributed.device`."""
+    there) on the process's device, :func:`core.distributed.device`."""
 
     def __init__(self, root: str | Path, dtype: str = "float16"):
         if dtype not in DTYPES:

@@ -7,11 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
+from core import distributed
+from core.config import ConfigError, load_yaml, override_items, parse_overrides
+from core.logs import setup_console_logging
 from corpora.audio import AudioError
 from corpora.manifest import ManifestError
-from upstream import available_upstreams, distributed
+from upstream import available_upstreams
 
-from .config import ConfigError, load_yaml, parse_overrides
 from .runner import Experiment, RunSpec, resolve_config
 from .tasks import TASKS
 
@@ -40,13 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def setup_console_logging(level: int) -> None:
-    """Log ``level`` and up to the console (the experiment's train.log also gets the per-step losses)."""
-    console = logging.StreamHandler()
-    console.setLevel(level)
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", handlers=[console])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results_name = "results.json"
@@ -62,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
             if args.upstream_ckpt and not Path(args.upstream_ckpt).is_file():
                 raise FileNotFoundError(f"upstream checkpoint not found: {args.upstream_ckpt}")
-            items = [o for group in args.override for o in group.split(",,") if o]
+            items = override_items(args.override)
             if args.finetune:
                 items.append("finetune.enabled=true")
             spec = RunSpec(args.downstream, args.upstream, str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
@@ -70,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
         else:
             splits = tuple(s for s in args.split.split(",") if s)
-            items = [o for group in args.override for o in group.split(",,") if o]
-            exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(items))
+            exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(override_items(args.override)))
             results = exp.evaluate(splits)
             if exp.variant:
                 results_name = f"results-{exp.variant}.json"

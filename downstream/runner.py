@@ -22,22 +22,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+from core import distributed
+from core.checkpoint import atomic_write_text
+from core.config import ConfigError, claim_folder, merge, to_dict
+from core.logs import log_to_file
+from core.training import TrainingLoop, seed_everything
 from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
-from upstream import Featurizer, Upstream, build_upstream, distributed
+from upstream import Featurizer, Upstream, build_upstream
 from upstream.base import FinetuneMasking
-from upstream.checkpoint import atomic_save
 from upstream.registry import save_upstream
 
 from .cache import FeatureCache, FeatureSubset, collate_features
-from .config import ConfigError, ExperimentConfig, merge, to_dict, tri_stage_scale
+from .config import ExperimentConfig, tri_stage_scale
 from .tasks import Task, get_task
 
 log = logging.getLogger("downstream")
@@ -61,7 +62,7 @@ def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> Experimen
 
 class FeatureSource:
     """Per split, batches of (indices, (B, T, L, D) features, (B,) lengths) on the process's device
-    (:func:`upstream.distributed.device`): from the split's part of the cache (``cached``, see
+    (:func:`core.distributed.device`): from the split's part of the cache (``cached``, see
     :meth:`Experiment._cached_splits`) or, without it, the live upstream.
     """
 
@@ -110,17 +111,8 @@ class Experiment:
     def create(cls, output_root: Path, name: str, spec: RunSpec, cfg: ExperimentConfig) -> "Experiment":
         """A new experiment, or the existing one of that name if its config is identical (to resume)."""
         exp_dir = Path(output_root) / name
-        snapshot = {"run": spec.__dict__, "config": to_dict(cfg)}
-        cfg_file = exp_dir / "config.yaml"
         with distributed.main_first():
-            if cfg_file.is_file():
-                previous = yaml.safe_load(cfg_file.read_text())
-                if previous != snapshot:
-                    raise ValueError(f"experiment '{name}' already exists in {exp_dir} with a different config; "
-                                     f"use another -n NAME or delete the folder (differences: {_diff(previous, snapshot)})")
-            else:
-                exp_dir.mkdir(parents=True, exist_ok=True)
-                cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+            claim_folder(exp_dir, {"run": spec.__dict__, "config": to_dict(cfg)}, f"experiment '{name}'")
         return cls(exp_dir, spec, cfg)
 
     @classmethod
@@ -150,7 +142,8 @@ class Experiment:
         return exp
 
     def _setup(self):
-        self._logging()
+        if distributed.is_main():
+            log_to_file(log, self.dir / "train.log")
         splits = self.task.prepare()
         upstream = self._upstream(splits["train"])
         for name, records in splits.items():
@@ -189,30 +182,17 @@ class Experiment:
         return FeatureCache(cfg.cache.root, cfg.cache.dtype).get_splits(
             upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
 
-    def _logging(self) -> None:
-        if not distributed.is_main():
-            return
-        log.setLevel(logging.DEBUG)  # the file gets every loss; consoles show INFO and up
-        target = str((self.dir / "train.log").resolve())
-        if not any(getattr(h, "baseFilename", None) == target for h in log.handlers):
-            for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
-                log.removeHandler(h)
-            handler = logging.FileHandler(target)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
-
     # ---------------------------------------------------------------- train
     def train(self) -> dict:
         """Train to ``train.total_steps`` (resuming from ``last.pt`` if present), then evaluate dev and test.
 
-        Under torchrun, every process trains on its share of each batch (:mod:`upstream.distributed`);
+        Under torchrun, every process trains on its share of each batch (:mod:`core.distributed`);
         process 0 validates, saves and evaluates, and alone returns the results (the others: ``{}``).
         """
-        cfg, tcfg = self.cfg, self.cfg.train
-        main = distributed.is_main()
-        if cfg.finetune.enabled and distributed.world_size() > 1:
+        cfg, tcfg, ft = self.cfg, self.cfg.train, self.cfg.finetune
+        if ft.enabled and distributed.world_size() > 1:
             raise ConfigError("fine-tuning (finetune.enabled) runs in one process; launch it without torchrun")
-        _seed_everything(tcfg.seed)
+        seed_everything(tcfg.seed)
         with distributed.main_first():  # process 0 writes manifests, fitted statistics and the feature cache
             splits, upstream, featurizer, head = self._setup()
             t0 = time.perf_counter()
@@ -224,105 +204,89 @@ class Experiment:
             log.info("data-parallel over %d processes (%s backend): each trains on 1/%d of every batch",
                      distributed.world_size(), distributed.backend_for(distributed.device()), distributed.world_size())
         log.info("training on %s", distributed.describe_device())
-        ft = cfg.finetune
         params = [*featurizer.parameters(), *head.parameters()]
         groups = [{"params": params, "lr": tcfg.lr}]
         if ft.enabled:
-            if not upstream.has_weights:
-                raise ValueError(f"fine-tuning needs an upstream with weights; '{self.spec.upstream}' has none")
-            masks = upstream.set_finetune_masking(FinetuneMasking(ft.mask_time_start_prob, ft.mask_time_span,
-                                                                  ft.mask_channel_prob, ft.mask_channel_span))
-            if not masks:
-                log.info("%s has no input masking of its own: only the head's masking applies", upstream.name)
-            upstream_params = upstream.finetune_parameters()
-            trained = {id(p) for p in upstream_params}
-            for p in upstream.parameters():  # no gradients for what stays frozen (HuBERT's CNN)
-                p.requires_grad_(id(p) in trained)
+            upstream_params = self._unfreeze(upstream)
             params = params + upstream_params
             groups.append({"params": upstream_params, "lr": tcfg.lr * ft.upstream_lr_scale})
         optimizer = torch.optim.Adam(groups, lr=tcfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: tri_stage_scale(step, tcfg.total_steps, ft)) \
             if ft.enabled else None
-        state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "train_seconds": 0.0}
-        last = self.ckpt_dir / "last.pt"
-        if last.is_file():
-            ckpt = torch.load(last, map_location="cpu", weights_only=False)
-            featurizer.load_state_dict(ckpt["featurizer"])
-            head.load_state_dict(ckpt["head"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.ckpt_dir / "last.pt",
+                            tensorboard=self.dir / "tb", desc=f"train {self.spec.upstream}/{self.task.name}", log=log)
+        loop.position.update(best=None, best_step=None)
+        resumed = loop.resume()
+        if resumed is not None:
+            featurizer.load_state_dict(resumed["featurizer"])
+            head.load_state_dict(resumed["head"])
             if ft.enabled:
-                upstream.load_state_dict(ckpt["upstream"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-            distributed.set_rng_state(ckpt["rng"])
-            state = ckpt["position"]
-            log.info("resumed from %s at step %d", last, state["step"])
+                upstream.load_state_dict(resumed["upstream"])
         train_records = splits["train"]
         batcher = DurationBatcher([r.duration for r in train_records], tcfg.batch_seconds, tcfg.batch_size,
                                   seed=tcfg.seed, weights=self.task.sample_weights(train_records))
-        writer = SummaryWriter(str(self.dir / "tb"), purge_step=state["step"] + 1) if main else None
-        bar = tqdm(total=tcfg.total_steps, initial=state["step"], desc=f"train {self.spec.upstream}/{self.task.name}",
-                   unit="step", **({} if main else {"disable": True}))  # tqdm's defaults: TQDM_DISABLE=1 silences
-        featurizer.train()
-        head.train()
-        loop_start, running = time.perf_counter(), []
-        while state["step"] < tcfg.total_steps:
+
+        def epoch_losses(epoch: int, first: int):
             shards = [distributed.shard(batch, lambda idx: self.task.loss_units([train_records[i] for i in idx]))
-                      for batch in batcher.epoch(state["epoch"])[state["batch"]:]]
-            tune_upstream = ft.enabled and state["step"] >= ft.freeze_steps
+                      for batch in batcher.epoch(epoch)[first:]]
+            tune_upstream = ft.enabled and loop.position["step"] >= ft.freeze_steps
             upstream.train(tune_upstream)
             local_batches = sources["train"].batches([local for local, _ in shards], grad=tune_upstream)
             for (idx, feats, lengths), (_, weight) in zip(local_batches, shards):
-                loss = self.task.loss(model(feats, lengths), [train_records[i] for i in idx.tolist()])
-                optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
-                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                state["step"] += 1
-                state["batch"] += 1
-                running.append(distributed.global_mean(loss.item(), weight))
-                bar.update(1)
-                step = state["step"]
-                if main and (step % tcfg.log_every == 0 or step == tcfg.total_steps):
-                    mean_loss = float(np.mean(running))
-                    running.clear()
-                    writer.add_scalar("train/loss", mean_loss, step)
-                    bar.set_postfix(loss=f"{mean_loss:.3f}")
-                    log.debug("step %d loss %.4f", step, mean_loss)
-                validate_now = step % tcfg.eval_every == 0 or step == tcfg.total_steps
-                save_now = step % tcfg.save_every == 0 or step == tcfg.total_steps
-                if validate_now or save_now:  # neither counts as training time
-                    state["train_seconds"] += time.perf_counter() - loop_start
-                    extra = {"upstream": upstream.state_dict(), "scheduler": scheduler.state_dict()} if ft.enabled else {}
-                    if validate_now and main:
-                        self._validate(sources["dev"], splits["dev"], upstream, featurizer, head, optimizer, state, writer, extra)
-                    if save_now and main:
-                        self._save(last, featurizer, head, optimizer, state, extra)
-                    distributed.barrier()
-                    loop_start = time.perf_counter()
-                if step >= tcfg.total_steps:
-                    break
-                if ft.enabled and step == ft.freeze_steps:  # unfreeze the upstream from the next batch on
-                    break
-            else:
-                state["epoch"] += 1
-                state["batch"] = 0
+                yield self.task.loss(model(feats, lengths), [train_records[i] for i in idx.tolist()]), weight, {}
+
+        def states() -> dict:
+            """Head state, plus the fine-tuned upstream when fine-tuning."""
+            return {"featurizer": featurizer.state_dict(), "head": head.state_dict(), "task": self.task.state(),
+                    "layer_weights": featurizer.layer_weights(), **({"upstream": upstream.state_dict()} if ft.enabled else {})}
+
+        def validate(step: int, train_loss: float, stats: dict) -> None:
+            metrics = self._validate(sources["dev"], splits["dev"], upstream, featurizer, head)
+            value = metrics[self.task.selection_metric]
+            for k, v in metrics.items():
+                loop.writer.add_scalar(f"dev/{k}", v, step)
+            best = loop.position["best"]
+            better = best is None or (value > best if self.task.higher_is_better else value < best)
+            log.info("step %d dev %s%s", step, json.dumps(metrics), " (best)" if better else "")
+            if better:
+                loop.position.update(best=value, best_step=step)
+                loop.save(self.ckpt_dir / "best.pt", **states())
+
+        featurizer.train()
+        head.train()
+        loop.run(epoch_losses, evaluate=validate, save=lambda: loop.save(loop.checkpoint, **states()),
+                 regroup_at=ft.freeze_steps if ft.enabled else None)
         upstream.eval()
-        bar.close()
-        if not main:
+        if not distributed.is_main():
             distributed.barrier()  # until process 0 has evaluated
             return {}
-        writer.close()
-        summary = {"train_steps": state["step"], "train_seconds": round(state["train_seconds"], 3),
-                   "steps_per_second": round(state["step"] / max(state["train_seconds"], 1e-9), 3),
-                   "extract_seconds": round(extract_s, 3), "best_step": state["best_step"],
+        position = loop.position
+        summary = {"train_steps": position["step"], "train_seconds": round(position["train_seconds"], 3),
+                   "steps_per_second": round(position["step"] / max(position["train_seconds"], 1e-9), 3),
+                   "extract_seconds": round(extract_s, 3), "best_step": position["best_step"],
                    "processes": distributed.world_size(), "device": distributed.describe_device()}
         results = self.evaluate(("dev", "test"), summary=summary, prepared=(splits, upstream, featurizer, head))
         distributed.barrier()
         return results
 
-    def _validate(self, source, records, upstream, featurizer, head, optimizer, state, writer, extra: dict) -> None:
+    def _unfreeze(self, upstream: Upstream) -> list[torch.nn.Parameter]:
+        """Prepare ``upstream`` for fine-tuning (its own input masking, gradients only where it
+        trains: not HuBERT's CNN); return the parameters it trains."""
+        ft = self.cfg.finetune
+        if not upstream.has_weights:
+            raise ValueError(f"fine-tuning needs an upstream with weights; '{self.spec.upstream}' has none")
+        masks = upstream.set_finetune_masking(FinetuneMasking(ft.mask_time_start_prob, ft.mask_time_span,
+                                                              ft.mask_channel_prob, ft.mask_channel_span))
+        if not masks:
+            log.info("%s has no input masking of its own: only the head's masking applies", upstream.name)
+        upstream_params = upstream.finetune_parameters()
+        trained = {id(p) for p in upstream_params}
+        for p in upstream.parameters():
+            p.requires_grad_(id(p) in trained)
+        return upstream_params
+
+    def _validate(self, source, records, upstream, featurizer, head) -> dict:
+        """Dev metrics, with the task's validation behaviour; leaves the trained modules in training mode."""
         mode = upstream.training
         self.task.validating = True
         try:
@@ -330,22 +294,9 @@ class Experiment:
         finally:
             self.task.validating = False
         upstream.train(mode)
-        value = metrics[self.task.selection_metric]
-        for k, v in metrics.items():
-            writer.add_scalar(f"dev/{k}", v, state["step"])
-        better = state["best"] is None or (value > state["best"] if self.task.higher_is_better else value < state["best"])
-        log.info("step %d dev %s%s", state["step"], json.dumps(metrics), " (best)" if better else "")
-        if better:
-            state["best"], state["best_step"] = value, state["step"]
-            self._save(self.ckpt_dir / "best.pt", featurizer, head, optimizer, state, extra)
         featurizer.train()
         head.train()
-
-    def _save(self, path: Path, featurizer, head, optimizer, state, extra: dict) -> None:
-        """Head state, plus (``extra``) the fine-tuned upstream and the scheduler when fine-tuning."""
-        atomic_save({"featurizer": featurizer.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": distributed.rng_state(), "position": dict(state), "task": self.task.state(),
-                     "layer_weights": featurizer.layer_weights(), **extra}, path)
+        return metrics
 
     # ---------------------------------------------------------------- evaluate
     @torch.no_grad()
@@ -406,9 +357,7 @@ class Experiment:
             log.info("%s %s", split, json.dumps(metrics))
         (self.dir / "layer_weights.json").write_text(json.dumps(
             {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]}, indent=1))
-        tmp = results_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(results_file)
+        atomic_write_text(results_file, json.dumps(results, indent=1))
         return results
 
 
@@ -431,21 +380,3 @@ def pretrain_hours(ckpt: str | None) -> float | None:
         return float(json.loads(summary.read_text())["train_hours_of_audio"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return out

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.config import ConfigError
 from corpora.audio import load_audio
-from upstream.apc import APCConfig, APCUpstream, apc_base, apc_large, apc_tiny, build_apc
+from upstream.apc import APCConfig, APCUpstream, build_apc
 from upstream.interop.s3prl_apc import export_s3prl_apc, load_s3prl_apc
 from upstream.registry import save_upstream
 
@@ -59,7 +60,7 @@ def _compare_with_s3prl(model: APCUpstream, wavs: list[torch.Tensor], path: Path
     assert len(theirs) == len(ours_h)
     assert ours.lengths.tolist() == model.num_frames(torch.tensor([len(w) for w in wavs])).tolist()
     diffs = []
-    for a, b in zip(theirs, ours_h):
+    for a, b in zip(theirs, ours_h, strict=True):
         assert a.shape == b.shape  # S3PRL pads to the longest utterance's frames too
         diffs.append(_max_valid_diff(a, b, ours.lengths))
     return diffs
@@ -76,7 +77,7 @@ def test_parity_with_s3prl(tmp_path: Path, hidden_size: int):
     back = load_s3prl_apc(tmp_path / "apc.ckpt")
     assert back.settings() == model.settings() and not back.training
     with torch.no_grad():
-        for a, b in zip(back(*_batch(wavs)).hidden_states, model(*_batch(wavs)).hidden_states):
+        for a, b in zip(back(*_batch(wavs)).hidden_states, model(*_batch(wavs)).hidden_states, strict=True):
             assert torch.equal(a, b)
 
 
@@ -106,9 +107,9 @@ def test_contract_and_padding():
     assert out.lengths.tolist() == [98, 145, 54]
     for layer in out.hidden_states:
         assert layer.shape == (3, 145, 32)
-    for i, (wav, n) in enumerate(zip(wavs, out.lengths.tolist())):
+    for i, (wav, n) in enumerate(zip(wavs, out.lengths.tolist(), strict=True)):
         alone = model(wav[None], torch.tensor([len(wav)]))
-        for a, b in zip(alone.hidden_states, out.hidden_states):
+        for a, b in zip(alone.hidden_states, out.hidden_states, strict=True):
             assert torch.all(b[i, n:] == 0)  # padded frames are zero
             torch.testing.assert_close(a[0], b[i, :n], atol=1e-5, rtol=0)  # padding changes nothing
     with pytest.raises(ValueError, match="shorter than two 25 ms frames"):
@@ -127,7 +128,7 @@ def test_no_future_leakage():
     model = _model(hidden_size=32, cmvn=False)
     with torch.no_grad():
         a, b = model(wav[None], lengths).hidden_states, model(noisy[None], lengths).hidden_states
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert (x[0, :first_touched] - y[0, :first_touched]).abs().max() <= 1e-6
         assert (x[0, -1] - y[0, -1]).abs().max() > 1e-3  # the perturbation is seen where it should be
 
@@ -143,7 +144,7 @@ def test_no_future_leakage():
         feats2 = feats.clone()
         feats2[:, t0:] = torch.randn_like(feats2[:, t0:])
         states2 = model.rnn_layers(feats2, n)
-    for x, y in zip(states, states2):
+    for x, y in zip(states, states2, strict=True):
         assert (x[0, :t0] - y[0, :t0]).abs().max() <= 1e-6
         assert (x[0, t0] - y[0, t0]).abs().max() > 1e-3
 
@@ -215,21 +216,22 @@ def test_registry_format_round_trip(tmp_path: Path):
     assert back.settings() == model.settings() and back.fingerprint() == model.fingerprint()
     wavs, lengths = _batch(_wavs())
     with torch.no_grad():
-        for a, b in zip(back(wavs, lengths).hidden_states, model(wavs, lengths).hidden_states):
+        for a, b in zip(back(wavs, lengths).hidden_states, model(wavs, lengths).hidden_states, strict=True):
             assert torch.equal(a, b)
 
 
 def test_presets_and_settings():
-    assert (apc_tiny().num_layers, apc_tiny().hidden_size) == (3, 256)
-    assert apc_base().settings() == build_apc().settings() == vars(APCConfig())
-    assert (apc_large().num_layers, apc_large().hidden_size) == (4, 512)
+    tiny, large = build_apc("tiny"), build_apc("large")
+    assert (tiny.num_layers, tiny.hidden_size) == (3, 256)
+    assert build_apc("base").settings() == build_apc().settings() == vars(APCConfig())
+    assert (large.num_layers, large.hidden_size) == (4, 512)
     assert build_apc("tiny", n_future=5).settings()["n_future"] == 5
-    keys = set(apc_base().state_dict())
+    keys = set(build_apc("base").state_dict())
     assert {"rnn_layers.0.weight_ih_l0", "rnn_layers.2.bias_hh_l0", "postnet.weight", "postnet.bias"} <= keys
     assert len(keys) == 3 * 4 + 2  # the GRUs and the postnet, nothing else (S3PRL's names, 1:1)
-    with pytest.raises(TypeError, match="'hiden_size'"):
+    with pytest.raises(ConfigError, match="'hiden_size'"):
         build_apc(hiden_size=3)
-    with pytest.raises(ValueError, match="huge"):
+    with pytest.raises(ConfigError, match="huge"):
         build_apc("huge")
     with pytest.raises(ValueError, match="n_future"):
         build_apc(n_future=0)
@@ -242,8 +244,9 @@ def test_unsupported_checkpoints_are_refused(tmp_path: Path):
     ckpt = torch.load(good, weights_only=True)
 
     vq = tmp_path / "vq_apc.ckpt"
-    bad = {**ckpt, "config": {**ckpt["config"], "model": {"paras": {
-        **ckpt["config"]["model"]["paras"], "vq": {"codebook_size": [128], "code_dim": [16], "gumbel_temperature": 0.5}}}}}
+    vq_paras = {"codebook_size": [128], "code_dim": [16], "gumbel_temperature": 0.5}
+    paras = {**ckpt["config"]["model"]["paras"], "vq": vq_paras}
+    bad = {**ckpt, "config": {**ckpt["config"], "model": {"paras": paras}}}
     bad["model"] = {**ckpt["model"], "vq_layers.0.codebook_CxE.weight": torch.zeros(16, 128)}
     torch.save(bad, vq)
     with pytest.raises(ValueError, match=r"vq_apc\.ckpt.*VQ is not supported"):

@@ -12,7 +12,8 @@ from corpora.librilight import read_librilight, subset_dirs
 from corpora.librispeech import read_librispeech_dir
 from corpora.manifest import ManifestError, Record
 from downstream.cli import main
-from downstream.config import FinetuneConfig, parse_overrides, tri_stage_scale
+from core.config import parse_overrides
+from downstream.config import FinetuneConfig, tri_stage_scale
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
 from downstream.tasks.ctc_text import (BeamSearchDecoder, CharVocabulary, UnknownCharacterError, ctc_min_frames,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from downstream.config import ConfigError
+from core.config import ConfigError
 from recipes.benchmark.run import PRESETS, load_benchmark, main
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from downstream.config import ConfigError, load_yaml, merge, parse_overrides
+from core.config import ConfigError, load_yaml, merge, parse_overrides
 from downstream.runner import RunSpec, resolve_config
 
 

@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from corpora.demo import build_demo_asr
 from corpora.librilight import read_librilight
 from corpora.librispeech import find_split_dir, read_librispeech_dir
-from corpora.synth_asr import build_demo_asr
 from downstream.tasks.ctc_text import CharVocabulary
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng); the demo corpus needs it"
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (apt-get install espeak-ng); the demo corpus needs it",
 )
 
 
 def test_demo_asr_corpus_reads_as_librispeech(tmp_path: Path):
-    root = build_demo_asr(tmp_path / "demo", train_minutes=0.3, eval_minutes=0.15, espeak_speakers=4, flite_voices=("slt",))
+    root = build_demo_asr(tmp_path / "demo", train_minutes=0.3, eval_minutes=0.15, espeak_speakers=4,
+                          flite_voices=("slt",))
     stamp = json.loads((root / "BUILT.json").read_text())
     splits = {"train": read_librilight(root, "10min"), "dev": read_librispeech_dir(find_split_dir(root, "dev-clean")),
               "test": read_librispeech_dir(find_split_dir(root, "test-clean"))}
@@ -28,7 +30,8 @@ def test_demo_asr_corpus_reads_as_librispeech(tmp_path: Path):
         assert seconds >= {"train": 18, "dev": 9, "test": 9}[name]
         assert abs(seconds - stamp["seconds"][name]) < 1.0
     speakers = {name: {r.speaker for r in records} for name, records in splits.items()}
-    assert not (speakers["train"] & speakers["dev"] or speakers["train"] & speakers["test"] or speakers["dev"] & speakers["test"])
+    assert not (speakers["train"] & speakers["dev"] or speakers["train"] & speakers["test"]
+                or speakers["dev"] & speakers["test"])
     vocab = CharVocabulary.superb()
     for r in (r for records in splits.values() for r in records):
         vocab.encode(r.text, r.id)  # every transcript is in SUPERB's character set

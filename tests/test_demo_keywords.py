@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from corpora import synth
+from corpora.demo import keywords, tts
 from corpora.manifest import read_manifest
 from corpora.speech_commands import SILENCE, UNKNOWN, prepare_speech_commands
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng); the demo corpus needs it"
+    shutil.which("espeak-ng") is None,
+    reason="espeak-ng is not installed (apt-get install espeak-ng); the demo corpus needs it",
 )
 
 TINY = dict(words=("yes", "no", "bed"), espeak_speakers=3, flite_voices=("slt",), repeats=2, seed=0)
@@ -22,7 +23,7 @@ TINY = dict(words=("yes", "no", "bed"), espeak_speakers=3, flite_voices=("slt",)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return synth.build_demo_keywords(tmp_path_factory.mktemp("kw") / "demo", **TINY)
+    return keywords.build_demo_keywords(tmp_path_factory.mktemp("kw") / "demo", **TINY)
 
 
 def _lists(root: Path) -> dict[str, list[str]]:
@@ -42,7 +43,7 @@ def test_layout_and_audio(tiny: Path):
         assert sf.read(str(clip))[0].std() > 0.01  # speech, not just the noise floor
     noise = sorted((tiny / "_background_noise_").glob("*.wav"))
     assert len(noise) >= 3 and all(sf.info(str(p)).duration >= 30 for p in noise)
-    stamp = json.loads((tiny / synth.STAMP).read_text())
+    stamp = json.loads((tiny / tts.STAMP).read_text())
     assert sorted(stamp["speakers"]) == sorted({c.stem.split("_nohash_")[0] for c in clips})
     assert not list(tiny.parent.glob(".demo.*"))  # no temporary build folder left behind
 
@@ -59,7 +60,7 @@ def test_split_is_speaker_disjoint(tiny: Path):
 
 def test_second_call_rewrites_nothing(tiny: Path):
     before = {p: p.stat().st_mtime_ns for p in tiny.rglob("*")}
-    assert synth.build_demo_keywords(tiny, **TINY) == tiny
+    assert keywords.build_demo_keywords(tiny, **TINY) == tiny
     assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == before
 
 
@@ -71,9 +72,9 @@ def test_speech_commands_reader_reads_it(tiny: Path, tmp_path: Path):
 
 
 def test_other_settings_rebuild(tmp_path: Path):
-    root = synth.build_demo_keywords(tmp_path / "demo", words=("go",), espeak_speakers=3, flite_voices=(), repeats=1)
+    root = keywords.build_demo_keywords(tmp_path / "demo", words=("go",), espeak_speakers=3, flite_voices=(), repeats=1)
     assert len(list(root.glob("go/*.wav"))) == 3
-    synth.build_demo_keywords(root, words=("up",), espeak_speakers=3, flite_voices=(), repeats=1)
+    keywords.build_demo_keywords(root, words=("up",), espeak_speakers=3, flite_voices=(), repeats=1)
     assert not (root / "go").exists() and len(list(root.glob("up/*.wav"))) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
 
@@ -82,12 +83,12 @@ def test_refuses_a_folder_it_did_not_build(tmp_path: Path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a demo corpus"):
-        synth.build_demo_keywords(tmp_path / "mine", **TINY)
+        keywords.build_demo_keywords(tmp_path / "mine", **TINY)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 def test_missing_espeak_says_what_to_do(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"apt-get install espeak-ng.*task\.corpus=speech_commands task\.root=PATH"):
-        synth.build_demo_keywords(tmp_path / "demo", **TINY)
+        keywords.build_demo_keywords(tmp_path / "demo", **TINY)
     assert not (tmp_path / "demo").exists()

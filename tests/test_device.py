@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from downstream.cli import main as downstream_main
-from downstream.config import merge
-from upstream import build_upstream, distributed
+from core.config import merge
+from core import distributed
+from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer
 from upstream.registry import save_upstream
 

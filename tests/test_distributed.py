@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from upstream import distributed
+from core import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 

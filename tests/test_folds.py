@@ -5,7 +5,7 @@ import pytest
 
 from corpora.folds import speaker_fold
 from corpora.manifest import Record
-from downstream.config import parse_overrides
+from core.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 
 

@@ -12,7 +12,7 @@ datasets = pytest.importorskip("datasets")
 from corpora.audio import AudioError  # noqa: E402
 from corpora.hf import load_split, prepare_hf, read_hf_splits  # noqa: E402
 from corpora.manifest import read_manifest  # noqa: E402
-from downstream.config import parse_overrides  # noqa: E402
+from core.config import parse_overrides  # noqa: E402
 from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: E402
 
 WORDS = ["low", "mid", "high"]
@@ -49,7 +49,7 @@ def keyword_dataset(tmp_path_factory) -> Path:
 
 
 def test_save_to_disk_dataset_becomes_a_manifest(keyword_dataset: Path, tmp_path: Path):
-    manifest = prepare_hf(keyword_dataset, "train", tmp_path, ("label",))
+    manifest = prepare_hf(keyword_dataset, tmp_path, {"train": "train"}, ("label",))["train"]
     records = read_manifest(manifest)
     assert len(records) == 12
     first = records[0]
@@ -59,7 +59,7 @@ def test_save_to_disk_dataset_becomes_a_manifest(keyword_dataset: Path, tmp_path
     assert sr == 16000 and len(wav) == 8000
     assert {r.label for r in records} == set(WORDS)  # class ids stored as their names
     mtime = Path(first.path).stat().st_mtime_ns
-    assert prepare_hf(keyword_dataset, "train", tmp_path, ("label",)) == manifest  # idempotent
+    assert prepare_hf(keyword_dataset, tmp_path, {"train": "train"}, ("label",)) == {"train": manifest}  # idempotent
     assert Path(first.path).stat().st_mtime_ns == mtime
 
 
@@ -85,14 +85,14 @@ def test_errors_name_the_dataset_split_and_row(keyword_dataset: Path, tmp_path: 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_split(tmp_path / "nowhere", "train")
     with pytest.raises(ValueError, match="no column for text"):
-        prepare_hf(keyword_dataset, "train", tmp_path / "asr", ("text",))
+        prepare_hf(keyword_dataset, tmp_path / "asr", {"train": "train"}, ("text",))
     broken = datasets.Dataset.from_dict({"audio": [{"bytes": _encoded(0.3, 500.0), "path": "ok.flac"},
                                                    {"bytes": b"not audio at all", "path": "bad.flac"}],
                                          "text": ["OK", "BAD"]}).cast_column("audio", datasets.Audio(decode=False))
     datasets.DatasetDict(train=broken).save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(AudioError, match=r"broken:train row 1 \(1\).*unreadable audio"):
-        prepare_hf(tmp_path / "broken", "train", tmp_path / "out", ("text",))
-    assert not (tmp_path / "out" / "hf-train.tsv").exists()  # nothing half-written
+        prepare_hf(tmp_path / "broken", tmp_path / "out", {"train": "train"}, ("text",))
+    assert not (tmp_path / "out" / "train.tsv").exists()  # nothing half-written
 
 
 def test_keyword_spotting_trains_on_a_hf_dataset(keyword_dataset: Path, tmp_path: Path):

@@ -9,7 +9,7 @@ from upstream import build_upstream
 from upstream.hubert import build_hubert
 from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
 from upstream.pretrain import PretrainConfig, Pretrainer, main
-from downstream.config import merge
+from core.config import merge
 from corpora.folder import scan_audio
 
 from .conftest import noise_batch

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.config import ConfigError
+from corpora.audio import load_audio
 from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay, load_s3prl_mockingjay
 from upstream.masking import band_mask, expected_masked_fraction, max_span_start, span_mask, spans_to_mask
-from upstream.mockingjay import MockingjayUpstream, build_mockingjay, chunk_bounds, mockingjay_tiny
+from upstream.mockingjay import MockingjayUpstream, build_mockingjay, chunk_bounds
 from upstream.registry import save_upstream
 
 from .conftest import shared_data
@@ -68,7 +70,7 @@ def _s3prl_expert(ckpt: Path):
 
 def _assert_parity(model: MockingjayUpstream, expert, wavs: torch.Tensor, lengths: torch.Tensor, atol=1e-4) -> None:
     """Ours on the padded batch vs S3PRL on each utterance alone (S3PRL's batched features depend on
-    the longest utterance of the batch; see upstream/mockingjay.py)."""
+    the longest utterance of the batch; see upstream/mockingjay/__init__.py)."""
     with torch.no_grad():
         out = model(wavs, lengths)
         assert out.lengths.tolist() == model.num_frames(lengths).tolist()
@@ -76,7 +78,7 @@ def _assert_parity(model: MockingjayUpstream, expert, wavs: torch.Tensor, length
             ref = expert([wavs[i, :n]])["hidden_states"]
             assert len(ref) == len(out.hidden_states) == model.num_layers
             t = int(out.lengths[i])
-            for r, h in zip(ref, out.hidden_states):
+            for r, h in zip(ref, out.hidden_states, strict=True):
                 assert r.shape == (1, t, model.hidden_size)
                 assert torch.isfinite(h).all()
                 assert float((r[0] - h[i, :t]).abs().max()) <= atol
@@ -122,18 +124,16 @@ def test_parity_with_s3prl(tmp_path, overrides):
     # Our loader reproduces the model S3PRL's file came from.
     reloaded = load_s3prl_mockingjay(ckpt)
     with torch.no_grad():
-        for a, b in zip(model(wavs, lengths).hidden_states, reloaded(wavs, lengths).hidden_states):
+        for a, b in zip(model(wavs, lengths).hidden_states, reloaded(wavs, lengths).hidden_states, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert reloaded.settings() == model.settings()
 
 
 def test_parity_with_s3prl_real_speech(tmp_path):
-    from corpora.audio import load_audio
-
     root = shared_data("librispeech_mini") / "LibriSpeech" / "dev-clean"
     files = sorted(root.glob("*/*/*.flac"))[:3]
     # 4 s, 2.5 s and 1.3 s of three speakers, with a 100-frame limit to exercise chunking.
-    wavs_l = [load_audio(f)[: int(s * 16000)] for f, s in zip(files, (4.0, 2.5, 1.3))]
+    wavs_l = [load_audio(f)[: int(s * 16000)] for f, s in zip(files, (4.0, 2.5, 1.3), strict=True)]
     lengths = torch.tensor([len(w) for w in wavs_l])
     wavs = torch.nn.utils.rnn.pad_sequence(wavs_l, batch_first=True)
     model = _model(seed=1, max_sequence_length=100)
@@ -313,7 +313,7 @@ def test_padding_invariance(max_sequence_length):
         assert len(out.hidden_states) == model.num_layers == 3
         for i, n in enumerate(out.lengths.tolist()):
             alone = model(wavs[i : i + 1, : lengths[i]], lengths[i : i + 1])
-            for h_batch, h_alone in zip(out.hidden_states, alone.hidden_states):
+            for h_batch, h_alone in zip(out.hidden_states, alone.hidden_states, strict=True):
                 assert h_batch.shape == (3, 101, 64)
                 assert float((h_batch[i, :n] - h_alone[0]).abs().max()) <= 1e-5
                 assert not h_batch[i, n:].any()
@@ -341,19 +341,19 @@ def test_save_upstream_round_trip(tmp_path):
     rebuilt.eval()
     wavs, lengths = _batch()
     with torch.no_grad():
-        for a, b in zip(model(wavs, lengths).hidden_states, rebuilt(wavs, lengths).hidden_states):
+        for a, b in zip(model(wavs, lengths).hidden_states, rebuilt(wavs, lengths).hidden_states, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert rebuilt.fingerprint() == model.fingerprint()
 
 
 def test_config_presets_and_errors():
-    tiny = mockingjay_tiny()
+    tiny = build_mockingjay("tiny")
     assert (tiny.num_layers, tiny.hidden_size, tiny.input_dim, tiny.downsample_rate) == (4, 256, 80, 160)
     assert tiny.config.num_attention_heads == 4 and tiny.config.intermediate_size == 1024
     assert tiny.config.mask_proportion == 0.15 and tiny.config.mask_consecutive_min == 7
-    with pytest.raises(ValueError, match="mask_ratio"):
+    with pytest.raises(ConfigError, match="mask_ratio"):
         build_mockingjay(preset="tiny", mask_ratio=0.2)
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(ConfigError, match="preset 'huge'"):
         build_mockingjay(preset="huge")
     with pytest.raises(ValueError, match="num_attention_heads"):
         build_mockingjay(**{**SMALL, "num_attention_heads": 3})

@@ -8,7 +8,7 @@ import torch
 
 from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
-from downstream.config import parse_overrides
+from core.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.phonemes import ARPABET, PhonemeLexicon, espeak_arpabet, ipa_to_arpabet
 from downstream.tasks.pr import PhonemeHead, phone_error_rate

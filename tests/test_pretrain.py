@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from corpora.folder import scan_audio
-from downstream.config import merge
+from core.config import merge
 from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
 

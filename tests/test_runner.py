@@ -9,7 +9,7 @@ import yaml
 from corpora.manifest import Record, write_manifest
 from downstream.cli import main
 from downstream.runner import Experiment, RunSpec, resolve_config
-from downstream.config import parse_overrides
+from core.config import parse_overrides
 
 from .conftest import killed_at_update
 

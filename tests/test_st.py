@@ -8,11 +8,14 @@ import pytest
 import soundfile as sf
 import torch
 
+from core.config import parse_overrides
 from corpora.covost2 import prepare_covost2, read_covost2
 from corpora.manifest import ManifestError, Record, write_manifest
-from downstream.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
-from downstream.tasks.st import BOS, EOS, PAD, PieceModel, SpeechTranslationHead, STConfig, translation_scores
+from downstream.tasks.st import STConfig, translation_scores
+from downstream.tasks.st_decoding import beam_search, greedy
+from downstream.tasks.st_model import SpeechTranslationHead
+from downstream.tasks.subwords import BOS, EOS, PAD, PieceModel
 
 GERMAN = ["Ein roter Hund läuft im Park.", "Die kleine Katze schläft.", "Zwei Männer spielen Fußball auf der Straße.",
           "Ein Mädchen springt ins Wasser.", "Das alte Auto wartet vor dem Haus.", "Eine Frau liest ein Buch.",
@@ -46,7 +49,8 @@ def test_covost_reader_reports_a_missing_clip(tmp_path: Path, caplog):
     assert "skipped 1 row" in caplog.text
     paths = prepare_covost2(root, tmp_path / "man")
     assert set(paths) == {"train", "dev", "test"}
-    assert (tmp_path / "man/skipped.tsv").read_text().splitlines()[1] == "train\t6\tcommon_voice_en_gone.mp3\tfile not found"
+    skipped = (tmp_path / "man/skipped-covost2.tsv").read_text().splitlines()
+    assert skipped[1] == f"{root / 'covost_v2.en_de.train.tsv'}:6 (common_voice_en_gone.mp3)\tfile not found"
 
 
 @pytest.mark.parametrize("row,message", [
@@ -104,7 +108,8 @@ def _memorise(steps: int = 250):
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     for _ in range(steps):
         memory, mask = head(feats, lengths)
-        loss = torch.nn.functional.cross_entropy(head.decode(memory, mask, prev).flatten(0, 1), gold.flatten(), ignore_index=PAD)
+        logits = head.decode(memory, mask, prev)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -119,11 +124,11 @@ def memorised():
 def test_head_memorises_ten_pairs_and_greedy_agrees_with_teacher_forcing(memorised):
     head, pieces, feats, lengths, prev, gold = memorised
     memory, mask = head(feats, lengths)
-    greedy = head.greedy(memory, mask, max_len=60)
-    assert translation_scores([pieces.decode(g) for g in greedy], GERMAN)[0]["bleu"] > 90
+    greedy_ids = greedy(head, memory, mask, max_len=60)
+    assert translation_scores([pieces.decode(g) for g in greedy_ids], GERMAN)[0]["bleu"] > 90
     forced = head.decode(memory, mask, prev).argmax(-1)  # teacher forcing: each position sees the gold prefix
     exact = 0
-    for b, seq in enumerate(greedy):
+    for b, seq in enumerate(greedy_ids):
         n = int((gold[b] != PAD).sum())
         wrong = (forced[b, :n] != gold[b, :n]).nonzero()
         k = int(wrong[0]) if len(wrong) else n
@@ -136,9 +141,9 @@ def test_head_memorises_ten_pairs_and_greedy_agrees_with_teacher_forcing(memoris
 def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
     head, pieces, feats, lengths, *_ = memorised
     memory, mask = head(feats + 0.3 * torch.randn_like(feats), lengths)  # perturbed: the model is less sure
-    greedy = head.greedy(memory, mask, max_len=60)
-    assert head.beam_search(memory, mask, beam_size=1, max_len=60, length_penalty=0.0) == greedy
-    beam = head.beam_search(memory, mask, beam_size=4, max_len=60, length_penalty=0.0)
+    greedy_ids = greedy(head, memory, mask, max_len=60)
+    assert beam_search(head, memory, mask, beam_size=1, max_len=60, length_penalty=0.0) == greedy_ids
+    beam = beam_search(head, memory, mask, beam_size=4, max_len=60, length_penalty=0.0)
 
     @torch.no_grad()
     def logprob(b: int, seq: list[int]) -> float:
@@ -147,15 +152,15 @@ def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
         return float(logp[torch.arange(len(seq) + 1), torch.tensor([*seq, EOS])].sum())
 
     for b in range(10):
-        assert logprob(b, beam[b]) >= logprob(b, greedy[b]) - 1e-4
+        assert logprob(b, beam[b]) >= logprob(b, greedy_ids[b]) - 1e-4
 
 
 def test_batched_beam_search_does_not_depend_on_the_batch(memorised):
     head, pieces, feats, lengths, *_ = memorised
     memory, mask = head(feats + 0.3 * torch.randn_like(feats), lengths)
-    together = head.beam_search(memory, mask, beam_size=4, max_len=60)
-    alone = [head.beam_search(memory[b:b + 1, :int((~mask[b]).sum())], mask[b:b + 1, :int((~mask[b]).sum())],
-                              beam_size=4, max_len=60)[0] for b in range(len(together))]
+    together = beam_search(head, memory, mask, beam_size=4, max_len=60)
+    alone = [beam_search(head, memory[b:b + 1, :int((~mask[b]).sum())], mask[b:b + 1, :int((~mask[b]).sum())],
+                         beam_size=4, max_len=60)[0] for b in range(len(together))]
     assert together == alone
 
 
@@ -194,12 +199,14 @@ def test_st_runs_end_to_end_through_the_runner(tmp_path: Path):
             sf.write(path, (0.1 * rng.standard_normal(12000)).astype(np.float32), 16000)
             records.append(Record(id=f"{split}{i}", path=str(path), duration=0.75, text="x", translation=GERMAN[i]))
         splits[split] = write_manifest(tmp_path / "man" / f"{split}.tsv", records)
-    overrides = ["task.corpus=manifest", f"task.root={tmp_path / 'man'}", "task.d_model=32", "task.heads=2", "task.ffn_dim=64",
-                 "task.conv_channels=32", "task.encoder_layers=1", "task.decoder_layers=1", "task.beam_size=2",
+    overrides = ["task.corpus=manifest", f"task.root={tmp_path / 'man'}", "task.d_model=32", "task.heads=2",
+                 "task.ffn_dim=64", "task.conv_channels=32", "task.encoder_layers=1", "task.decoder_layers=1",
+                 "task.beam_size=2",
                  "task.max_len=20", f"cache.root={tmp_path / 'cache'}", "train.total_steps=6", "train.eval_every=3",
                  "train.save_every=3", "train.batch_size=4"]
     spec = RunSpec("st", "fbank")
-    results = Experiment.create(tmp_path / "exp", "st", spec, resolve_config(spec, {}, parse_overrides(overrides))).train()
+    cfg = resolve_config(spec, {}, parse_overrides(overrides))
+    results = Experiment.create(tmp_path / "exp", "st", spec, cfg).train()
     assert results["primary_metric"] == "bleu" and results["higher_is_better"]
     assert set(results["splits"]["test"]) >= {"bleu", "chrf"}
     assert results["metric_info"]["signatures"]["bleu"].startswith("nrefs:1|case:mixed")

@@ -20,7 +20,7 @@ upstream causal in the waveform.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from corpora.audio import SAMPLE_RATE
 
 from .base import Pretrainable, Upstream, UpstreamOutput
 from .frontend import FRAME_LENGTH_MS, FRAME_SHIFT_MS, HOP, WINDOW, kaldi_num_frames, utterance_cmvn
+from .presets import config_from_preset
 
 WINDOW_TYPE = "hamming"
 """The analysis window S3PRL's APC uses (``s3prl/upstream/apc/audio.py``); Kaldi's default is povey."""
@@ -71,15 +72,15 @@ class APCConfig:
         self.dropout = float(self.dropout)
 
 
-PRESETS: dict[str, APCConfig] = {
+PRESETS: dict[str, dict] = {
     # About 1.1 M parameters: a few hundred steps pre-train in minutes on 2 CPU cores.
-    "tiny": APCConfig(hidden_size=256, num_layers=3),
+    "tiny": dict(hidden_size=256, num_layers=3),
     # The paper's and S3PRL's model: 3 x 512 GRU with residual connections (about 4.1 M parameters).
-    "base": APCConfig(hidden_size=512, num_layers=3),
+    "base": dict(hidden_size=512, num_layers=3),
     # One more 512-unit layer (about 5.7 M parameters): same width as base, so hidden states keep
     # their dimension and per-layer comparisons with base stay direct. S3PRL's expert, given this
     # model, exposes only layers 0, 1 and 3 (its hooks are hard-coded for three layers).
-    "large": APCConfig(hidden_size=512, num_layers=4),
+    "large": dict(hidden_size=512, num_layers=4),
 }
 
 
@@ -127,14 +128,16 @@ class LogMelCMVN(nn.Module):
             counts (on the CPU), T their maximum.
         """
         if wavs.dim() != 2 or wav_lengths.shape != (wavs.shape[0],):
-            raise ValueError(f"expected (B, S) waveforms and (B,) lengths, got {tuple(wavs.shape)} and {tuple(wav_lengths.shape)}")
+            raise ValueError(f"expected (B, S) waveforms and (B,) lengths, got {tuple(wavs.shape)} and "
+                             f"{tuple(wav_lengths.shape)}")
         shortest, longest = int(wav_lengths.min()), int(wav_lengths.max())
         if shortest < self.min_samples:
-            need = "two 25 ms frames (560 samples; utterance CMVN needs two)" if self.cmvn else "one 25 ms frame (400 samples)"
+            need = ("two 25 ms frames (560 samples; utterance CMVN needs two)" if self.cmvn
+                    else "one 25 ms frame (400 samples)")
             raise ValueError(f"an utterance is shorter than {need}: {shortest} samples")
         if longest > wavs.shape[1]:
             raise ValueError(f"a length ({longest}) exceeds the padded waveform length ({wavs.shape[1]})")
-        feats = [self(wav[:n]) for wav, n in zip(wavs, wav_lengths.tolist())]
+        feats = [self(wav[:n]) for wav, n in zip(wavs, wav_lengths.tolist(), strict=True)]
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
         return nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
 
@@ -208,7 +211,8 @@ class APCUpstream(Upstream, Pretrainable):
         self.hidden_size = config.hidden_size
         self.num_layers = config.num_layers
         self.features = LogMelCMVN(config.feat_dim, config.cmvn)
-        self.rnn_layers = GRUStack(config.feat_dim, config.hidden_size, config.num_layers, config.dropout, config.residual)
+        self.rnn_layers = GRUStack(config.feat_dim, config.hidden_size, config.num_layers, config.dropout,
+                                   config.residual)
         self.postnet = nn.Linear(config.hidden_size, config.feat_dim)
 
     def settings(self) -> dict:
@@ -219,7 +223,8 @@ class APCUpstream(Upstream, Pretrainable):
         """Kaldi ``snip_edges`` frames: 1 + (S - 400) // 160; (B,) int64 -> (B,) int64."""
         return kaldi_num_frames(num_samples)
 
-    def encode(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def encode(self, wavs: torch.Tensor,
+               wav_lengths: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Features and hidden states of a padded batch.
 
         Args:
@@ -269,27 +274,6 @@ def build_apc(preset: str = "base", **settings) -> APCUpstream:
             ``dropout``, ``residual``, ``n_future``, ``cmvn``).
 
     Raises:
-        ValueError: unknown preset or an invalid value. TypeError: an unknown setting (named).
+        ConfigError: an unknown preset or setting (named). ValueError: an invalid value.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown APC preset {preset!r}; choose from {', '.join(PRESETS)}")
-    known = {f.name for f in fields(APCConfig)}
-    for key in settings:
-        if key not in known:
-            raise TypeError(f"unknown APC setting {key!r}; valid settings: {', '.join(sorted(known))}")
-    return APCUpstream(APCConfig(**{**asdict(PRESETS[preset]), **settings}))
-
-
-def apc_tiny(**settings) -> APCUpstream:
-    """3 GRU layers x 256 units, residual: quick to pre-train on a CPU."""
-    return build_apc("tiny", **settings)
-
-
-def apc_base(**settings) -> APCUpstream:
-    """3 GRU layers x 512 units, residual: the paper's and S3PRL's APC."""
-    return build_apc("base", **settings)
-
-
-def apc_large(**settings) -> APCUpstream:
-    """4 GRU layers x 512 units, residual: one layer deeper than base, same state dimension."""
-    return build_apc("large", **settings)
+    return APCUpstream(config_from_preset("APC", APCConfig, PRESETS, preset, settings))

@@ -36,6 +36,7 @@ from torchaudio.models import Conformer
 
 from .base import Pretrainable, Upstream, UpstreamOutput
 from .frontend import HOP, WINDOW, RunningMoments, kaldi_num_frames, log_mel_fbank
+from .presets import config_from_preset
 from .target_usage import id_usage
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,6 @@ PRESETS: dict[str, dict] = {
     # 24 layers x 1024, 16 heads, FFN 4096 (about 0.6 B parameters, the paper's model size class).
     "large": dict(embed_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096),
 }
-
-
-def make_config(preset: str = "base", **overrides) -> BestRQConfig:
-    """A :class:`BestRQConfig` from a size preset plus field overrides (unknown fields are errors)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown BEST-RQ preset {preset!r}; choose from {sorted(PRESETS)}")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(BestRQConfig)})
-    if unknown:
-        raise ValueError(f"unknown BEST-RQ setting(s): {', '.join(unknown)}")
-    return BestRQConfig(**{**PRESETS[preset], **overrides})
 
 
 class RandomProjectionQuantizer(nn.Module):
@@ -199,7 +190,7 @@ class BestRQUpstream(Upstream, Pretrainable):
             raise ValueError(f"an utterance has {shortest} samples; BEST-RQ needs at least {self.min_samples}")
         lengths = self.num_frames(wav_lengths)
         feats = [(log_mel_fbank(w[:n], self.config.feat_dim)[: int(t) * self.config.stack] - self.mean) / self.std
-                 for w, n, t in zip(wavs, wav_lengths.tolist(), lengths.tolist())]
+                 for w, n, t in zip(wavs, wav_lengths.tolist(), lengths.tolist(), strict=True)]
         return nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths.to(wavs.device)
 
     def stack(self, feats: torch.Tensor) -> torch.Tensor:
@@ -244,7 +235,8 @@ class BestRQUpstream(Upstream, Pretrainable):
                  len(chosen), usage["used"], usage["ids"], usage["perplexity"])
         return None
 
-    def span_mask(self, lengths_10ms: torch.Tensor, max_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def span_mask(self, lengths_10ms: torch.Tensor, max_len: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,) valid 10 ms frames -> (B, max_len) bool: spans of ``mask_span_ms`` started with ``mask_start_prob``."""
         span = max(1, round(self.config.mask_span_ms / 10))
         valid = torch.arange(max_len)[None, :] < lengths_10ms.cpu()[:, None]
@@ -285,5 +277,9 @@ class BestRQUpstream(Upstream, Pretrainable):
 
 
 def build_bestrq(preset: str = "base", **settings) -> BestRQUpstream:
-    """A randomly initialised BEST-RQ: ``preset`` (``tiny``, ``base``, ``large``) plus field overrides."""
-    return BestRQUpstream(make_config(preset, **settings))
+    """A randomly initialised BEST-RQ: ``preset`` (``tiny``, ``base``, ``large``) plus :class:`BestRQConfig` overrides.
+
+    Raises:
+        ConfigError: an unknown preset or setting (named). ValueError: an invalid value.
+    """
+    return BestRQUpstream(config_from_preset("BEST-RQ", BestRQConfig, PRESETS, preset, settings))

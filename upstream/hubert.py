@@ -36,6 +36,7 @@ from torchaudio.models import hubert_pretrain_model
 from torchaudio.models.wav2vec2 import components
 
 from .base import FinetuneMasking, Pretrainable, Upstream, UpstreamOutput
+from .presets import config_from_preset
 
 BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
 """The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
@@ -99,12 +100,14 @@ class HubertConfig:
 
     def __post_init__(self):
         if self.extractor_mode not in ("group_norm", "layer_norm"):
-            raise ValueError(f"HuBERT setting extractor_mode must be 'group_norm' or 'layer_norm', not {self.extractor_mode!r}")
+            raise ValueError(f"HuBERT setting extractor_mode must be 'group_norm' or 'layer_norm', "
+                             f"not {self.extractor_mode!r}")
         if not self.conv_layers or not all(
             isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and v > 0 for v in c)
             for c in self.conv_layers
         ):
-            raise ValueError(f"HuBERT setting conv_layers must be [channels, kernel, stride] triples, got {self.conv_layers!r}")
+            raise ValueError(f"HuBERT setting conv_layers must be [channels, kernel, stride] triples, "
+                             f"got {self.conv_layers!r}")
         self.conv_layers = [list(c) for c in self.conv_layers]
         for key in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups",
                     "num_classes", "final_dim", "mask_length"):
@@ -113,7 +116,8 @@ class HubertConfig:
                 raise ValueError(f"HuBERT setting {key} must be an integer >= 1, got {value!r}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"HuBERT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop", "mask_start_prob"):
+        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop",
+                    "mask_start_prob"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"HuBERT setting {key} must be a number in [0, 1), got {value!r}")
@@ -134,16 +138,6 @@ PRESETS: dict[str, dict] = {
     "large": dict(extractor_mode="layer_norm", conv_bias=True, embed_dim=1024, num_layers=24, num_heads=16,
                   ffn_dim=4096, layer_norm_first=True, final_dim=768, num_classes=500, normalize_waveform=True),
 }
-
-
-def make_config(preset: str = "base", **overrides) -> HubertConfig:
-    """A :class:`HubertConfig` from a size preset plus field overrides (unknown fields are errors)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown HuBERT preset {preset!r}; choose from {sorted(PRESETS)}")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(HubertConfig)})
-    if unknown:
-        raise ValueError(f"unknown HuBERT setting(s): {', '.join(unknown)}")
-    return HubertConfig(**{**PRESETS[preset], **overrides})
 
 
 class HubertUpstream(Upstream, Pretrainable):
@@ -230,17 +224,20 @@ class HubertUpstream(Upstream, Pretrainable):
         lengths = self.num_frames(wav_lengths)
         if self.config.normalize_waveform:
             wavs = nn.utils.rnn.pad_sequence(
-                [F.layer_norm(w[:n], (n,)) for w, n in zip(wavs, wav_lengths.tolist())], batch_first=True)
+                [F.layer_norm(w[:n], (n,)) for w, n in zip(wavs, wav_lengths.tolist(), strict=True)],
+                batch_first=True)
         if self.config.extractor_mode == "layer_norm" or bool((wav_lengths == wavs.shape[1]).all()):
             feats, _ = extractor(wavs, None)
         else:
             feats = nn.utils.rnn.pad_sequence(
-                [extractor(w[None, :n], None)[0][0] for w, n in zip(wavs, wav_lengths.tolist())], batch_first=True
+                [extractor(w[None, :n], None)[0][0] for w, n in zip(wavs, wav_lengths.tolist(), strict=True)],
+                batch_first=True,
             )
         valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
         return feats * valid[:, :, None], lengths
 
-    def _encoder_input(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encoder_input(self, feats: torch.Tensor,
+                       lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project CNN features; (B, T, D) zero on padding, (B, 1, T, T) additive attention mask, (B, T) validity."""
         x, attention_mask = self.model.wav2vec2.encoder._preprocess(feats, lengths)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
@@ -326,7 +323,7 @@ class HubertUpstream(Upstream, Pretrainable):
             raise ValueError("HuBERT pre-training needs one target sequence per utterance (k-means ids)")
         c = self.config
         feats, lengths = self.cnn_features(wavs, wav_lengths)
-        for b, (t, n) in enumerate(zip(targets, lengths.tolist())):
+        for b, (t, n) in enumerate(zip(targets, lengths.tolist(), strict=True)):
             if t.shape != (n,):
                 raise ValueError(f"utterance {b}: {tuple(t.shape)} target labels for {n} frames; labels must be "
                                  f"at the model's frame rate ({self.downsample_rate} samples per frame)")
@@ -345,7 +342,8 @@ class HubertUpstream(Upstream, Pretrainable):
         loss_m = F.cross_entropy(logit_m, labels[mask_m]) if logit_m.shape[0] else last.sum() * 0.0
         loss = loss_m + c.feature_penalty * penalty
         stats = {"loss_masked": loss_m.item(), "masked_fraction": float(mask_m.sum() / valid.sum()),
-                 "acc_masked": float((logit_m.argmax(-1) == labels[mask_m]).float().mean()) if logit_m.shape[0] else 0.0}
+                 "acc_masked": (float((logit_m.argmax(-1) == labels[mask_m]).float().mean())
+                                if logit_m.shape[0] else 0.0)}
         if c.unmasked_weight > 0:
             logit_u = self.logits(last[mask_u])
             loss_u = F.cross_entropy(logit_u, labels[mask_u])
@@ -355,20 +353,9 @@ class HubertUpstream(Upstream, Pretrainable):
 
 
 def build_hubert(preset: str = "base", **settings) -> HubertUpstream:
-    """A randomly initialised HuBERT: ``preset`` (``tiny``, ``base``, ``large``) plus field overrides."""
-    return HubertUpstream(make_config(preset, **settings))
+    """A randomly initialised HuBERT: ``preset`` (``tiny``, ``base``, ``large``) plus :class:`HubertConfig` overrides.
 
-
-def hubert_tiny(**overrides) -> HubertUpstream:
-    """7-layer CNN at 128 channels (20 ms frames), 4 x 256 Transformer: pre-trains on a CPU."""
-    return build_hubert("tiny", **overrides)
-
-
-def hubert_base(**overrides) -> HubertUpstream:
-    """HuBERT Base: 12 x 768, 95 M parameters."""
-    return build_hubert("base", **overrides)
-
-
-def hubert_large(**overrides) -> HubertUpstream:
-    """HuBERT Large: 24 x 1024, pre-LN, 317 M parameters."""
-    return build_hubert("large", **overrides)
+    Raises:
+        ConfigError: an unknown preset or setting (named). ValueError: an invalid value.
+    """
+    return HubertUpstream(config_from_preset("HuBERT", HubertConfig, PRESETS, preset, settings))

@@ -35,9 +35,10 @@ from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 
-from . import distributed
+from core import distributed
+from core.checkpoint import atomic_save
+from core.config import merge
 from .base import Upstream
-from .checkpoint import atomic_save
 from .frontend import Deltas
 from .target_usage import id_usage
 
@@ -250,7 +251,5 @@ def kmeans_targets(work_dir: Path, settings: dict, student: Upstream, num_cluste
     ``settings`` is the ``targets`` config section (:class:`KMeansTargetConfig` fields; an unknown
     key or a wrong type is a ConfigError naming it).
     """
-    from downstream.config import merge  # noqa: PLC0415
-
     cfg = merge(KMeansTargetConfig(), settings, "targets")
     return KMeansTargets(work_dir, cfg, student, num_clusters).labels(train, valid)

@@ -7,13 +7,13 @@ The experiment folder ``<expdir>/<name>/`` holds ``config.yaml``, ``checkpoints/
 optimiser, schedule, RNG and position: re-running the command resumes there), ``upstream.pt`` (the
 model in the format ``run_downstream.py -u NAME -k upstream.pt`` loads), ``curve.tsv`` (step,
 train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb/``, ``train.log``
-and ``summary.json``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
+and ``summary.json``; recordings the data could not use are listed in ``skipped.tsv``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
 are held out for the validation loss. All writes of checkpoints are atomic.
 
 Devices: ``--device auto`` (default) trains on a GPU when CUDA has one, else on the CPU; ``cpu``,
 ``cuda`` and ``cuda:N`` choose. Target stages (k-means features, BEST-RQ statistics) run before the
 model moves there. Data-parallel: ``torchrun --nproc_per_node N -m upstream.pretrain ...`` splits
-every batch over N processes, one GPU each where there are GPUs (:mod:`upstream.distributed`);
+every batch over N processes, one GPU each where there are GPUs (:mod:`core.distributed`);
 process 0 computes the targets, validates and writes everything. Masks are drawn per process, so
 such a run matches one process statistically, not bitwise.
 """
@@ -25,23 +25,20 @@ import hashlib
 import json
 import logging
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+from core import distributed
+from core.config import ConfigError, claim_folder, load_yaml, merge, override_items, parse_overrides
+from core.logs import log_to_file, setup_console_logging
+from core.training import LoopConfig, TrainingLoop
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.folder import scan_audio
 from corpora.manifest import Record
 
-from . import distributed
 from .base import Pretrainable
-from .checkpoint import atomic_save
 from .registry import available_upstreams, build_upstream, save_upstream
 
 log = logging.getLogger("upstream.pretrain")
@@ -62,29 +59,27 @@ class PretrainObjective(torch.nn.Module):
 
 
 @dataclass
-class PretrainLoopConfig:
-    """The optimisation loop (the model's own settings are in the ``upstream`` section)."""
+class PretrainLoopConfig(LoopConfig):
+    """The optimisation loop (:class:`core.training.LoopConfig`, with pre-training's defaults) and
+    what pre-training adds; the model's own settings are in the ``upstream`` section."""
 
-    seed: int = 1337
     total_steps: int = 5000
-    optimizer: str = "adamw"
-    """``adamw`` or ``adam``."""
     lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.07
-    """Linear warm-up over this fraction of the steps, then linear decay to zero (0: constant lr)."""
-    decay: bool = True
-    batch_size: int = 32
     batch_seconds: float = 160.0
-    """Most padded seconds of audio per batch."""
-    segment_seconds: float = 10.0
-    """Longer recordings are cut into segments of at most this length."""
     grad_clip: float = 5.0
-    valid_fraction: float = 0.02
     eval_every: int = 250
     save_every: int = 250
     log_every: int = 25
     num_workers: int = 1
+    optimizer: str = "adamw"
+    """``adamw`` or ``adam``."""
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.07
+    """Linear warm-up over this fraction of the steps, then linear decay to zero (0: constant lr)."""
+    decay: bool = True
+    segment_seconds: float = 10.0
+    """Longer recordings are cut into segments of at most this length."""
+    valid_fraction: float = 0.02
     threads: int = 0
     """torch intra-op threads (0: torch's default)."""
 
@@ -125,16 +120,8 @@ class Pretrainer:
         if not isinstance(self.model, Pretrainable):
             raise ValueError(f"upstream {upstream!r} cannot be pre-trained here")
         snapshot = {"upstream": upstream, "data": self.data, "config": dataclasses.asdict(cfg)}
-        cfg_file = self.dir / "config.yaml"
         with distributed.main_first():
-            if cfg_file.is_file():
-                previous = yaml.safe_load(cfg_file.read_text())
-                if previous != snapshot:
-                    raise ValueError(f"pre-training experiment {self.dir} exists with a different config or data; "
-                                     "use another -n NAME or delete the folder")
-            else:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                cfg_file.write_text(yaml.safe_dump(snapshot, sort_keys=False))
+            claim_folder(self.dir, snapshot, f"pre-training experiment '{self.dir.name}'")
         if distributed.world_size() > 1:  # same initial weights everywhere, different masks per process
             torch.manual_seed(cfg.train.seed + distributed.rank())
 
@@ -162,101 +149,66 @@ class Pretrainer:
         return train, valid, targets
 
     def run(self) -> dict:
+        """Pre-train to ``train.total_steps`` (resuming from ``last.pt`` if present); return the summary
+        (process 0; the others ``{}``)."""
         tcfg = self.cfg.train
+        if distributed.is_main():
+            log_to_file(log, self.dir / "train.log")
         train, valid, targets = self.prepare()
         self.targets = targets
         hours = sum(r.duration for r in train) / 3600
         model = self.model.to(distributed.device())  # after the target stages, which fit statistics on the CPU
-        main = distributed.is_main()
         local_objective = PretrainObjective(model)
         objective = distributed.data_parallel(local_objective, find_unused_parameters=True)
         params = [p for p in model.parameters() if p.requires_grad]
         opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(tcfg.optimizer)
         if opt_cls is None:
-            raise ValueError(f"train.optimizer must be 'adamw' or 'adam', not {tcfg.optimizer!r}")
+            raise ConfigError(f"train.optimizer must be 'adamw' or 'adam', not {tcfg.optimizer!r}")
         optimizer = opt_cls(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay if tcfg.optimizer == "adamw" else 0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tcfg))
-        position = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0}
-        last = self.dir / "checkpoints" / "last.pt"
-        if last.is_file():
-            ckpt = torch.load(last, map_location="cpu", weights_only=False)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            distributed.set_rng_state(ckpt["rng"])
-            position = ckpt["position"]
-            log.info("resumed from %s at step %d", last, position["step"])
+        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.dir / "checkpoints" / "last.pt",
+                            tensorboard=self.dir / "tb", desc=f"pretrain {self.upstream_name}", log=log)
+        resumed = loop.resume()
+        if resumed is not None:
+            model.load_state_dict(resumed["model"])
         log.info("%s: %d parameters, %d training segments (%.2f h), %d validation; on %s", self.upstream_name,
                  sum(p.numel() for p in params), len(train), hours, len(valid), distributed.describe_device())
         batcher = DurationBatcher([r.duration for r in train], tcfg.batch_seconds, tcfg.batch_size, seed=tcfg.seed)
         valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
-        writer = SummaryWriter(str(self.dir / "tb"), purge_step=position["step"] + 1) if main else None
         curve = self.dir / "curve.tsv"
-        bar = tqdm(total=tcfg.total_steps, initial=position["step"], desc=f"pretrain {self.upstream_name}",
-                   unit="step", disable=not main)
-        running: list[float] = []
-        running_stats: list[dict[str, float]] = []
-        start = time.perf_counter() - position["seconds"]
-        model.train()
-        while position["step"] < tcfg.total_steps:
-            shards = [distributed.shard(batch) for batch in batcher.epoch(position["epoch"])[position["batch"]:]]
+
+        def epoch_losses(epoch: int, first: int):
+            shards = [distributed.shard(batch) for batch in batcher.epoch(epoch)[first:]]
             loader = ordered_loader(AudioDataset(train), [local for local, _ in shards], collate_waveforms, tcfg.num_workers)
             for (idx, wavs, lengths), (_, weight) in zip(loader, shards):
                 loss, stats = self._loss(objective, train, idx, wavs, lengths)
-                optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()
-                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                position["step"] += 1
-                position["batch"] += 1
-                running.append(distributed.global_mean(loss.item(), weight))
-                running_stats.append(stats)
-                bar.update(1)
-                step = position["step"]
-                done = step >= tcfg.total_steps
-                if step % tcfg.log_every == 0 or done:
-                    bar.set_postfix(loss=f"{np.mean(running[-tcfg.log_every:]):.4f}")
-                if main and (step % tcfg.eval_every == 0 or done):
-                    train_loss = float(np.mean(running)) if running else float("nan")
-                    running.clear()
-                    stat_means = {k: float(np.mean([s[k] for s in running_stats if k in s]))
-                                  for k in sorted({k for s in running_stats for k in s})}
-                    running_stats.clear()
-                    valid_loss = self._validate(local_objective, valid, valid_batches)
-                    position["seconds"] = time.perf_counter() - start
-                    lr = scheduler.get_last_lr()[0]
-                    if not curve.is_file():
-                        curve.write_text("\t".join(["step", "train_loss", "valid_loss", "lr", "seconds", *stat_means]) + "\n")
-                    with open(curve, "a") as f:
-                        f.write("\t".join([str(step), f"{train_loss:.6f}", f"{valid_loss:.6f}", f"{lr:.3e}",
-                                           f"{position['seconds']:.1f}", *(f"{v:.6g}" for v in stat_means.values())]) + "\n")
-                    for key, value in stat_means.items():
-                        writer.add_scalar(f"train/{key}", value, step)
-                    writer.add_scalar("train/loss", train_loss, step)
-                    writer.add_scalar("valid/loss", valid_loss, step)
-                    writer.add_scalar("train/lr", lr, step)
-                    log.info("step %d train %.4f valid %.4f lr %.2e", step, train_loss, valid_loss, lr)
-                if main and (step % tcfg.save_every == 0 or done):
-                    position["seconds"] = time.perf_counter() - start
-                    save_upstream(model, self.dir / "upstream.pt")
-                    atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "rng": distributed.rng_state(),
-                                 "position": dict(position)}, last)
-                if step % tcfg.eval_every == 0 or step % tcfg.save_every == 0 or done:
-                    distributed.barrier()
-                if done:
-                    break
-            else:
-                position["epoch"] += 1
-                position["batch"] = 0
-        bar.close()
-        if not main:
+                yield loss, weight, stats
+
+        def validate(step: int, train_loss: float, stats: dict) -> None:
+            valid_loss = self._validate(local_objective, valid, valid_batches)
+            lr = scheduler.get_last_lr()[0]
+            if not curve.is_file():
+                curve.write_text("\t".join(["step", "train_loss", "valid_loss", "lr", "seconds", *stats]) + "\n")
+            with open(curve, "a") as f:
+                f.write("\t".join([str(step), f"{train_loss:.6f}", f"{valid_loss:.6f}", f"{lr:.3e}",
+                                   f"{loop.position['train_seconds']:.1f}", *(f"{v:.6g}" for v in stats.values())]) + "\n")
+            for key, value in stats.items():
+                loop.writer.add_scalar(f"train/{key}", value, step)
+            loop.writer.add_scalar("valid/loss", valid_loss, step)
+            loop.writer.add_scalar("train/lr", lr, step)
+            log.info("step %d train %.4f valid %.4f lr %.2e", step, train_loss, valid_loss, lr)
+
+        def save() -> None:
+            save_upstream(model, self.dir / "upstream.pt")
+            loop.save(loop.checkpoint, model=model.state_dict())
+
+        model.train()
+        loop.run(epoch_losses, evaluate=validate, save=save)
+        if not distributed.is_main():
             return {}
-        writer.close()
         rows = [line.split("\t") for line in curve.read_text().splitlines()[1:]]
-        summary = {"upstream": self.upstream_name, "settings": model.settings(), "steps": position["step"],
-                   "wall_seconds": round(position["seconds"], 1), "train_hours_of_audio": round(hours, 3),
+        summary = {"upstream": self.upstream_name, "settings": model.settings(), "steps": loop.position["step"],
+                   "train_seconds": round(loop.position["train_seconds"], 1), "train_hours_of_audio": round(hours, 3),
                    "train_segments": len(train), "valid_segments": len(valid),
                    "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
                    "parameters": sum(p.numel() for p in params), "data": self.data,
@@ -291,10 +243,12 @@ class Pretrainer:
         return total / count
 
 
-def main(argv: list[str] | None = None) -> int:
-    from downstream.cli import setup_console_logging  # noqa: PLC0415
-    from downstream.config import ConfigError, load_yaml, merge, parse_overrides  # noqa: PLC0415
+def resolve_pretrain_config(yaml_dict: dict, overrides: list[str]) -> PretrainConfig:
+    """Defaults, then the YAML file, then ``section.key=value`` overrides, each checked by :func:`core.config.merge`."""
+    return merge(merge(PretrainConfig(), yaml_dict), parse_overrides(overrides))
 
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m upstream.pretrain", description=__doc__.splitlines()[0])
     p.add_argument("-u", "--upstream", required=True, help=f"one of: {', '.join(available_upstreams())}")
     p.add_argument("-n", "--name", required=True, help="experiment name (folder under -p)")
@@ -302,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="audio folder, Speech Commands tree (training part used) or .tsv manifest; repeatable")
     p.add_argument("-c", "--config", help="YAML with sections 'upstream', 'train' and (HuBERT) 'targets'")
     p.add_argument("-o", "--override", action="append", default=[],
-                   help="section.key=value, repeatable (sections: upstream, train, targets)")
+                   help="section.key=value, repeatable (or several joined by ',,'; sections: upstream, train, targets)")
     p.add_argument("-p", "--expdir", default="exp/pretrain")
     p.add_argument("--until", choices=["targets", "train"], default="train",
                    help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
@@ -311,13 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         distributed.init(args.device)  # under torchrun: one process per rank, data-parallel
         setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
-        cfg = merge(PretrainConfig(), load_yaml(args.config) if args.config else {})
-        overrides = parse_overrides(args.override)
-        model_overrides = overrides.pop("upstream", {})
-        target_overrides = overrides.pop("targets", {})
-        cfg = merge(cfg, overrides)
-        cfg = dataclasses.replace(cfg, upstream={**cfg.upstream, **model_overrides},
-                                  targets={**cfg.targets, **target_overrides})
+        cfg = resolve_pretrain_config(load_yaml(args.config) if args.config else {}, override_items(args.override))
         pretrainer = Pretrainer(Path(args.expdir) / args.name, args.upstream, cfg, args.data)
         if args.until == "targets":
             pretrainer.prepare()

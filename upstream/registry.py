@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .base import Upstream
-from .checkpoint import atomic_save
+from core.checkpoint import atomic_save
 from .fbank import FbankUpstream
 
 _FACTORIES: dict[str, Callable[..., Upstream]] = {

@@ -21,16 +21,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from .audio import write_audio
-from .synth import STAMP, FLITE_VOICES, _coloured_noise, _Speaker, available_flite, building, needs_build, speak, speakers_and_split
+from .tts import FLITE_VOICES, STAMP, available_flite, building, needs_build, render_sentence, speakers_and_split
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
-SPLIT_DIRS = {"train": "librispeech_finetuning/1h/0/clean", "dev": "LibriSpeech/dev-clean", "test": "LibriSpeech/test-clean",
-              "full": "LibriSpeech/train-clean-100"}
+SPLIT_DIRS = {"train": "librispeech_finetuning/1h/0/clean", "dev": "LibriSpeech/dev-clean",
+              "test": "LibriSpeech/test-clean", "full": "LibriSpeech/train-clean-100"}
 """Where each split goes; ``full`` is the optional larger training set, a stand-in for train-clean-100."""
 
 _WORDS = {
@@ -41,7 +38,8 @@ _WORDS = {
     "verb": "found carried opened painted watched followed cleaned visited moved closed".split(),
     "name": "anna peter maria john susan david laura thomas emma george".split(),
     "number": "two three four five six seven eight nine ten twelve".split(),
-    "time": ["yesterday", "today", "in the morning", "at night", "after dinner", "before noon", "on sunday", "last week"],
+    "time": ["yesterday", "today", "in the morning", "at night", "after dinner", "before noon", "on sunday",
+             "last week"],
 }
 _TEMPLATES = (
     "the {adj} {noun} {verb} the {thing}",
@@ -107,7 +105,8 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
     started = time.monotonic()
     durations: dict[str, float] = {}
     with building(root) as build:
-        with tempfile.TemporaryDirectory(prefix="demo-asr-tts-") as scratch, ThreadPoolExecutor(max(1, workers)) as pool:
+        with (tempfile.TemporaryDirectory(prefix="demo-asr-tts-") as scratch,
+              ThreadPoolExecutor(max(1, workers)) as pool):
             for name, target in targets.items():
                 total, utt, lines = 0.0, 0, {}
                 while total < target:  # rounds of parallel jobs until the split has its minutes
@@ -120,8 +119,9 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
                         jobs.append((rel, stem, sentence(rng), spk, rng.uniform(0.8, 1.15), rng.uniform(-1, 1),
                                      rng.uniform(20, 40), rng.getrandbits(32)))
                         utt += 1
-                    for (rel, stem, text, *_), seconds in zip(jobs, pool.map(
-                            lambda job: render_sentence(build, Path(scratch), job[0], job[1], job[2].lower(), *job[3:]), jobs)):
+                    rendered = pool.map(lambda job: render_sentence(
+                        build, Path(scratch), job[0], job[1], job[2].lower(), *job[3:]), jobs)
+                    for (rel, stem, text, *_), seconds in zip(jobs, rendered):
                         lines.setdefault(rel.parent, []).append(f"{stem} {text}")
                         total += seconds
                 for folder, chapter_lines in lines.items():
@@ -131,18 +131,7 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
         stamp = {"params": params, "speakers": {numeric[s.id]: f"{s.engine} {s.voice}" for s in speakers},
                  "split": {k: [numeric[i] for i in v] for k, v in split.items()}, "seconds": durations}
         (build / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
-    log.info("built the demo ASR corpus in %s: %s s of speech per split (%.1f s)", root, durations, time.monotonic() - started)
+    log.info("built the demo ASR corpus in %s: %s s of speech per split (%.1f s)", root, durations,
+             time.monotonic() - started)
     return root
 
-
-def render_sentence(build: Path, scratch: Path, rel: Path, stem: str, text: str, spk: _Speaker, rate: float, pitch: float,
-                    snr_db: float, seed: int) -> float:
-    """Speak ``text`` with ``spk`` at ``rate`` (x default speed) and ``pitch`` (in [-1, 1] of the voice's range),
-    trim silence, add coloured noise at ``snr_db``, write ``build/rel`` (any soundfile format); returns its seconds."""
-    speech = speak(text, spk, rate, pitch, scratch / f"{stem}.wav", words_per_minute=165)
-    rng = np.random.default_rng(seed)
-    speech = speech * (rng.uniform(0.3, 0.9) / np.abs(speech).max())
-    noise = _coloured_noise(rng, speech.size, exponent=float(rng.choice([0.0, 1.0, 2.0])))
-    out = speech + noise * np.sqrt(np.mean(speech**2)) * 10 ** (-snr_db / 20)
-    write_audio(build / rel, out.astype(np.float32))
-    return speech.size / 16000

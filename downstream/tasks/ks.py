@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 from torch import nn
 
+from corpora.demo import build_demo_keywords
 from corpora.folds import speaker_fold
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands, read_labels
@@ -80,8 +81,6 @@ class KeywordSpotting(Task):
 
     def build_corpus(self) -> None:
         if self.cfg.corpus == "demo":
-            from corpora.synth import build_demo_keywords  # noqa: PLC0415  (only the demo needs TTS)
-
             build_demo_keywords(self.cfg.root)
 
     def prepare(self) -> dict[str, list[Record]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from corpora.demo import build_demo_asr
 from corpora.librilight import SUBSETS, prepare_librilight
 from corpora.librispeech import prepare_librispeech
 from corpora.manifest import Record, read_manifest
@@ -65,6 +66,20 @@ def resample_frames(x: torch.Tensor, lengths: torch.Tensor, upsample: int, downs
     return x, lengths
 
 
+HEAD_FRAME_SAMPLES = 320
+"""The frame CTC heads aim for: 20 ms at 16 kHz."""
+
+
+def frame_rate_settings(frame_samples: int, concatenate: bool) -> dict[str, int]:
+    """The ``downsample`` and ``upsample`` settings for an upstream whose frames are ``frame_samples``
+    long: frames longer than 20 ms are repeated to about 20 ms (a 40-ms BEST-RQ: ``upsample=2``),
+    shorter ones are concatenated to about 20 ms with ``concatenate`` (a 10-ms APC for ASR:
+    ``downsample=2``) and kept as they are without it (PR's linear probe sees the upstream's frames)."""
+    if frame_samples > HEAD_FRAME_SAMPLES:
+        return {"downsample": 1, "upsample": round(frame_samples / HEAD_FRAME_SAMPLES)}
+    return {"downsample": max(1, round(HEAD_FRAME_SAMPLES / frame_samples)) if concatenate else 1, "upsample": 1}
+
+
 def check_rates(upsample: int, downsample: int) -> None:
     """ValueError unless both are >= 1 and at most one of them is above 1."""
     if downsample < 1 or upsample < 1 or (downsample > 1 and upsample > 1):
@@ -87,8 +102,6 @@ class CTCTask(Task):
 
     def build_corpus(self) -> None:
         if self.cfg.corpus == "demo":
-            from corpora.synth_asr import build_demo_asr  # noqa: PLC0415  (only the demo needs TTS)
-
             build_demo_asr(self.cfg.root, full_minutes=self.cfg.demo_full_minutes)
 
     def read_splits(self) -> dict[str, list[Record]]:
@@ -100,17 +113,15 @@ class CTCTask(Task):
             return splits
         self.build_corpus()
         names = {"train": cfg.train_set, "dev": cfg.dev_set, "test": cfg.test_set}
-        splits = {}
+        subsets = [name.removeprefix("librilight-") for name in names.values() if name.startswith("librilight-")]
         for split, name in names.items():
-            if name.startswith("librilight-"):
-                subset = name.removeprefix("librilight-")
-                if subset not in SUBSETS:
-                    raise ValueError(f"task.{split}_set {name!r}: Libri-light settings are "
-                                     f"{', '.join('librilight-' + s for s in SUBSETS)}")
-                splits[split] = read_manifest(prepare_librilight(cfg.root, subset, manifests))
-            else:
-                splits[split] = read_manifest(prepare_librispeech(cfg.root, name, manifests))
-        return splits
+            if name.startswith("librilight-") and name.removeprefix("librilight-") not in SUBSETS:
+                raise ValueError(f"task.{split}_set {name!r}: Libri-light settings are "
+                                 f"{', '.join('librilight-' + s for s in SUBSETS)}")
+        paths = prepare_librispeech(cfg.root, manifests, [n for n in names.values() if not n.startswith("librilight-")])
+        if subsets:
+            paths.update(prepare_librilight(cfg.root, manifests, subsets))
+        return {split: read_manifest(paths[name]) for split, name in names.items()}
 
     def prepare(self) -> dict[str, list[Record]]:
         splits = self.read_splits()

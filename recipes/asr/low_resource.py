@@ -23,28 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from downstream.cli import setup_console_logging
-from downstream.config import load_yaml, parse_overrides
+from core.config import load_yaml, parse_overrides
+from core.logs import setup_console_logging
 from downstream.runner import Experiment, RunSpec, resolve_config
+from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.collect import collect
 from leaderboard.select import choose_learning_rates
-from upstream import build_upstream, distributed
+from core import distributed
+from upstream import build_upstream
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
-TARGET_FRAME_SAMPLES = 320
-"""The head's frame: 20 ms at 16 kHz."""
-
-
-def head_frame_rate(upstream_name: str, ckpt: str | None, concatenate: bool = True) -> list[str]:
-    """Overrides that bring the upstream's frames to about 20 ms: ``task.upsample`` (repeat 40-ms
-    frames) or, with ``concatenate``, ``task.downsample`` (concatenate 10-ms frames)."""
-    rate = build_upstream(upstream_name, ckpt).downsample_rate
-    if rate > TARGET_FRAME_SAMPLES:
-        return ["task.downsample=1", f"task.upsample={round(rate / TARGET_FRAME_SAMPLES)}"]
-    down = max(1, round(TARGET_FRAME_SAMPLES / rate)) if concatenate else 1
-    return [f"task.downsample={down}", "task.upsample=1"]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", type=Path, default=DEMO_CONFIG, help="ASR config (default: the demo corpus)")
@@ -69,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         upstream, _, ckpt = item.partition("=")
         ckpt = str(Path(ckpt).resolve()) if ckpt else None
         label = Path(ckpt).parent.name if ckpt and Path(ckpt).name == "upstream.pt" else Path(ckpt).stem if ckpt else upstream
-        base = [f"task.train_set=librilight-{args.setting}", *head_frame_rate(upstream, ckpt), *args.override]
+        frames = frame_rate_settings(build_upstream(upstream, ckpt).downsample_rate, concatenate=True)
+        base = [f"task.train_set=librilight-{args.setting}", *(f"task.{k}={v}" for k, v in frames.items()), *args.override]
         runs = [(f"{args.tag}-{args.setting}-{label}{suffix}", [*base, *lr]) for suffix, lr in rates]
         if label in args.finetune or upstream in args.finetune:
             runs += [(f"{args.tag}-{args.setting}-{label}-finetuned{suffix}", [*base, *lr, "finetune.enabled=true"])

@@ -13,8 +13,9 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 3. **downstream**: every task (a leaderboard track) × upstream × seed (× fold, where a task sets
    ``folds``; × learning rate, where it sets ``lrs``) trains into
    ``<expdir>/downstream/<track>-<upstream>-seed<N>[-fold<k>][-lr<rate>]/`` unless it has a
-   ``results.json``; ASR heads run at 20-ms frames (``task.downsample``/``task.upsample``) as in
-   :mod:`recipes.asr.low_resource`, PR heads at the upstream's frames, 40-ms ones repeated to 20 ms.
+   ``results.json``; ASR heads run at 20-ms frames (``task.downsample``/``task.upsample`` from
+   :func:`downstream.tasks.transcribed.frame_rate_settings`), PR heads at the upstream's frames,
+   40-ms ones repeated to 20 ms.
    An upstream written ``random:NAME`` is the random-weights twin of the pre-trained ``NAME``: the
    same architecture and settings, its initial weights. ``--jobs N`` trains N experiments at once;
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``;
@@ -43,14 +44,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from downstream.cli import setup_console_logging
-from downstream.config import ConfigError, ExperimentConfig, load_yaml, merge, parse_overrides
+from core import distributed
+from core.config import ConfigError, load_yaml, parse_overrides
+from core.logs import setup_console_logging
+from downstream.config import ExperimentConfig
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
+from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.cli import write_outputs
-from recipes.asr.low_resource import head_frame_rate
-from upstream import distributed
-from upstream.pretrain import PretrainConfig, Pretrainer
+from upstream import build_upstream
+from upstream.pretrain import Pretrainer, resolve_pretrain_config
 from upstream.registry import checkpoint_settings
 
 HERE = Path(__file__).parent
@@ -60,7 +63,7 @@ BASELINES = ("fbank", "fbank_global", "fbank_raw")
 TWIN_PREFIX = "random:"
 """``random:NAME`` in ``upstreams``: the random-weights twin of the pre-trained upstream NAME."""
 FRAME_RATE_TASKS = ("asr", "pr")
-"""Tasks whose heads run at 20-ms frames or faster (:func:`recipes.asr.low_resource.head_frame_rate`): ASR
+"""Tasks whose heads run at 20-ms frames or faster (:func:`downstream.tasks.transcribed.frame_rate_settings`): ASR
 concatenates 10-ms frames to 20 ms, PR keeps them (SUPERB's linear probe sees the upstream's own
 frames); both repeat 40-ms frames."""
 FOLD_KEYS = {"ks": "speaker_folds", "pr": "folds"}
@@ -273,8 +276,10 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
     groups = []
     for name in upstreams:
         spec, settings = _upstream_spec(bench, job.task, name, checkpoints)
-        frame_rate = head_frame_rate(spec.upstream, checkpoints[name.removeprefix(TWIN_PREFIX)], concatenate=job.task == "asr") \
-            if job.task in FRAME_RATE_TASKS else []
+        frame_rate = []
+        if job.task in FRAME_RATE_TASKS:
+            frame_samples = build_upstream(spec.upstream, checkpoints[name.removeprefix(TWIN_PREFIX)]).downsample_rate
+            frame_rate = [f"task.{k}={v}" for k, v in frame_rate_settings(frame_samples, job.task == "asr").items()]
         group = []
         for seed in range(1337, 1337 + bench.seeds):
             for fold_suffix, fold_overrides in folds:
@@ -302,11 +307,8 @@ def _upstream_spec(bench: BenchmarkConfig, task: str, name: str, checkpoints: di
 
 
 def _pretrainer(job: PretrainJob, folder: Path, data: list[str], pretrain_root: Path) -> Pretrainer:
-    overrides = parse_overrides([o.replace("{pretrain}", str(pretrain_root)) for o in job.overrides])
-    cfg = merge(PretrainConfig(), load_yaml(job.config) if job.config else {})
-    cfg = dataclasses.replace(merge(cfg, {k: v for k, v in overrides.items() if k not in ("upstream", "targets")}),
-                              upstream={**cfg.upstream, **overrides.get("upstream", {})},
-                              targets={**cfg.targets, **overrides.get("targets", {})})
+    cfg = resolve_pretrain_config(load_yaml(job.config) if job.config else {},
+                                  [o.replace("{pretrain}", str(pretrain_root)) for o in job.overrides])
     return Pretrainer(folder, job.upstream, cfg, data)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
-from ..hubert import HubertUpstream, make_config
+from ..hubert import HubertUpstream, build_hubert
 from .s3prl_checkpoint import checkpoint_error
 
 
@@ -71,9 +71,10 @@ def _fairseq_settings(model_cfg: dict, task_cfg: dict, state: dict) -> dict:
 
 
 def _from_fairseq_state(settings: dict, state: dict) -> HubertUpstream:
-    model = HubertUpstream(make_config("base", **settings))
+    model = build_hubert("base", **settings)
     mapped = {f"wav2vec2.{k}": v for k, v in _convert_state_dict(state).items() if k != "label_embs_concat"}
-    if "label_embs_concat" in state and state["label_embs_concat"].shape == model.model.logit_generator.label_embeddings.shape:
+    label_embeddings = model.model.logit_generator.label_embeddings
+    if "label_embs_concat" in state and state["label_embs_concat"].shape == label_embeddings.shape:
         mapped["logit_generator.label_embeddings"] = state["label_embs_concat"]
     for src, dst in (("final_proj.weight", "logit_generator.final_proj.weight"),
                      ("final_proj.bias", "logit_generator.final_proj.bias"),
@@ -191,7 +192,8 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
     if cfg.get("model_type") not in (None, "hubert"):
         raise checkpoint_error(folder, f"config.json describes a {cfg.get('model_type')!r} model, not HuBERT")
     if not cfg.get("feat_proj_layer_norm", True):
-        raise checkpoint_error(folder, "feat_proj_layer_norm=false is not supported (torchaudio's projection has a layer norm)")
+        raise checkpoint_error(folder, "feat_proj_layer_norm=false is not supported "
+                                       "(torchaudio's projection has a layer norm)")
     if cfg.get("hidden_act", "gelu") != "gelu" or cfg.get("feat_extract_activation", "gelu") != "gelu":
         raise checkpoint_error(folder, "only gelu activations are supported")
     if cfg.get("conv_pos_batch_norm", False):
@@ -213,7 +215,7 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
         pos_conv_groups=int(cfg["num_conv_pos_embedding_groups"]),
         normalize_waveform=normalize,
     )
-    model = HubertUpstream(make_config("base", **settings))
+    model = build_hubert("base", **settings)
     mapped = {}
     for key, value in _hf_state(folder).items():
         for src, dst in _HF_PREFIXES:
@@ -223,7 +225,8 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
     missing, unexpected = model.model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if k.startswith("wav2vec2.")]
     if missing or unexpected:
-        raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
+                                       f"unexpected {unexpected[:5]}")
     return model
 
 

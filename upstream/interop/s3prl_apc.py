@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 from ..apc import APCConfig, APCUpstream
-from ..checkpoint import atomic_save
+from core.checkpoint import atomic_save
 from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 
 S3PRL_DEFAULT_N_FUTURE = 5

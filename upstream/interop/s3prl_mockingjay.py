@@ -31,7 +31,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 
-from ..checkpoint import atomic_save
+from core.checkpoint import atomic_save
 from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 from ..mockingjay import FEATURE_TYPES, MockingjayConfig, MockingjayUpstream
 

@@ -1,0 +1,87 @@
+"""A downstream experiment's configuration: :class:`ExperimentConfig` and its sections.
+
+Defaults live here (and in each task's config class); YAML files and ``-o`` overrides are merged
+into them and checked by :func:`core.config.merge`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.training import LoopConfig
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """The training loop (:class:`core.training.LoopConfig`) and what downstream training adds."""
+
+    fit_utterances: int = 500
+    """Training utterances used to fit an upstream that needs statistics (fbank_global)."""
+
+
+@dataclass
+class FeaturizerConfig:
+    """How the upstream's layers are combined (see :class:`upstream.featurizer.Featurizer`)."""
+
+    mode: str = "weighted_sum"
+    layer: int = -1
+    layer_norm: bool = False
+
+
+@dataclass
+class CacheConfig:
+    """The frozen-feature cache (see :mod:`downstream.cache`)."""
+
+    enabled: bool = True
+    root: str = "cache/features"
+    dtype: str = "float16"
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning the upstream with the head (``run_downstream.py -f``), as wav2vec 2.0 / HuBERT do.
+
+    The upstream is frozen for the first ``freeze_steps`` updates (only the featurizer and head
+    learn), then trained with them. Every parameter follows wav2vec 2.0's tri-stage schedule:
+    linear warm-up from ``init_lr_scale`` x lr over ``warmup_fraction`` of ``train.total_steps``, hold
+    at lr for ``hold_fraction``, exponential decay to ``final_lr_scale`` x lr over the rest. The
+    upstream's learning rate is ``upstream_lr_scale`` x that. During training the upstream masks
+    its own input where it can (HuBERT: spans with the pre-trained mask embedding, channel bands).
+    The feature cache is not used: the upstream changes.
+    """
+
+    enabled: bool = False
+    freeze_steps: int = 0
+    upstream_lr_scale: float = 1.0
+    warmup_fraction: float = 0.1
+    hold_fraction: float = 0.4
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.05
+    mask_time_start_prob: float = 0.065
+    mask_time_span: int = 10
+    mask_channel_prob: float = 0.004
+    mask_channel_span: int = 64
+
+
+def tri_stage_scale(step: int, total: int, cfg: FinetuneConfig) -> float:
+    """The learning-rate multiplier of wav2vec 2.0's tri-stage schedule at update ``step`` of ``total``."""
+    warmup, hold = int(cfg.warmup_fraction * total), int(cfg.hold_fraction * total)
+    decay = max(total - warmup - hold, 1)
+    if step < warmup:
+        return cfg.init_lr_scale + (1.0 - cfg.init_lr_scale) * step / warmup
+    if step < warmup + hold:
+        return 1.0
+    return cfg.final_lr_scale ** (min(step - warmup - hold, decay) / decay)
+
+
+@dataclass
+class ExperimentConfig:
+    """One downstream experiment. ``task`` holds the task's own config dataclass."""
+
+    task: Any
+    upstream: dict = field(default_factory=dict)
+    """Upstream settings for ``build_upstream`` (e.g. ``preset: tiny`` for a randomly initialised model)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
