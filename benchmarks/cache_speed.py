@@ -27,9 +27,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corpora.demo import build_demo_keywords  # noqa: E402
-from upstream.base import Upstream, UpstreamOutput  # noqa: E402
-from upstream.frontend import HOP, kaldi_num_frames, log_mel_fbank, utterance_cmvn  # noqa: E402
+from corpora.demo import build_demo_keywords  # noqa: E402  (after sys.path setup)
+from upstream.base import Upstream, UpstreamOutput  # noqa: E402  (after sys.path setup)
+from upstream.frontend import HOP, kaldi_num_frames, log_mel_fbank, utterance_cmvn  # noqa: E402  (after sys.path setup)
 
 FSDD = ROOT.parent / "shared" / "data" / "speech_commands_fsdd"
 
@@ -53,7 +53,8 @@ class RandomTransformer(Upstream):
         return kaldi_num_frames(num_samples)
 
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
-        feats, lengths = self.pad_frames([utterance_cmvn(log_mel_fbank(w[:n])) for w, n in zip(wavs, wav_lengths.tolist())])
+        feats, lengths = self.pad_frames([utterance_cmvn(log_mel_fbank(w[:n]))
+                                          for w, n in zip(wavs, wav_lengths.tolist(), strict=True)])
         pad = torch.arange(feats.shape[1])[None] >= lengths[:, None]
         x = self.input_proj(feats)
         states = [x]
@@ -65,13 +66,14 @@ class RandomTransformer(Upstream):
 
 def worker(upstream: str, cache: bool, data: Path, epochs: int, workdir: Path) -> dict:
     """One configuration, in this process: train, then report speed and peak RSS."""
-    from corpora.manifest import read_manifest  # noqa: PLC0415
-    from corpora.speech_commands import prepare_speech_commands  # noqa: PLC0415
-    from core.config import parse_overrides  # noqa: PLC0415
-    from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415
-    from upstream.registry import register_upstream  # noqa: PLC0415
+    from core.config import parse_overrides  # noqa: PLC0415  (worker process only)
+    from corpora.manifest import read_manifest  # noqa: PLC0415  (worker process only)
+    from corpora.speech_commands import prepare_speech_commands  # noqa: PLC0415  (worker process only)
+    from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415  (worker process only)
+    from upstream.registry import register_upstream  # noqa: PLC0415  (worker process only)
 
-    register_upstream(RandomTransformer.name, RandomTransformer, "benchmark only: random Mockingjay-base-sized Transformer")
+    register_upstream(RandomTransformer.name, RandomTransformer,
+                      "benchmark only: random Mockingjay-base-sized Transformer")
     train = read_manifest(prepare_speech_commands(data, workdir / "manifests", classes="all")["train"])
     steps = epochs * math.ceil(len(train) / 32)
     spec = RunSpec("ks", upstream)
@@ -107,8 +109,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for upstream in ("fbank_global", RandomTransformer.name):
             for cache in (False, True):
-                out = subprocess.run([sys.executable, __file__, "--worker", upstream, str(int(cache)), "--data", str(args.data),
-                                      "--epochs", str(args.epochs), "--workdir", tmp], check=True, capture_output=True, text=True)
+                out = subprocess.run([sys.executable, __file__, "--worker", upstream, str(int(cache)),
+                                      "--data", str(args.data), "--epochs", str(args.epochs), "--workdir", tmp],
+                                     check=True, capture_output=True, text=True)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows[row["config"]] = row
                 print(f"{row['config']:<24} {row['steps']:>5} steps  {row['steps_per_second']:>8.2f} steps/s  "
@@ -118,7 +121,8 @@ def main() -> None:
     t = RandomTransformer.name
     print(f"\ndata: {args.data}  epochs: {args.epochs}  torch threads: {torch.get_num_threads()}")
     print(f"transformer, cache vs live:           {sps[f'{t}-cache'] / sps[f'{t}-live']:.1f}x  (target >= 10x)")
-    print(f"transformer cached / FBANK live:      {sps[f'{t}-cache'] / sps['fbank_global-live']:.2f}  (target >= 0.67: within 1.5x of FBANK)")
+    print(f"transformer cached / FBANK live:      {sps[f'{t}-cache'] / sps['fbank_global-live']:.2f}  "
+          "(target >= 0.67: within 1.5x of FBANK)")
     print(f"transformer cached / FBANK cached:    {sps[f'{t}-cache'] / sps['fbank_global-cache']:.2f}")
 
 

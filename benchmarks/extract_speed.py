@@ -1,4 +1,5 @@
-"""Hidden-state extraction speed and memory: this toolkit's upstreams vs the reference implementations on the same weights.
+"""Hidden-state extraction speed and memory: this toolkit's upstreams vs the reference implementations on
+the same weights.
 
 Mockingjay base (3 x 768) and APC base (3 x 512 GRU): random weights exported in S3PRL's checkpoint
 format, run by S3PRL's experts and by this toolkit. HuBERT Base (12 x 768): random weights of
@@ -14,6 +15,8 @@ difference of the last hidden state of the first utterance between implementatio
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import resource
 import subprocess
@@ -32,7 +35,7 @@ IMPLS = {"mockingjay": ("s3prl", "ours"), "apc": ("s3prl", "ours"), "hubert": ("
 
 
 def _utterances(n: int) -> list[torch.Tensor]:
-    from corpora.audio import load_audio  # noqa: PLC0415
+    from corpora.audio import load_audio  # noqa: PLC0415  (worker process only)
 
     files = sorted(LIBRISPEECH.rglob("*.flac"))[:n]
     if len(files) < n:
@@ -42,18 +45,16 @@ def _utterances(n: int) -> list[torch.Tensor]:
 
 def _export_hubert(path: Path) -> None:
     """Random HuBERT Base weights as S3PRL's checkpoint (``path``) and as a Hugging Face folder (``path``.hf)."""
-    import dataclasses  # noqa: PLC0415
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig  # noqa: PLC0415  (optional dev dependency)
+    from transformers import HubertConfig as HFConfig, HubertModel as HFModel  # noqa: PLC0415  (optional dev dependency)
 
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig  # noqa: PLC0415
-    from transformers import HubertConfig as HFConfig, HubertModel as HFModel  # noqa: PLC0415
-
-    from upstream import build_upstream  # noqa: PLC0415
-    from upstream.interop.hubert_checkpoints import _HF_PREFIXES  # noqa: PLC0415
+    from upstream import build_upstream  # noqa: PLC0415  (each process loads only what it measures)
+    from upstream.interop.hubert_checkpoints import _HF_PREFIXES  # noqa: PLC0415  (each process loads only what it measures)
 
     mc, tc = HubertConfig(label_rate=50), HubertPretrainingConfig()
     ref = HubertModel(mc, tc, [list(range(504))])
-    torch.save({"task_cfg": dataclasses.asdict(tc), "model_cfg": dataclasses.asdict(mc), "model_weight": ref.state_dict(),
-                "dictionaries_symbols": [list(range(504))]}, path)
+    torch.save({"task_cfg": dataclasses.asdict(tc), "model_cfg": dataclasses.asdict(mc),
+                "model_weight": ref.state_dict(), "dictionaries_symbols": [list(range(504))]}, path)
     ours = build_upstream("hubert", path).model.state_dict()
     hf = HFModel(HFConfig())
     state = {}
@@ -69,13 +70,13 @@ def _export(model_name: str, path: Path) -> None:
     if model_name == "hubert":
         _export_hubert(path)
     elif model_name == "apc":
-        from upstream.apc import build_apc  # noqa: PLC0415
-        from upstream.interop.s3prl_apc import export_s3prl_apc  # noqa: PLC0415
+        from upstream.apc import build_apc  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.interop.s3prl_apc import export_s3prl_apc  # noqa: PLC0415  (each process loads only what it measures)
 
         export_s3prl_apc(build_apc(preset="base"), path)
     else:
-        from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay  # noqa: PLC0415
-        from upstream.mockingjay import build_mockingjay  # noqa: PLC0415
+        from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.mockingjay import build_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
 
         export_s3prl_mockingjay(build_mockingjay(preset="base"), path)
 
@@ -84,14 +85,12 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
     torch.set_num_threads(threads)
     wavs = _utterances(n)
     if impl == "s3prl":
-        import importlib  # noqa: PLC0415
-
         expert = importlib.import_module(f"s3prl.upstream.{model_name}.expert").UpstreamExpert(ckpt=str(ckpt)).eval()
 
         def run(chunk):
             return expert(chunk)["hidden_states"]
     elif impl == "huggingface":
-        from transformers import HubertModel  # noqa: PLC0415
+        from transformers import HubertModel  # noqa: PLC0415  (optional dev dependency)
 
         hf = HubertModel.from_pretrained(str(ckpt) + ".hf").eval()
 
@@ -101,7 +100,7 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
             return hf(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), attention_mask=mask,
                       output_hidden_states=True).hidden_states
     else:
-        from upstream import build_upstream  # noqa: PLC0415
+        from upstream import build_upstream  # noqa: PLC0415  (each process loads only what it measures)
 
         model = build_upstream(model_name, ckpt)
 
@@ -123,7 +122,7 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))  # the first paragraph
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--utterances", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
@@ -146,14 +145,15 @@ def main() -> None:
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows[(model_name, impl)] = row
                 print(f"{model_name:<11} {impl:<6} {row['rtf']:7.1f}x real time  {row['wall']:6.2f} s for "
-                      f"{row['audio_seconds']:.0f} s of audio  {row['layers']} states  peak RSS {row['peak_rss_mb']:6.0f} MB",
+                      f"{row['audio_seconds']:.0f} s of audio  {row['layers']} states  "
+                      f"peak RSS {row['peak_rss_mb']:6.0f} MB",
                       flush=True)
     print(f"\n{args.utterances} utterances of {LIBRISPEECH}, batch {args.batch}, {args.threads} threads")
     for model_name in args.models:
         ours = rows[(model_name, "ours")]
         for impl in IMPLS[model_name][:-1]:
             ref = rows[(model_name, impl)]
-            diff = max(abs(a - b) for a, b in zip(ours["last_state"], ref["last_state"]))
+            diff = max(abs(a - b) for a, b in zip(ours["last_state"], ref["last_state"], strict=True))
             print(f"{model_name:<11} speed ours/{impl} {ours['rtf'] / ref['rtf']:.2f} (target >= 1)   "
                   f"peak RSS ours/{impl} {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f} (target <= 1)   "
                   f"last-state max diff (utterance 1, 8 dims) {diff:.1e}")

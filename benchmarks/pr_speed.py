@@ -36,9 +36,9 @@ def _task_overrides(task: str) -> list[str]:
 
 def worker(task: str, upstream: str, ckpt: str | None, steps: int, workdir: Path) -> dict:
     """One configuration, in this process: extract (cache), train ``steps`` updates, report throughput."""
-    from corpora.batching import DurationBatcher  # noqa: PLC0415
-    from core.config import parse_overrides  # noqa: PLC0415
-    from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415
+    from core.config import parse_overrides  # noqa: PLC0415  (worker process only)
+    from corpora.batching import DurationBatcher  # noqa: PLC0415  (worker process only)
+    from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415  (worker process only)
 
     spec = RunSpec(task, upstream, ckpt)
     extra = ["upstream.preset=tiny"] if upstream != "fbank" and not ckpt else []
@@ -54,13 +54,15 @@ def worker(task: str, upstream: str, ckpt: str | None, steps: int, workdir: Path
     t = results["training"]
     return {"config": f"{task}-{upstream}", "steps": t["train_steps"], "train_seconds": t["train_seconds"],
             "audio_s_per_s": t["train_steps"] * audio_per_step / t["train_seconds"],
-            "extract_seconds": t["extract_seconds"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "extract_seconds": t["extract_seconds"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--ckpt", default=None, help="APC checkpoint for the tiny upstream (default: random weights, preset tiny)")
+    p.add_argument("--ckpt", default=None,
+                   help="APC checkpoint for the tiny upstream (default: random weights, preset tiny)")
     p.add_argument("--worker", nargs=2, metavar=("TASK", "UPSTREAM"), help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -72,9 +74,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for upstream in ("fbank", "apc"):
             for task in ("ks", "pr"):
-                cmd = [sys.executable, __file__, "--worker", task, upstream, "--steps", str(args.steps), "--workdir", tmp,
-                       *(["--ckpt", args.ckpt] if args.ckpt else [])]
-                row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+                cmd = [sys.executable, __file__, "--worker", task, upstream, "--steps", str(args.steps),
+                       "--workdir", tmp, *(["--ckpt", args.ckpt] if args.ckpt else [])]
+                row = json.loads(
+                    subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
                 rows[row["config"]] = row
                 print(f"{row['config']:<10} {row['steps']:>5} steps in {row['train_seconds']:>7.1f} s  "
                       f"{row['audio_s_per_s']:>8.1f} audio s / s  extract {row['extract_seconds']:>6.1f} s  "

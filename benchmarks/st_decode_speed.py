@@ -18,9 +18,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from corpora.batching import DurationBatcher  # noqa: E402
-from downstream.runner import Experiment, FeatureSource  # noqa: E402
-from downstream.tasks.st_decoding import beam_search, greedy  # noqa: E402
+from corpora.batching import DurationBatcher  # noqa: E402  (after sys.path setup)
+from downstream.runner import Experiment, FeatureSource  # noqa: E402  (after sys.path setup)
+from downstream.tasks.st_decoding import beam_search, greedy  # noqa: E402  (after sys.path setup)
 
 
 def main() -> None:
@@ -44,11 +44,13 @@ def main() -> None:
     cfg = exp.cfg
     cached = exp._cached_splits(upstream, {**splits, "sample": records})  # the corpus's entry: "sample" adds no record
     source = FeatureSource(upstream, records, cfg, cached.get("sample"))
-    batches = DurationBatcher([r.duration for r in records], cfg.train.batch_seconds, cfg.train.batch_size, seed=0).sequential()
+    batches = DurationBatcher([r.duration for r in records], cfg.train.batch_seconds, cfg.train.batch_size,
+                              seed=0).sequential()
     encoded = []
     for _, feats, lengths in source.batches(batches):
         memory, mask = head(featurizer(feats), lengths)
-        encoded.append((memory, mask, min(cfg.task.max_len, int(cfg.task.max_len_ratio * int((~mask).sum(1).max())) + 10)))
+        encoded.append((memory, mask,
+                        min(cfg.task.max_len, int(cfg.task.max_len_ratio * int((~mask).sum(1).max())) + 10)))
 
     def timed(decode):
         t0 = time.perf_counter()
@@ -71,8 +73,9 @@ def main() -> None:
     print(f"  greedy (batched)           {t_greedy:7.1f} s  {n / t_greedy:6.2f} utt/s")
     print(f"  beam, one utterance a time {t_single:7.1f} s  {n / t_single:6.2f} utt/s")
     print(f"  beam, batched              {t_batched:7.1f} s  {n / t_batched:6.2f} utt/s")
-    print(f"  batched / one-at-a-time beam speed-up: {t_single / t_batched:.2f}x; beam / greedy time: {t_batched / t_greedy:.2f}x")
-    same = sum(a == b for a, b in zip(single, batched))
+    print(f"  batched / one-at-a-time beam speed-up: {t_single / t_batched:.2f}x; "
+          f"beam / greedy time: {t_batched / t_greedy:.2f}x")
+    same = sum(a == b for a, b in zip(single, batched, strict=True))
     differs = sum(a != b for a, b in zip(batched, greedy_out, strict=True))
     print(f"  identical beam outputs: {same}/{n}; beam differs from greedy on {differs}/{n}")
 

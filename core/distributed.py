@@ -57,7 +57,8 @@ def resolve_device(choice: str, local_rank: int = 0, cuda_devices: int | None = 
 def add_device_option(parser) -> None:
     """The ``--device`` option of every training command (an ``argparse`` parser), for :func:`init`."""
     parser.add_argument("--device", default="auto",
-                        help=f"{DEVICE_CHOICES} (default: auto, a GPU when CUDA has one; under torchrun GPU LOCAL_RANK)")
+                        help=f"{DEVICE_CHOICES} (default: auto, a GPU when CUDA has one; "
+                             "under torchrun GPU LOCAL_RANK)")
 
 
 def backend_for(device: torch.device) -> str:
@@ -170,4 +171,5 @@ def data_parallel(module: torch.nn.Module, find_unused_parameters: bool = False)
     if world_size() == 1:
         return module
     ids = [_device.index] if _device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                     find_unused_parameters=find_unused_parameters)

@@ -157,7 +157,8 @@ class TrainingLoop:
                 if evaluate_now or save_now:
                     position["train_seconds"] += time.perf_counter() - started
                     if main and evaluate_now:
-                        means = {k: float(np.mean([s[k] for s in stats if k in s])) for k in sorted({k for s in stats for k in s})}
+                        means = {k: float(np.mean([s[k] for s in stats if k in s]))
+                                 for k in sorted({k for s in stats for k in s})}
                         evaluate(step, float(np.mean(since_eval)), means)
                         since_eval.clear()
                         stats.clear()

@@ -35,7 +35,8 @@ def read_covost2(root: str | Path, split: str, src: str = "en", tgt: str = "de")
     """Records of one split, and the skipped rows as (tsv line, clip, reason)."""
     tsv = covost_tsv(root, src, tgt, split)
     if not tsv.is_file():
-        raise ManifestError(f"{tsv}: CoVoST 2 split file not found (expected covost_v2.{src}_{tgt}.{{train,dev,test}}.tsv in {root})")
+        raise ManifestError(f"{tsv}: CoVoST 2 split file not found "
+                            f"(expected covost_v2.{src}_{tgt}.{{train,dev,test}}.tsv in {root})")
     clips = Path(root) / "clips"
     records, skipped, seen = [], [], set()
     with open(tsv, encoding="utf-8", newline="") as f:
@@ -50,9 +51,11 @@ def read_covost2(root: str | Path, split: str, src: str = "en", tgt: str = "de")
                 continue
             if len(row) != len(header):
                 raise ManifestError(f"{tsv}:{lineno}: expected {len(header)} tab-separated fields, found {len(row)}")
-            clip, sentence, translation = row[col["path"]], row[col["sentence"]].strip(), row[col["translation"]].strip()
+            clip, sentence, translation = (row[col["path"]], row[col["sentence"]].strip(),
+                                           row[col["translation"]].strip())
             if not sentence or not translation:
-                raise ManifestError(f"{tsv}:{lineno}: empty {'sentence' if not sentence else 'translation'} for clip {clip!r}")
+                raise ManifestError(f"{tsv}:{lineno}: empty {'sentence' if not sentence else 'translation'} "
+                                    f"for clip {clip!r}")
             if clip in seen:
                 raise ManifestError(f"{tsv}:{lineno}: clip {clip!r} listed twice")
             seen.add(clip)

@@ -88,5 +88,6 @@ def _segment(records: list[Record], segment_seconds: float) -> list[Record]:
             continue
         for k in range(pieces):
             rid = r.id if pieces == 1 else f"{r.id}#{k}"
-            out.append(Record(id=rid, path=r.path, duration=round(length, 4), start=round(r.start + k * length, 4), speaker=r.speaker))
+            out.append(Record(id=rid, path=r.path, duration=round(length, 4), start=round(r.start + k * length, 4),
+                              speaker=r.speaker))
     return out

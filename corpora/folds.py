@@ -56,7 +56,8 @@ def heldout_fold(records: list[Record], folds: int, fold: int, dev_fraction: flo
     by_speaker = len(speakers) >= folds and all(r.speaker for r in records)
     groups = speakers if by_speaker else sorted(r.id for r in records)
     if len(groups) < folds:
-        raise ValueError(f"held-out folds: {folds} folds need at least {folds} utterances, the corpus has {len(groups)}")
+        raise ValueError(f"held-out folds: {folds} folds need at least {folds} utterances, "
+                         f"the corpus has {len(groups)}")
     random.Random(seed).shuffle(groups)
     tested = set(groups[fold::folds])
     rest = [g for g in groups if g not in tested]

@@ -39,7 +39,8 @@ _FORMAT_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 
 
 def load_split(path: str | Path, split: str):
-    """The ``datasets.Dataset`` of ``split`` in the local dataset at ``path`` with its audio left undecoded, and the audio column's name.
+    """The ``datasets.Dataset`` of ``split`` in the local dataset at ``path`` with its audio left undecoded,
+    and the audio column's name.
 
     FileNotFoundError when ``path`` is missing; KeyError naming the available splits when ``split`` is not one.
     """
@@ -63,7 +64,7 @@ def load_split(path: str | Path, split: str):
 
 def audio_column(dataset, where: str) -> str:
     """The name of the dataset's audio column: the one typed ``Audio``, else one called ``audio``."""
-    import datasets  # noqa: PLC0415
+    import datasets  # noqa: PLC0415  (heavy import, only for this source)
 
     typed = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Audio)]
     if typed:
@@ -77,7 +78,8 @@ def _column(features, field: str) -> str | None:
     return next((c for c in FIELD_COLUMNS[field] if c in features), None)
 
 
-def prepare_hf(path: str | Path, out_dir: str | Path, splits: dict[str, str], fields: tuple[str, ...]) -> dict[str, Path]:
+def prepare_hf(path: str | Path, out_dir: str | Path, splits: dict[str, str],
+               fields: tuple[str, ...]) -> dict[str, Path]:
     """Write ``<out_dir>/<ours>.tsv`` (and the audio under ``<out_dir>/audio/<theirs>/``) for each
     ``ours -> theirs`` in ``splits``, from split ``theirs`` of the local dataset at ``path``
     (:func:`corpora.manifest.prepare_manifests`: idempotent); returns ``ours`` -> manifest path.
@@ -144,5 +146,5 @@ def read_hf_splits(path: str | Path, split_names: list[str], out_dir: str | Path
     """train/dev/test records of a task from the dataset's splits ``split_names`` (in that order)."""
     if len(split_names) != 3:
         raise ValueError(f"task.hf_splits must name 3 splits (train, dev, test), got {split_names}")
-    paths = prepare_hf(path, out_dir, dict(zip(("train", "dev", "test"), split_names)), TASK_FIELDS[task])
+    paths = prepare_hf(path, out_dir, dict(zip(("train", "dev", "test"), split_names, strict=True)), TASK_FIELDS[task])
     return {ours: read_manifest(manifest) for ours, manifest in paths.items()}

@@ -22,7 +22,8 @@ def find_finetuning_root(root: str | Path) -> Path:
     for candidate in (root / "librispeech_finetuning", root):
         if (candidate / "1h").is_dir():
             return candidate
-    raise ManifestError(f"Libri-light limited set not found: neither {root / 'librispeech_finetuning' / '1h'} nor {root / '1h'} exists")
+    raise ManifestError(f"Libri-light limited set not found: neither {root / 'librispeech_finetuning' / '1h'} "
+                        f"nor {root / '1h'} exists")
 
 
 def subset_dirs(root: str | Path, subset: str) -> list[Path]:

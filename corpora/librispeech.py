@@ -21,7 +21,8 @@ AUDIO_SUFFIXES = (".flac", ".wav")
 
 
 def read_transcript_file(path: Path) -> list[tuple[str, str, int]]:
-    """Lines of one ``*.trans.txt``: (utterance id, text, line number). Empty lines and lines without text are errors."""
+    """Lines of one ``*.trans.txt``: (utterance id, text, line number). Empty lines and lines without text
+    are errors."""
     out = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -47,11 +48,13 @@ def read_librispeech_dir(split_dir: str | Path, id_prefix: str = "") -> list[Rec
         raise ManifestError(f"{split_dir}: LibriSpeech folder not found")
     transcripts = sorted(split_dir.rglob("*.trans.txt"))
     if not transcripts:
-        raise ManifestError(f"{split_dir}: no *.trans.txt transcript files (expected <speaker>/<chapter>/<speaker>-<chapter>.trans.txt)")
+        raise ManifestError(f"{split_dir}: no *.trans.txt transcript files "
+                            "(expected <speaker>/<chapter>/<speaker>-<chapter>.trans.txt)")
     records: list[Record] = []
     for trans in tqdm(transcripts, desc=f"scan {split_dir.name}", unit="chapter", leave=False):
         for utt, text, lineno in read_transcript_file(trans):
-            audio = next((trans.parent / f"{utt}{s}" for s in AUDIO_SUFFIXES if (trans.parent / f"{utt}{s}").is_file()), None)
+            audio = next((trans.parent / f"{utt}{s}" for s in AUDIO_SUFFIXES if (trans.parent / f"{utt}{s}").is_file()),
+                         None)
             if audio is None:
                 raise ManifestError(f"{trans}:{lineno}: no audio for utterance '{utt}' "
                                     f"(looked for {utt}{' or '.join(AUDIO_SUFFIXES)} in {trans.parent})")
@@ -70,7 +73,8 @@ def find_split_dir(root: str | Path, split: str) -> Path:
     for candidate in (root / "LibriSpeech" / split, root / split):
         if candidate.is_dir():
             return candidate
-    raise ManifestError(f"LibriSpeech split '{split}' not found: neither {root / 'LibriSpeech' / split} nor {root / split} exists")
+    raise ManifestError(f"LibriSpeech split '{split}' not found: neither {root / 'LibriSpeech' / split} "
+                        f"nor {root / split} exists")
 
 
 def prepare_librispeech(root: str | Path, out_dir: str | Path, splits: list[str]) -> dict[str, Path]:

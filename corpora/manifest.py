@@ -94,7 +94,7 @@ def read_manifest(path: str | Path) -> list[Record]:
                 continue
             if len(row) != len(header):
                 raise ManifestError(f"{path}:{lineno}: expected {len(header)} fields, found {len(row)}")
-            values = dict(zip(header, row))
+            values = dict(zip(header, row, strict=True))
             for c in _REQUIRED:
                 if not values[c]:
                     raise ManifestError(f"{path}:{lineno}: empty '{c}'")

@@ -38,7 +38,8 @@ def label_set(classes: str, words: list[str], has_noise: bool) -> list[str]:
     raise ValueError(f"unknown Speech Commands classes setting {classes!r}; use 'superb12' or 'all'")
 
 
-def prepare_speech_commands(root: str | Path, out_dir: str | Path, classes: str = "superb12", seed: int = 0) -> dict[str, Path]:
+def prepare_speech_commands(root: str | Path, out_dir: str | Path, classes: str = "superb12",
+                            seed: int = 0) -> dict[str, Path]:
     """Write ``train.tsv``, ``dev.tsv``, ``test.tsv`` and ``labels.txt`` under ``out_dir``
     (:func:`corpora.manifest.prepare_manifests`: idempotent, skipped files reported).
 
@@ -116,7 +117,8 @@ def _add_silence(records: dict[str, list[Record]], noise_files: list[Path], num_
             path, first, last = spans[i % len(spans)]
             start = round(rng.uniform(first, last), 3)
             records[split].append(
-                Record(id=f"{SILENCE}/{path.stem}_{split}_{i}", path=str(path), duration=CLIP_SECONDS, start=start, label=SILENCE)
+                Record(id=f"{SILENCE}/{path.stem}_{split}_{i}", path=str(path), duration=CLIP_SECONDS, start=start,
+                       label=SILENCE)
             )
 
 

@@ -27,11 +27,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from core import distributed
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
-from core import distributed
 from upstream.base import Upstream
-
 
 CACHE_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -39,7 +38,8 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 def cache_key(upstream: Upstream, records: list[Record], dtype: str) -> str:
     """The hash that names a cache entry (see the module docstring for what it covers)."""
-    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "upstream": upstream.fingerprint(), "dtype": dtype}).encode())
+    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "upstream": upstream.fingerprint(),
+                                   "dtype": dtype}).encode())
     for r in records:
         try:
             st = os.stat(r.path)
@@ -144,10 +144,12 @@ class FeatureCache:
         pool = pooled(splits)
         features = self.get(upstream, pool, batch_seconds, batch_size, desc)
         position = {_record_key(r): i for i, r in enumerate(pool)}
-        return {name: FeatureSubset(features, [position[_record_key(r)] for r in records]) for name, records in splits.items()}
+        return {name: FeatureSubset(features, [position[_record_key(r)] for r in records])
+                for name, records in splits.items()}
 
     @torch.inference_mode()
-    def _build(self, upstream: Upstream, records: list[Record], batch_seconds: float, batch_size: int, desc: str) -> Path:
+    def _build(self, upstream: Upstream, records: list[Record], batch_seconds: float, batch_size: int,
+               desc: str) -> Path:
         entry = self.root / cache_key(upstream, records, self.dtype)
         tmp = entry.with_name(f".{entry.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

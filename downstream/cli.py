@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune)")
     p.add_argument("-o", "--override", action="append", default=[],
                    help="section.key=value, repeatable (or several joined by ',,'); checked against the config. "
-                        "With -m evaluate only decoding settings (e.g. task.decoder=beam), written to results-<overrides>.json")
+                        "With -m evaluate only decoding settings (e.g. task.decoder=beam), "
+                        "written to results-<overrides>.json")
     p.add_argument("-f", "--finetune", action="store_true",
                    help="train: fine-tune the upstream with the head (sets finetune.enabled=true; see FinetuneConfig)")
     p.add_argument("-p", "--expdir", default="exp", help="output root (default: exp)")
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.upstream or not args.downstream:
                 raise ConfigError("-m train needs -u UPSTREAM and -d TASK")
             if args.upstream not in available_upstreams():
-                raise ConfigError(f"unknown upstream {args.upstream!r}; available: {', '.join(sorted(available_upstreams()))}")
+                raise ConfigError(f"unknown upstream {args.upstream!r}; "
+                                  f"available: {', '.join(sorted(available_upstreams()))}")
             if args.downstream not in TASKS:
                 raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
             if args.upstream_ckpt and not Path(args.upstream_ckpt).is_file():
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             items = override_items(args.override)
             if args.finetune:
                 items.append("finetune.enabled=true")
-            spec = RunSpec(args.downstream, args.upstream, str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
+            spec = RunSpec(args.downstream, args.upstream,
+                           str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
             cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
             results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
         else:

@@ -77,7 +77,8 @@ class FeatureSource:
             for idx, feats, lengths in loader:
                 yield idx, feats.to(device, non_blocking=True), lengths.to(device)
             return
-        loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms, self.cfg.train.num_workers)
+        loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms,
+                                self.cfg.train.num_workers)
         for idx, wavs, lengths in loader:
             with torch.set_grad_enabled(grad):
                 out = self.upstream(wavs.to(device, non_blocking=True), lengths.to(device))
@@ -134,7 +135,8 @@ class Experiment:
         bad = [f"{section}.{key}" for section, keys in decoding.items()
                for key in (keys if isinstance(keys, dict) else {None: None}) if section != "task" or key not in allowed]
         if bad:
-            raise ConfigError(f"evaluate accepts only decoding overrides ({', '.join('task.' + k for k in allowed) or 'none for this task'}); "
+            raise ConfigError(f"evaluate accepts only decoding overrides "
+                              f"({', '.join('task.' + k for k in allowed) or 'none for this task'}); "
                               f"got {', '.join(bad)}")
         cfg = resolve_config(spec, snapshot["config"], decoding)
         exp = cls(exp_dir, spec, cfg)
@@ -211,8 +213,8 @@ class Experiment:
             params = params + upstream_params
             groups.append({"params": upstream_params, "lr": tcfg.lr * ft.upstream_lr_scale})
         optimizer = torch.optim.Adam(groups, lr=tcfg.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: tri_stage_scale(step, tcfg.total_steps, ft)) \
-            if ft.enabled else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: tri_stage_scale(step, tcfg.total_steps, ft)) if ft.enabled else None
         loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.ckpt_dir / "last.pt",
                             tensorboard=self.dir / "tb", desc=f"train {self.spec.upstream}/{self.task.name}", log=log)
         loop.position.update(best=None, best_step=None)
@@ -232,13 +234,14 @@ class Experiment:
             tune_upstream = ft.enabled and loop.position["step"] >= ft.freeze_steps
             upstream.train(tune_upstream)
             local_batches = sources["train"].batches([local for local, _ in shards], grad=tune_upstream)
-            for (idx, feats, lengths), (_, weight) in zip(local_batches, shards):
+            for (idx, feats, lengths), (_, weight) in zip(local_batches, shards, strict=True):
                 yield self.task.loss(model(feats, lengths), [train_records[i] for i in idx.tolist()]), weight, {}
 
         def states() -> dict:
             """Head state, plus the fine-tuned upstream when fine-tuning."""
             return {"featurizer": featurizer.state_dict(), "head": head.state_dict(), "task": self.task.state(),
-                    "layer_weights": featurizer.layer_weights(), **({"upstream": upstream.state_dict()} if ft.enabled else {})}
+                    "layer_weights": featurizer.layer_weights(),
+                    **({"upstream": upstream.state_dict()} if ft.enabled else {})}
 
         def validate(step: int, train_loss: float, stats: dict) -> None:
             metrics = self._validate(sources["dev"], splits["dev"], upstream, featurizer, head)
@@ -304,10 +307,11 @@ class Experiment:
         upstream.eval()
         featurizer.eval()
         head.eval()
-        batcher = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds, self.cfg.train.batch_size, seed=0)
+        batcher = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds,
+                                  self.cfg.train.batch_size, seed=0)
         predictions: list = [None] * len(records)
         for idx, feats, lengths in source.batches(batcher.sequential()):
-            for i, p in zip(idx.tolist(), self.task.predict(head(featurizer(feats), lengths))):
+            for i, p in zip(idx.tolist(), self.task.predict(head(featurizer(feats), lengths)), strict=True):
                 predictions[i] = p
         return self.task.score(predictions, records), predictions
 
@@ -327,12 +331,14 @@ class Experiment:
         results_file = self.dir / f"results{suffix}.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results.update({
-            "task": self.task.name, "track": self.task.track(), "dataset": self.task.dataset(), "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
+            "task": self.task.name, "track": self.task.track(), "dataset": self.task.dataset(),
+            "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
             "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
             + ("+finetuned" if self.cfg.finetune.enabled else ""), "finetuned": self.cfg.finetune.enabled,
             "upstream_fingerprint": upstream.fingerprint(),
             "upstream_parameters": sum(p.numel() for p in upstream.parameters()),
-            "pretrain_hours": pretrain_hours(self.spec.upstream_ckpt), "experiment": self.dir.name, "seed": self.cfg.train.seed,
+            "pretrain_hours": pretrain_hours(self.spec.upstream_ckpt), "experiment": self.dir.name,
+            "seed": self.cfg.train.seed,
             "learning_rate": self.cfg.train.lr,
             "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
             "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
@@ -352,11 +358,13 @@ class Experiment:
             t0 = time.perf_counter()
             source = FeatureSource(upstream, splits[split], self.cfg, cached.get(split))
             metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
-            metrics_by_split[split] = {**metrics, "utterances": len(splits[split]), "seconds": round(time.perf_counter() - t0, 3)}
+            metrics_by_split[split] = {**metrics, "utterances": len(splits[split]),
+                                       "seconds": round(time.perf_counter() - t0, 3)}
             self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
             log.info("%s %s", split, json.dumps(metrics))
         (self.dir / "layer_weights.json").write_text(json.dumps(
-            {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]}, indent=1))
+            {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]},
+            indent=1))
         atomic_write_text(results_file, json.dumps(results, indent=1))
         return results
 

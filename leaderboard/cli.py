@@ -35,7 +35,8 @@ def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseli
         where = "" if results_root.is_dir() else " (no such directory)"
         raise ValueError(f"no usable results.json found under {results_root}{where}")
     if split not in set(runs["split"]):
-        raise ValueError(f"no results for split {split!r} under {results_root}; available: {', '.join(sorted(runs['split'].unique()))}")
+        raise ValueError(f"no results for split {split!r} under {results_root}; "
+                         f"available: {', '.join(sorted(runs['split'].unique()))}")
     references = DEFAULT_REFERENCES if references is None else references
     table = leaderboard_table(runs, split, baseline, references)
     markdown = format_markdown(table)

@@ -20,15 +20,16 @@ import pandas as pd
 
 COLUMNS = [
     "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
-    "seed", "learning_rate", "utterances", "experiment", "upstream_checkpoint", "upstream_fingerprint", "checkpoint_step",
-    "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
+    "seed", "learning_rate", "utterances", "experiment", "upstream_checkpoint", "upstream_fingerprint",
+    "checkpoint_step", "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
     "layer_weights", "path",
 ]
 SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
 REQUIRED_KEYS = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
 BOOKKEEPING_KEYS = ("utterances", "seconds")
 _DTYPES = {
-    "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64", "checkpoint_step": "Int64",
+    "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64",
+    "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
     "upstream_parameters": "Int64", "pretrain_hours": "float64",
 }

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+matplotlib.use("Agg")  # before pyplot is imported: the non-interactive backend
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .score import Reference, column_references, metric_table  # noqa: E402
-from .select import choose_learning_rates, chosen_rates  # noqa: E402
+from .score import Reference, column_references, metric_table
+from .select import choose_learning_rates, chosen_rates
 
 
 def _is_accuracy(metric: str) -> bool:
@@ -39,7 +39,8 @@ def _metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
     for name in table.columns:
         if name.endswith(" n"):
             column = name[:-2]
-            metric_col = next(c for c in table.columns if c.startswith(f"{column} ") and not c.endswith((" std", " n", " lr", " score")))
+            metric_col = next(c for c in table.columns
+                              if c.startswith(f"{column} ") and not c.endswith((" std", " n", " lr", " score")))
             pairs.append((column, metric_col[len(column) + 1:]))
     return pairs
 
@@ -64,14 +65,15 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     })
     for column, metric in _metric_columns(table):
         label = f"{column} {metric}" + (" (%)" if _is_accuracy(metric) else "")
-        out[label] = [_mean_std(m, s, metric) for m, s in zip(table[f"{column} {metric}"], table[f"{column} {metric} std"])]
+        out[label] = [_mean_std(m, s, metric)
+                      for m, s in zip(table[f"{column} {metric}"], table[f"{column} {metric} std"], strict=True)]
     for column, _ in _metric_columns(table):
         out[f"{column} lr"] = table[f"{column} lr"].map(lambda v: "–" if pd.isna(v) else f"{v:g}")
     for column, _ in _metric_columns(table):
         out[f"{column} score"] = table[f"{column} score"].map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
     total = len([c for c in table.columns if c.endswith(" score")])
     out["SUPERB score"] = [f"{v:.0f}" if not pd.isna(v) else f"– ({n}/{total} tasks)"
-                           for v, n in zip(table["superb_score"], table["scored_tasks"])]
+                           for v, n in zip(table["superb_score"], table["scored_tasks"], strict=True)]
     return out
 
 
@@ -90,7 +92,7 @@ def plot_metrics(runs: pd.DataFrame, split: str):
     upstreams = primary["upstream"].nunique()
     fig, axes = plt.subplots(1, len(columns), figsize=(max(4.2, 1.5 + 0.45 * upstreams) * len(columns), 4.2),
                              squeeze=False, layout="constrained")
-    for ax, column in zip(axes[0], columns):
+    for ax, column in zip(axes[0], columns, strict=True):
         here = primary[primary["column"] == column].sort_values("upstream")
         metric = here["metric"].iloc[0]
         scale = 100.0 if _is_accuracy(metric) else 1.0
@@ -128,7 +130,7 @@ def plot_layer_weights(runs: pd.DataFrame, split: str):
                              figsize=(max(7.0, 3.5 + 0.75 * max(m.shape[1] for m in matrices.values())),
                                       sum(1.2 + 0.38 * len(m) for m in matrices.values())),
                              height_ratios=[len(m) + 2 for m in matrices.values()])
-    for ax, (track, matrix) in zip(axes[:, 0], matrices.items()):
+    for ax, (track, matrix) in zip(axes[:, 0], matrices.items(), strict=True):
         image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap="viridis", vmin=0, aspect="auto")
         for (i, j), value in np.ndenumerate(matrix.to_numpy()):
             if not math.isnan(value):
@@ -146,7 +148,8 @@ def pretraining_curves(runs: pd.DataFrame, search: list[Path]) -> dict[str, pd.D
     """upstream -> its ``curve.tsv`` (step, train_loss, valid_loss, ...), found beside each run's
     ``upstream_checkpoint`` (as written, or under one of ``search``); upstreams without one are left out."""
     curves = {}
-    for upstream, ckpt in runs.dropna(subset=["upstream_checkpoint"]).groupby("upstream")["upstream_checkpoint"].first().items():
+    for upstream, ckpt in (runs.dropna(subset=["upstream_checkpoint"])
+                           .groupby("upstream")["upstream_checkpoint"].first().items()):
         for base in [Path("."), *search]:
             curve = base / Path(ckpt).parent / "curve.tsv"
             if curve.is_file():
@@ -165,7 +168,7 @@ def plot_pretraining(runs: pd.DataFrame, search: list[Path]):
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(curves):]:
         ax.set_visible(False)
-    for ax, (upstream, curve) in zip(axes.flat, sorted(curves.items())):
+    for ax, (upstream, curve) in zip(axes.flat, sorted(curves.items()), strict=False):  # spare axes: hidden above
         ax.plot(curve["step"], curve["train_loss"], label="train")
         ax.plot(curve["step"], curve["valid_loss"], label="valid")
         ax.set_title(upstream, fontsize=9)
@@ -212,7 +215,8 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='note'>Split <b>{html.escape(split)}</b>; {len(runs['path'].unique())} experiments; "
             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. SUPERB score per task: "
-            f"1000 × (s − s<sub>{html.escape(baseline)}</sub>) / (s<sub>ref</sub> − s<sub>{html.escape(baseline)}</sub>), "
+            f"1000 × (s − s<sub>{html.escape(baseline)}</sub>) / "
+            f"(s<sub>ref</sub> − s<sub>{html.escape(baseline)}</sub>), "
             "clipped to ±1000, averaged over the scored tasks; mean ± std over seeds and folds; "
             "lr: the head's learning rate (chosen on dev where several were tried).</p>",
             display_table(table).to_html(index=False, escape=True, border=0),

@@ -138,7 +138,8 @@ def column_references(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, bas
     stats = metrics.set_index(["upstream", "column", "metric"])
     on_split = runs[runs["split"] == split]
     for (column, track, dataset), here in metrics.groupby(["column", "track", "dataset"], sort=False):
-        sizes = set(on_split.loc[(on_split["track"] == track) & (on_split["dataset"] == dataset), "utterances"].dropna().astype(int))
+        sizes = set(on_split.loc[(on_split["track"] == track) & (on_split["dataset"] == dataset), "utterances"]
+                    .dropna().astype(int))
         known = references.get(track, ())
         wanted = [r.metric for r in known] or list(here.loc[here["primary"], "metric"].unique())
         for metric in wanted:

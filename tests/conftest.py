@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SR = 16_000
@@ -26,8 +27,6 @@ def shared_data(name: str) -> Path:
 def killed_at_update(n: int):
     """A training run in this block is killed (KeyboardInterrupt, expected here) at its ``n``-th
     optimiser update: the training loops clip gradients once per update, and the ``n``-th call raises."""
-    import torch  # noqa: PLC0415
-
     real_clip, calls = torch.nn.utils.clip_grad_norm_, {"n": 0}
 
     def clip(*args, **kwargs):
@@ -43,8 +42,6 @@ def killed_at_update(n: int):
 
 def noise_batch(lengths, seed: int = 0):
     """Zero-padded (B, S_max) batch of 0.1-scaled Gaussian noise of the given lengths, and (B,) lengths."""
-    import torch  # noqa: PLC0415
-
     g = torch.Generator().manual_seed(seed)
     wavs = torch.zeros(len(lengths), max(lengths))
     for i, n in enumerate(lengths):
@@ -58,7 +55,8 @@ def tone(freq: float, seconds: float, rng: np.random.Generator, sr: int = SR) ->
     return (0.3 * np.sin(2 * np.pi * jitter * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def make_speech_commands(root: Path, speakers=("alice", "bob", "carol", "dave", "erin"), takes: int = 4, seed: int = 0) -> Path:
+def make_speech_commands(root: Path, speakers=("alice", "bob", "carol", "dave", "erin"), takes: int = 4,
+                         seed: int = 0) -> Path:
     """A Speech Commands v0.01 tree: word folders of 1-s tones, speaker-disjoint lists, background noise.
 
     Speaker ``dave`` is the validation speaker, ``erin`` the test speaker.

@@ -8,18 +8,26 @@ import pytest
 import soundfile as sf
 import torch
 
+from core.config import parse_overrides
 from corpora.librilight import read_librilight, subset_dirs
 from corpora.librispeech import read_librispeech_dir
 from corpora.manifest import ManifestError, Record
 from downstream.cli import main
-from core.config import parse_overrides
 from downstream.config import FinetuneConfig, tri_stage_scale
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
-from downstream.tasks.ctc_text import (BeamSearchDecoder, CharVocabulary, UnknownCharacterError, ctc_min_frames,
-                                       error_rates, greedy_decode, normalize_transcript)
-from tests.conftest import killed_at_update, shared_data, tone_transcripts
+from downstream.tasks.ctc_text import (
+    BeamSearchDecoder,
+    CharVocabulary,
+    UnknownCharacterError,
+    ctc_min_frames,
+    error_rates,
+    greedy_decode,
+    normalize_transcript,
+)
+from tests.conftest import killed_at_update, noise_batch, shared_data, tone_transcripts
 from upstream import build_upstream
+from upstream.base import FinetuneMasking
 
 
 def _chapter(folder: Path, speaker: int, chapter: int, texts: list[str], seconds: float = 0.5, skip_audio=()) -> None:
@@ -49,7 +57,8 @@ def _librilight_tree(root: Path) -> Path:
 # ------------------------------------------------------------------ corpora
 def test_librilight_settings_on_a_tiny_tree(tmp_path: Path):
     root = _librilight_tree(tmp_path)
-    assert [p.relative_to(root / "librispeech_finetuning").as_posix() for p in subset_dirs(root, "10min")] == ["1h/0/clean", "1h/0/other"]
+    assert ([p.relative_to(root / "librispeech_finetuning").as_posix() for p in subset_dirs(root, "10min")]
+            == ["1h/0/clean", "1h/0/other"])
     counts = {s: len(read_librilight(root, s)) for s in ("10min", "1h", "10h")}
     assert counts == {"10min": 3, "1h": 6, "10h": 8}
     records = read_librilight(root, "10h")
@@ -57,7 +66,8 @@ def test_librilight_settings_on_a_tiny_tree(tmp_path: Path):
     assert {r.id for r in records} >= {"1h-0-clean/10-100-0000", "9h-other/10-100-0000"}
     r = next(r for r in records if r.id == "1h-1-clean/12-120-0002")
     assert r.text == "K L" and r.speaker == "12" and math.isclose(r.duration, 0.5) and Path(r.path).is_file()
-    assert read_librilight(root / "librispeech_finetuning", "10min") == read_librilight(root, "10min")  # either root works
+    # either root works
+    assert read_librilight(root / "librispeech_finetuning", "10min") == read_librilight(root, "10min")
     with pytest.raises(ValueError, match="unknown Libri-light subset"):
         subset_dirs(root, "5h")
 
@@ -169,9 +179,11 @@ def test_ctc_min_frames_counts_blanks_between_repeats():
         assert math.isfinite(loss.item()) == finite == (ctc_min_frames(target) <= 3)
 
 
-@pytest.mark.parametrize("name,downsample", [("fbank", 1), ("fbank", 2), ("apc", 2), ("mockingjay", 2), ("hubert", 1), ("bestrq", 1)])
+@pytest.mark.parametrize("name,downsample", [("fbank", 1), ("fbank", 2), ("apc", 2), ("mockingjay", 2), ("hubert", 1),
+                                             ("bestrq", 1)])
 def test_real_transcripts_fit_every_upstreams_frame_rate(name: str, downsample: int, tmp_path: Path):
-    """On real LibriSpeech speech: frames after the upstream (and the head's downsampling) never fall short of CTC's need."""
+    """On real LibriSpeech speech: frames after the upstream (and the head's downsampling) never fall short of
+    CTC's need."""
     root = shared_data("librispeech_mini")
     task = SpeechRecognition(ASRConfig(corpus="librispeech", root=str(root), downsample=downsample), tmp_path)
     splits = task.prepare()
@@ -235,7 +247,7 @@ def test_tri_stage_schedule():
     assert math.isclose(scales[0], 0.01) and math.isclose(scales[5], 0.505)
     assert all(s == 1.0 for s in scales[10:50])
     assert math.isclose(scales[75], 0.05 ** 0.5) and math.isclose(scales[100], 0.05)
-    assert all(a >= b for a, b in zip(scales[50:], scales[51:]))
+    assert all(a >= b for a, b in zip(scales[50:], scales[51:], strict=False))
 
 
 # ------------------------------------------------------------------ end to end
@@ -254,19 +266,21 @@ def _asr_run(tmp_path: Path, name: str, upstream: str, *extra: str):
 
 def test_asr_trains_decodes_and_writes_hypotheses(tmp_path: Path):
     _asr_corpus(tmp_path / "corpus")
-    results = _asr_run(tmp_path, "fb", "fbank", "train.total_steps=160", "task.downsample=2", "task.select_metric=cer").train()
+    results = _asr_run(tmp_path, "fb", "fbank", "train.total_steps=160", "task.downsample=2",
+                       "task.select_metric=cer").train()
     test = results["splits"]["test"]
     assert results["primary_metric"] == "wer" and results["selection_metric"] == "cer"
     assert test["cer"] < 50.0, test  # tones of three pitches are easy to read; an untrained head gives 100
     rows = (tmp_path / "exp/fb/predictions-test.tsv").read_text().strip().split("\n")
     assert rows[0] == "id\treference\thypothesis" and len(rows) == 7
-    refs, hyps = zip(*(r.split("\t")[1:] for r in rows[1:]))
+    refs, hyps = zip(*(r.split("\t")[1:] for r in rows[1:]), strict=True)
     assert math.isclose(error_rates(list(refs), list(hyps))["cer"], test["cer"])
     ckpt = torch.load(tmp_path / "exp/fb/checkpoints/best.pt", weights_only=False)
     assert ckpt["task"]["characters"][0] == "|" and "upstream" not in ckpt
 
     # evaluate again with beam search: a separate results file; the greedy results stay
-    args = ["-m", "evaluate", "-n", "fb", "-p", str(tmp_path / "exp"), "-s", "test", "-o", "task.decoder=beam", "-o", "task.beam_size=8"]
+    args = ["-m", "evaluate", "-n", "fb", "-p", str(tmp_path / "exp"), "-s", "test", "-o", "task.decoder=beam",
+            "-o", "task.beam_size=8"]
     assert main(args) == 0
     beam = json.loads((tmp_path / "exp/fb/results-beam_size=8-decoder=beam.json").read_text())
     assert beam["decoding"] == "beam_size=8-decoder=beam" and beam["splits"]["test"]["cer"] <= test["cer"] + 10
@@ -315,9 +329,6 @@ def test_finetuning_freezes_then_trains_the_upstream_and_resumes(tmp_path: Path,
 
 
 def test_hubert_finetuning_masks_only_in_training_and_keeps_its_cnn_out():
-    from tests.conftest import noise_batch  # noqa: PLC0415
-    from upstream.base import FinetuneMasking  # noqa: PLC0415
-
     torch.manual_seed(0)
     model = build_upstream("hubert", None, preset="tiny", dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                            projection_dropout=0.0, layer_drop=0.0)
@@ -329,7 +340,8 @@ def test_hubert_finetuning_masks_only_in_training_and_keeps_its_cnn_out():
     assert torch.equal(model.eval()(wavs, lengths).hidden_states[-1], plain)  # eval: no masking
     masked = model.train()(wavs, lengths).hidden_states[-1]
     assert not torch.allclose(masked, plain)
-    assert model.set_finetune_masking(None) and torch.allclose(model.train()(wavs, lengths).hidden_states[-1], plain, atol=1e-6)
+    assert model.set_finetune_masking(None) and torch.allclose(
+        model.train()(wavs, lengths).hidden_states[-1], plain, atol=1e-6)
     cnn = {id(p) for p in model.model.wav2vec2.feature_extractor.parameters()}
     tuned = model.finetune_parameters()
     assert tuned and not any(id(p) in cnn for p in tuned)

@@ -47,7 +47,8 @@ def test_bad_audio_names_the_file(tmp_path: Path, kind: str):
 
 
 def test_manifest_round_trip_and_errors(tmp_path: Path):
-    recs = [Record("a", str(tmp_path / "a.wav"), 1.5, label="yes", text="tab\tand \"quote\""), Record("b", "rel/b.wav", 2.0, start=0.5)]
+    recs = [Record("a", str(tmp_path / "a.wav"), 1.5, label="yes", text="tab\tand \"quote\""),
+            Record("b", "rel/b.wav", 2.0, start=0.5)]
     path = write_manifest(tmp_path / "m.tsv", recs)
     back = read_manifest(path)
     assert back[0] == recs[0]

@@ -12,12 +12,14 @@ from recipes.benchmark.run import PRESETS, load_benchmark, main
 def _config(tmp_path: Path, sc_root: Path) -> Path:
     ks = tmp_path / "ks.yaml"
     ks.write_text(yaml.safe_dump({"task": {"corpus": "speech_commands", "root": str(sc_root), "classes": "all"},
-                                  "train": {"total_steps": 20, "eval_every": 10, "save_every": 10, "batch_size": 8, "lr": 0.01},
+                                  "train": {"total_steps": 20, "eval_every": 10, "save_every": 10, "batch_size": 8,
+                                            "lr": 0.01},
                                   "cache": {"root": str(tmp_path / "cache")}}))
     pretrain = ["upstream.hidden_size=32", "upstream.num_layers=2", "train.total_steps=4", "train.eval_every=2",
                 "train.save_every=2", "train.batch_size=8", "train.batch_seconds=8.0", "train.valid_fraction=0.15"]
     bench = {"pretrain": {"data": [str(sc_root)],
-                          "upstreams": {"apc_small": {"upstream": "apc", "overrides": ["upstream.preset=tiny", *pretrain]}}},
+                          "upstreams": {"apc_small": {"upstream": "apc",
+                                                      "overrides": ["upstream.preset=tiny", *pretrain]}}},
              "upstreams": ["fbank", "apc_small"],
              "tasks": {"ks": {"task": "ks", "config": str(ks)}}, "seeds": 1}
     path = tmp_path / "bench.yaml"
@@ -43,7 +45,8 @@ def test_benchmark_runs_every_stage_then_reuses_everything(sc_root: Path, tmp_pa
 
     assert main(["--data", str(config), "--expdir", str(expdir)]) == 0
     second = pd.read_csv(expdir / "timing.tsv", sep="\t").set_index("stage")
-    trained = [stage for stage, row in second.iterrows() if row["status"] == "ran" and not stage.startswith(("corpus", "leaderboard"))]
+    trained = [stage for stage, row in second.iterrows()
+               if row["status"] == "ran" and not stage.startswith(("corpus", "leaderboard"))]
     assert trained == []  # the second run trains nothing
 
     # A changed benchmark config never reuses an experiment trained under the old one.
@@ -57,10 +60,12 @@ def test_benchmark_runs_every_stage_then_reuses_everything(sc_root: Path, tmp_pa
 
 def test_bad_benchmark_configs_name_the_key(tmp_path: Path, sc_root: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"upstreams": ["fbank", "wav2vec9"], "tasks": {"ks": {"task": "ks", "config": "x.yaml"}}}))
+    bad.write_text(yaml.safe_dump({"upstreams": ["fbank", "wav2vec9"],
+                                   "tasks": {"ks": {"task": "ks", "config": "x.yaml"}}}))
     with pytest.raises(ConfigError, match="wav2vec9"):
         load_benchmark(bad)
-    bad.write_text(yaml.safe_dump({"upstreams": ["fbank"], "tasks": {"ks": {"task": "ks", "config": "x.yaml", "lr": 1}}}))
+    bad.write_text(yaml.safe_dump({"upstreams": ["fbank"],
+                                   "tasks": {"ks": {"task": "ks", "config": "x.yaml", "lr": 1}}}))
     with pytest.raises(ConfigError, match="tasks.ks"):
         load_benchmark(bad)
     for task, message in (({"task": "asr", "config": "x.yaml", "folds": 3}, "only ks, pr re-split"),
@@ -68,7 +73,8 @@ def test_bad_benchmark_configs_name_the_key(tmp_path: Path, sc_root: Path):
         bad.write_text(yaml.safe_dump({"upstreams": ["fbank"], "tasks": {"t": task}}))
         with pytest.raises(ConfigError, match=message):
             load_benchmark(bad)
-    bad.write_text(yaml.safe_dump({"upstreams": ["fbank", "random:apc_x"], "tasks": {"ks": {"task": "ks", "config": "x.yaml"}}}))
+    bad.write_text(yaml.safe_dump({"upstreams": ["fbank", "random:apc_x"],
+                                   "tasks": {"ks": {"task": "ks", "config": "x.yaml"}}}))
     with pytest.raises(ConfigError, match="random:apc_x"):
         load_benchmark(bad)
     assert main(["--data", str(_config(tmp_path, sc_root)), "--tasks", "asr"]) == 2
@@ -97,7 +103,8 @@ def test_learning_rate_grid_and_random_twin(sc_root: Path, tmp_path: Path):
     config.write_text(yaml.safe_dump(bench))
     assert main(["--data", str(config), "--expdir", str(expdir), "--jobs", "2"]) == 0  # two worker processes
     runs = pd.read_csv(expdir / "runs.csv")
-    assert sorted(runs["experiment"].unique()) == sorted(f"ks-{u}-seed1337-lr{lr}" for u in ("fbank", "apc_small", "random-apc_small")
+    assert sorted(runs["experiment"].unique()) == sorted(f"ks-{u}-seed1337-lr{lr}"
+                                                         for u in ("fbank", "apc_small", "random-apc_small")
                                                          for lr in ("0.001", "0.05"))
     twin = yaml.safe_load((expdir / "downstream/ks-random-apc_small-seed1337-lr0.05/config.yaml").read_text())
     assert twin["run"]["upstream_ckpt"] is None and twin["config"]["upstream"]["hidden_size"] == 32

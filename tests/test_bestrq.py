@@ -17,7 +17,7 @@ SMALL = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=5,
 def _fitted(**kw):
     model = build_bestrq("tiny", **{**SMALL, **kw})
     wavs, lengths = noise_batch([16000, 12000], seed=5)
-    model.fit(w[:n] for w, n in zip(wavs, lengths))
+    model.fit(w[:n] for w, n in zip(wavs, lengths, strict=True))
     return model
 
 
@@ -52,7 +52,8 @@ def test_quantizer_is_frozen_and_saved(tmp_path: Path):
         opt.step()
     assert model.quantizer.projection.grad is None and model.quantizer.codebook.grad is None
     assert torch.equal(proj, model.quantizer.projection) and torch.equal(book, model.quantizer.codebook)
-    assert model.classifier.weight.grad is not None and model.conformer.conformer_layers[0].ffn1.sequential[1].weight.grad is not None
+    assert (model.classifier.weight.grad is not None
+            and model.conformer.conformer_layers[0].ffn1.sequential[1].weight.grad is not None)
     save_upstream(model, tmp_path / "b.pt")
     again = build_upstream("bestrq", tmp_path / "b.pt")
     assert torch.equal(again.quantizer.codebook, book) and not again.needs_fit
@@ -71,7 +72,7 @@ def test_contract_batch_equals_single_and_needs_fit():
         assert model.downsample_rate == 640 and len(out.hidden_states) == model.num_layers == 3
         for i, n in enumerate(out.lengths.tolist()):
             alone = model(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1])
-            for h, a in zip(out.hidden_states, alone.hidden_states):
+            for h, a in zip(out.hidden_states, alone.hidden_states, strict=True):
                 torch.testing.assert_close(h[i, :n], a[0], atol=1e-5, rtol=1e-5)
                 assert torch.all(h[i, n:] == 0)
     with pytest.raises(ValueError, match="at least 880"):

@@ -4,10 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpora.manifest import Record
-from corpora.speech_commands import prepare_speech_commands
-from corpora.manifest import read_manifest
 from corpora.batching import AudioDataset, collate_waveforms
+from corpora.manifest import Record, read_manifest
+from corpora.speech_commands import prepare_speech_commands
 from downstream.cache import FeatureCache, cache_key
 from upstream import build_upstream
 

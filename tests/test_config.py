@@ -12,7 +12,8 @@ def _cfg(yaml_dict=None, overrides=()):
 
 
 def test_defaults_yaml_and_overrides_apply_in_order():
-    cfg = _cfg({"train": {"lr": 0.001, "total_steps": 5}}, ["train.total_steps=7", "task.classes=all", "cache.enabled=false"])
+    cfg = _cfg({"train": {"lr": 0.001, "total_steps": 5}},
+               ["train.total_steps=7", "task.classes=all", "cache.enabled=false"])
     assert cfg.train.lr == 0.001 and cfg.train.total_steps == 7
     assert cfg.task.classes == "all" and cfg.cache.enabled is False
     assert cfg.task.proj_dim == 256 and cfg.train.batch_size == 32  # SUPERB's defaults

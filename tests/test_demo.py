@@ -10,7 +10,8 @@ import pytest
 from recipes.benchmark.run import main
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed: the demo corpus cannot be built")
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="espeak-ng is not installed: the demo corpus cannot be built")
 def test_demo_preset_end_to_end_and_idempotent(tmp_path: Path, capsys):
     args = ["--data", "demo", "--upstreams", "fbank", "--tasks", "ks", "--expdir", str(tmp_path / "exp"),
             "-o", f"task.root={tmp_path / 'demo_keywords'}", "-o", f"cache.root={tmp_path / 'cache'}",

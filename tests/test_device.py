@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from downstream.cli import main as downstream_main
-from core.config import merge
 from core import distributed
+from core.config import merge
+from downstream.cli import main as downstream_main
 from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer
 from upstream.registry import save_upstream
@@ -30,9 +30,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, re
 TINY = {
     "fbank": {},
     "apc": {"preset": "tiny", "hidden_size": 32, "num_layers": 2},
-    "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "intermediate_size": 64},
     "hubert": {"preset": "base", **HUBERT_SMALL},
-    "bestrq": {"preset": "tiny", "embed_dim": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64, "conv_kernel": 5, "codebook_size": 64},
+    "bestrq": {"preset": "tiny", "embed_dim": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64, "conv_kernel": 5,
+               "codebook_size": 64},
 }
 
 
@@ -88,13 +90,13 @@ def test_upstream_on_the_device_matches_the_cpu(name: str, device: torch.device,
     model = build_upstream(name, **TINY[name]).eval()
     wavs, lengths = noise_batch([16000, 11000], seed=3)
     if model.needs_fit:
-        model.fit(w[:n] for w, n in zip(wavs, lengths))
+        model.fit(w[:n] for w, n in zip(wavs, lengths, strict=True))
     with torch.no_grad():
         expected = model(wavs, lengths)
         moved = model.to(device)(wavs.to(device), lengths.to(device))
     assert moved.hidden_states[0].device.type == device.type
     assert torch.equal(moved.lengths.cpu(), expected.lengths)
-    for a, b in zip(moved.hidden_states, expected.hidden_states):
+    for a, b in zip(moved.hidden_states, expected.hidden_states, strict=True):
         torch.testing.assert_close(a.cpu(), b, atol=1e-4 * float(b.abs().max()) + 1e-5, rtol=1e-3)
     save_upstream(model, tmp_path / "up.pt")  # CPU tensors on disk, whatever the device
     assert all(t.device.type == "cpu" for t in torch.load(tmp_path / "up.pt", weights_only=True)["state_dict"].values())
@@ -150,7 +152,8 @@ def test_two_gpu_processes_match_one(sc_root: Path, tmp_path: Path):
     overrides = _overrides(sc_root, tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "NVIDIA_TF32_OVERRIDE": "0"}
     for name, launcher in (("one", [sys.executable]),
-                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node=2"])):
         cmd = [*launcher, str(ROOT / "run_downstream.py"), "-m", "train", "-u", "fbank_global", "-d", "ks", "-n", name,
                "-p", str(tmp_path / "exp"), "--device", "cuda", *[a for o in overrides for a in ("-o", o)]]
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -52,7 +52,8 @@ def test_two_processes_match_one(sc_root: Path, tmp_path: Path):
     one_r, two_r = (json.loads((tmp_path / "exp" / n / "results.json").read_text()) for n in ("one", "two"))
     assert two_r["training"]["processes"] == 2 and one_r["training"]["processes"] == 1
     assert "data-parallel over 2 processes" in (tmp_path / "exp" / "two" / "train.log").read_text()
-    one_ck, two_ck = (torch.load(tmp_path / "exp" / n / "checkpoints" / "last.pt", weights_only=False) for n in ("one", "two"))
+    one_ck, two_ck = (torch.load(tmp_path / "exp" / n / "checkpoints" / "last.pt", weights_only=False)
+                      for n in ("one", "two"))
     assert one_ck["position"]["step"] == two_ck["position"]["step"] == 30
     for part in ("head", "featurizer"):
         for key, one in one_ck[part].items():
@@ -74,7 +75,8 @@ def test_pretraining_on_two_processes_matches_one(sc_root: Path, tmp_path: Path)
                 "train.batch_seconds=8.0", "train.valid_fraction=0.15", "train.warmup_fraction=0.2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for name, launcher in (("one", [sys.executable, "-m"]),
-                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"])):
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node=2", "-m"])):
         cmd = [*launcher, "upstream.pretrain", "-u", "apc", "-n", name, "-p", str(tmp_path / "pt"),
                "--data", str(sc_root), *[a for o in settings for a in ("-o", o)]]
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -82,7 +84,8 @@ def test_pretraining_on_two_processes_matches_one(sc_root: Path, tmp_path: Path)
     one, two = (json.loads((tmp_path / "pt" / n / "summary.json").read_text()) for n in ("one", "two"))
     assert two["processes"] == 2 and two["steps"] == one["steps"] == 6
     assert two["final_valid_loss"] == pytest.approx(one["final_valid_loss"], rel=1e-3)
-    a, b = (torch.load(tmp_path / "pt" / n / "checkpoints" / "last.pt", weights_only=False)["model"] for n in ("one", "two"))
+    a, b = (torch.load(tmp_path / "pt" / n / "checkpoints" / "last.pt", weights_only=False)["model"]
+            for n in ("one", "two"))
     for key in a:
         diff = (b[key] - a[key]).abs()
         assert (diff <= 1e-5 + 1e-4 * a[key].abs()).float().mean() >= 0.99, key

@@ -3,14 +3,15 @@ from pathlib import Path
 
 import pytest
 
+from core.config import parse_overrides
 from corpora.folds import speaker_fold
 from corpora.manifest import Record
-from core.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 
 
 def _records(speakers: str, split: str) -> list[Record]:
-    return [Record(id=f"{split}-{s}-{n}", path="x.wav", duration=1.0, speaker=s, label="a") for s in speakers for n in range(2)]
+    return [Record(id=f"{split}-{s}-{n}", path="x.wav", duration=1.0, speaker=s, label="a")
+            for s in speakers for n in range(2)]
 
 
 def test_every_speaker_is_tested_once_and_splits_are_disjoint():
@@ -37,8 +38,11 @@ def test_keyword_spotting_on_a_speaker_fold(sc_root: Path, tmp_path: Path):
     overrides = ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all", "task.speaker_folds=5",
                  "task.fold=2", f"cache.root={tmp_path / 'cache'}", "train.total_steps=10", "train.eval_every=10",
                  "train.batch_size=8"]
-    results = Experiment.create(tmp_path / "exp", "f2", spec, resolve_config(spec, {}, parse_overrides(overrides))).train()
+    results = Experiment.create(tmp_path / "exp", "f2", spec,
+                                resolve_config(spec, {}, parse_overrides(overrides))).train()
     assert results["dataset"].endswith("/speaker-folds-5")
-    assert results["splits"]["test"]["utterances"] == 3 * 4 + 4  # one speaker (3 words x 4 takes) + the test silence clips
-    test_ids = [line.split("\t")[0] for line in (tmp_path / "exp" / "f2" / "predictions-test.tsv").read_text().splitlines()[1:]]
+    # one speaker (3 words x 4 takes) + the test silence clips
+    assert results["splits"]["test"]["utterances"] == 3 * 4 + 4
+    test_ids = [line.split("\t")[0]
+                for line in (tmp_path / "exp" / "f2" / "predictions-test.tsv").read_text().splitlines()[1:]]
     assert len({i.split("/")[1].split("_nohash_")[0] for i in test_ids if "_nohash_" in i}) == 1

@@ -9,11 +9,11 @@ import soundfile as sf
 
 datasets = pytest.importorskip("datasets")
 
-from corpora.audio import AudioError  # noqa: E402
-from corpora.hf import load_split, prepare_hf, read_hf_splits  # noqa: E402
-from corpora.manifest import read_manifest  # noqa: E402
-from core.config import parse_overrides  # noqa: E402
-from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: E402
+from core.config import parse_overrides  # noqa: E402  (after importorskip)
+from corpora.audio import AudioError  # noqa: E402  (after importorskip)
+from corpora.hf import load_split, prepare_hf, read_hf_splits  # noqa: E402  (after importorskip)
+from corpora.manifest import read_manifest  # noqa: E402  (after importorskip)
+from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: E402  (after importorskip)
 
 WORDS = ["low", "mid", "high"]
 
@@ -28,7 +28,7 @@ def _encoded(seconds: float, freq: float, fmt: str = "FLAC") -> bytes:
 def _keyword_split(takes: int, first_speaker: int):
     """Tones of three pitches as three 'keywords', ``takes`` each, like Speech Commands on the Hub."""
     rows = {"file": [], "audio": [], "label": [], "speaker_id": []}
-    for k, (word, freq) in enumerate(zip(WORDS, (300.0, 900.0, 2000.0))):
+    for k, (word, freq) in enumerate(zip(WORDS, (300.0, 900.0, 2000.0), strict=True)):
         for n in range(takes):
             name = f"{word}/spk{first_speaker + n}_nohash_0.wav"
             rows["file"].append(name)
@@ -99,7 +99,8 @@ def test_keyword_spotting_trains_on_a_hf_dataset(keyword_dataset: Path, tmp_path
     spec = RunSpec("ks", "fbank_global")
     overrides = ["task.corpus=hf", f"task.root={keyword_dataset}", f"cache.root={tmp_path / 'cache'}",
                  "train.total_steps=30", "train.eval_every=10", "train.batch_size=6", "train.lr=0.01"]
-    results = Experiment.create(tmp_path / "exp", "hf", spec, resolve_config(spec, {}, parse_overrides(overrides))).train()
+    results = Experiment.create(tmp_path / "exp", "hf", spec,
+                                resolve_config(spec, {}, parse_overrides(overrides))).train()
     assert results["dataset"] == f"hf:{keyword_dataset.name}" and results["track"] == "ks"
     assert results["splits"]["test"]["utterances"] == 6
     assert results["splits"]["test"]["accuracy"] >= 2 / 3  # three pitches: far above chance (1/3)

@@ -3,14 +3,17 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import sklearn.cluster
 import torch
 
+import upstream.kmeans_targets as kt
+from core.config import merge
+from corpora.folder import scan_audio
 from upstream import build_upstream
 from upstream.hubert import build_hubert
 from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
 from upstream.pretrain import PretrainConfig, Pretrainer, main
-from core.config import merge
-from corpora.folder import scan_audio
+from upstream.registry import save_upstream
 
 from .conftest import noise_batch
 
@@ -39,7 +42,7 @@ def test_huggingface_parity_every_layer(tmp_path: Path, stable_layer_norm: bool)
     # S3PRL and transformers 4; transformers 5 lists the last layer before that norm.
     ref = [*hf_out.hidden_states[:-1], hf_out.last_hidden_state]
     assert len(ref) == len(out.hidden_states) == 4
-    for i, (a, b) in enumerate(zip(ref, out.hidden_states)):
+    for i, (a, b) in enumerate(zip(ref, out.hidden_states, strict=True)):
         assert a.shape == b.shape
         assert (a - b).abs().max() <= 1e-4, f"layer {i} differs"
     assert out.lengths.tolist() == [49] == [ref[0].shape[1]]
@@ -54,7 +57,7 @@ def test_batch_equals_single_utterance_and_frame_formula():
         for i, n in enumerate(out.lengths.tolist()):
             alone = model(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1])
             assert alone.hidden_states[0].shape[1] == n
-            for h, a in zip(out.hidden_states, alone.hidden_states):
+            for h, a in zip(out.hidden_states, alone.hidden_states, strict=True):
                 torch.testing.assert_close(h[i, :n], a[0], atol=1e-5, rtol=1e-5)
                 assert torch.all(h[i, n:] == 0)
     with pytest.raises(ValueError, match="at least 400"):
@@ -65,7 +68,8 @@ def _s3prl_model(tmp_path: Path):
     hub = pytest.importorskip("s3prl.upstream.hubert.hubert_model")
     torch.manual_seed(0)
     mc = hub.HubertConfig(label_rate=50, encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
-                          encoder_attention_heads=4, conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+                          encoder_attention_heads=4,
+                          conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
                           conv_pos=16, conv_pos_groups=4, final_dim=16)
     tc = hub.HubertPretrainingConfig()
     model = hub.HubertModel(mc, tc, [list(range(20))]).eval()
@@ -101,7 +105,7 @@ def test_s3prl_and_fairseq_checkpoints_match_the_reference(tmp_path: Path):
         with torch.no_grad():
             out = ours(wavs, lengths).hidden_states
         assert len(out) == len(ref) == 3
-        for i, (a, b) in enumerate(zip(ref, out)):
+        for i, (a, b) in enumerate(zip(ref, out, strict=True)):
             assert (a - b).abs().max() <= 1e-4, f"{name}: layer {i} differs"
         # The pre-training head came along: a fairseq model can go on pre-training here.
         torch.testing.assert_close(ours.model.logit_generator.label_embeddings, model.label_embs_concat)
@@ -165,8 +169,6 @@ def test_label_rate_alignment():
 
 
 def test_teacher_at_another_frame_rate_is_refused(sc_root: Path, tmp_path: Path):
-    from upstream.registry import save_upstream
-
     apc = build_upstream("apc", preset="tiny", hidden_size=16, num_layers=1)
     save_upstream(apc, tmp_path / "apc.pt")
     cfg = KMeansTargetConfig(source=str(tmp_path / "apc.pt"), teacher="apc", layer=0)
@@ -177,9 +179,6 @@ def test_teacher_at_another_frame_rate_is_refused(sc_root: Path, tmp_path: Path)
 
 
 def test_kmeans_stages_resume_and_reuse(sc_root: Path, tmp_path: Path, monkeypatch):
-    import sklearn.cluster
-    import upstream.kmeans_targets as kt
-
     records, _ = scan_audio(sc_root)
     train, valid = records[:-3], records[-3:]
     student = build_hubert("base", **SMALL)

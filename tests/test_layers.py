@@ -98,5 +98,6 @@ def test_relative_imports_resolve_to_their_package(tmp_path: Path):
 @pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_import_runs_up_the_layers(path: Path):
     module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-    bad = [f"{path.relative_to(ROOT)}:{line} imports {name}" for line, name in imports(path) if not allowed(module, name)]
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+           for line, name in imports(path) if not allowed(module, name)]
     assert not bad, "\n".join(bad)

@@ -1,4 +1,5 @@
-"""Tests for the leaderboard: collected rows, seed statistics, SUPERB score, ranking, CSV/Markdown/HTML outputs, bad files."""
+"""Tests for the leaderboard: collected rows, seed statistics, SUPERB score, ranking, CSV/Markdown/HTML outputs,
+bad files."""
 
 import json
 import math
@@ -101,7 +102,8 @@ def test_malformed_content_is_skipped(tmp_path):
     with pytest.warns(UserWarning) as record:
         df = collect(tmp_path)
     assert sorted(str(w.message).split(":")[0] for w in record) == sorted(
-        f"skipping {tmp_path / name / 'results.json'}" for name in ("list", "no_metric", "missing_keys", "bad_seed", "bad_training"))
+        f"skipping {tmp_path / name / 'results.json'}"
+        for name in ("list", "no_metric", "missing_keys", "bad_seed", "bad_training"))
     assert set(df["experiment"]) == {"fbank_global_s1"}
 
 
@@ -220,7 +222,8 @@ def test_cli_writes_csv_markdown_and_html(root, capsys):
     assert markdown.strip() in out
     assert "88.00" in markdown and "40.00 ± 2.83" in markdown  # accuracy as percentages, mean ± std
     hubert_line = next(line for line in markdown.splitlines() if "hubert" in line)
-    assert hubert_line.split("|")[-2].strip() == "1000"  # the SUPERB score column, last: hubert is the board's reference
+    # the SUPERB score column, last: hubert is the board's reference
+    assert hubert_line.split("|")[-2].strip() == "1000"
     page = (root / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "40.00 ± 2.83" in page
     assert page.count("data:image/png;base64,") == 1  # bars only: no multi-layer weights, no pre-training curves
@@ -230,11 +233,13 @@ def test_cli_writes_csv_markdown_and_html(root, capsys):
 def test_report_plots_layer_weights_and_pretraining_curves(tmp_path):
     pretrain = tmp_path / "pretrain" / "apc_tiny"
     pretrain.mkdir(parents=True)
-    (pretrain / "curve.tsv").write_text("step\ttrain_loss\tvalid_loss\tlr\tseconds\n100\t0.5\t0.45\t1e-3\t10\n200\t0.4\t0.41\t9e-4\t20\n")
+    (pretrain / "curve.tsv").write_text("step\ttrain_loss\tvalid_loss\tlr\tseconds\n"
+                                        "100\t0.5\t0.45\t1e-3\t10\n200\t0.4\t0.41\t9e-4\t20\n")
     for name, upstream, acc, weights in [("f", "fbank", 0.3, [1.0]), ("a1", "apc", 0.8, [0.2, 0.3, 0.5]),
                                          ("a2", "apc", 0.7, [0.4, 0.3, 0.3])]:
         payload = _results(upstream, 1, acc, acc)
-        payload.update(layer_weights=weights, upstream_checkpoint=None if upstream == "fbank" else str(pretrain / "upstream.pt"),
+        payload.update(layer_weights=weights,
+                       upstream_checkpoint=None if upstream == "fbank" else str(pretrain / "upstream.pt"),
                        upstream_label=upstream if upstream == "fbank" else "apc:apc_tiny")
         _write(tmp_path / "exp", name, payload)
     runs = collect(tmp_path / "exp")
@@ -271,7 +276,8 @@ def test_upstream_label_separates_checkpoints(tmp_path):
     assert list(leaderboard_table(df, "test")["upstream"]) == ["apc:apc_tiny", "apc:random"]
 
 
-def _ks(tmp_path, name, upstream, accuracy, *, dataset="demo:demo_keywords", test_utterances=500, seed=1, lr=None, dev=None):
+def _ks(tmp_path, name, upstream, accuracy, *, dataset="demo:demo_keywords", test_utterances=500, seed=1, lr=None,
+        dev=None):
     payload = _results(upstream, seed, accuracy if dev is None else dev, accuracy)
     payload["dataset"], payload["experiment"] = dataset, name
     payload["splits"]["test"]["utterances"] = test_utterances

@@ -6,16 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.config import parse_overrides
 from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
-from core.config import parse_overrides
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.phonemes import ARPABET, PhonemeLexicon, espeak_arpabet, ipa_to_arpabet
 from downstream.tasks.pr import PhonemeHead, phone_error_rate
 from tests.conftest import shared_data, tone_transcripts
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                  reason="espeak-ng is not installed (apt-get install espeak-ng): no G2P for unknown words")
+                                  reason="espeak-ng is not installed (apt-get install espeak-ng): "
+                                         "no G2P for unknown words")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_pr_trains_a_linear_probe_and_writes_phone_hypotheses(tmp_path: Path):
     assert test["per"] < 40.0, test  # three tones are easy to tell apart; an untrained head gives 100
     rows = (tmp_path / "exp/pr/predictions-test.tsv").read_text().strip().split("\n")
     assert len(rows) == 7
-    refs, hyps = zip(*(r.split("\t")[1:] for r in rows[1:]))
+    refs, hyps = zip(*(r.split("\t")[1:] for r in rows[1:]), strict=True)
     assert set(" ".join(refs).split()) <= {"AY", "AH", "OW"}
     assert phone_error_rate(list(refs), list(hyps)) == pytest.approx(test["per"])
     assert results["metric_info"]["phonemes"]["oov_tokens"] == 0 and results["learning_rate"] == 0.05

@@ -1,4 +1,5 @@
-"""Pre-training: the loop, held-out validation, curves, resume after a kill, and the checkpoint downstream tasks load."""
+"""Pre-training: the loop, held-out validation, curves, resume after a kill, and the checkpoint downstream
+tasks load."""
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from corpora.folder import scan_audio
 from core.config import merge
+from corpora.folder import scan_audio
 from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
 
@@ -15,7 +16,8 @@ from .conftest import killed_at_update
 
 SMALL = {
     "apc": {"preset": "tiny", "hidden_size": 32, "num_layers": 2},
-    "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    "mockingjay": {"preset": "tiny", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "intermediate_size": 64},
 }
 
 
@@ -72,7 +74,8 @@ def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, 
 
 
 def test_cli_errors(sc_root: Path, tmp_path: Path, capsys):
-    base = ["-n", "x", "-p", str(tmp_path), "--data", str(sc_root), "-o", "train.total_steps=2", "-o", "train.num_workers=0"]
+    base = ["-n", "x", "-p", str(tmp_path), "--data", str(sc_root), "-o", "train.total_steps=2",
+            "-o", "train.num_workers=0"]
     assert main(["-u", "fbank", *base]) == 2
     assert "cannot be pre-trained" in capsys.readouterr().err
     assert main(["-u", "apc", *base, "-o", "train.step=3"]) == 2

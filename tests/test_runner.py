@@ -6,17 +6,19 @@ import pytest
 import torch
 import yaml
 
+from core.config import parse_overrides
 from corpora.manifest import Record, write_manifest
 from downstream.cli import main
 from downstream.runner import Experiment, RunSpec, resolve_config
-from core.config import parse_overrides
+from upstream import build_upstream
 
 from .conftest import killed_at_update
 
 
 def _overrides(sc_root: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all", f"cache.root={tmp_path / 'cache'}",
-            "train.total_steps=30", "train.eval_every=10", "train.save_every=5", "train.batch_size=8", "train.lr=0.01", *extra]
+    return ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all",
+            f"cache.root={tmp_path / 'cache'}", "train.total_steps=30", "train.eval_every=10", "train.save_every=5",
+            "train.batch_size=8", "train.lr=0.01", *extra]
 
 
 def _run(tmp_path, name, overrides, upstream="fbank_global"):
@@ -93,7 +95,8 @@ def test_corrupt_audio_in_a_manifest_names_the_file(sc_root: Path, tmp_path: Pat
     for split in ("train", "dev", "test"):
         write_manifest(tmp_path / "man" / f"{split}.tsv", [good, bad])
     code = main(["-m", "train", "-u", "fbank", "-d", "ks", "-n", "c", "-p", str(tmp_path / "exp"),
-                 "-o", "task.corpus=manifest", "-o", f"task.root={tmp_path / 'man'}", "-o", f"cache.root={tmp_path / 'cache'}"])
+                 "-o", "task.corpus=manifest", "-o", f"task.root={tmp_path / 'man'}",
+                 "-o", f"cache.root={tmp_path / 'cache'}"])
     assert code == 2
     assert f"{bad_path}: unreadable audio" in capsys.readouterr().err
 
@@ -115,7 +118,5 @@ def test_random_upstream_with_statistics_is_fitted_then_saved(sc_root: Path, tmp
                            "upstream.ffn_dim=32", "upstream.codebook_size=32")
     trained = _run(tmp_path, "b", overrides, upstream="bestrq").train()
     assert trained["upstream_label"] == "bestrq:random"
-    from upstream import build_upstream
-
     saved = build_upstream("bestrq", tmp_path / "exp/b/upstream.pt")
     assert not saved.needs_fit and saved.std.min() > 0 and not torch.all(saved.mean == 0)

@@ -6,10 +6,11 @@ import torch
 
 from downstream.tasks.ks import KeywordHead, masked_mean
 from upstream import Featurizer, build_upstream
+from upstream.interop.s3prl_apc import export_s3prl_apc
+from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay
 from upstream.registry import save_upstream
 
 from .conftest import noise_batch
-
 
 LENGTHS = (16000, 9000, 4000)
 
@@ -21,7 +22,7 @@ def test_fbank_contract(name):
     if up.needs_fit:
         with pytest.raises(RuntimeError, match="fit"):
             up(wavs, lengths)
-        up.fit(w[:n] for w, n in zip(wavs, lengths))
+        up.fit(w[:n] for w, n in zip(wavs, lengths, strict=True))
     out = up(wavs, lengths)
     assert len(out.hidden_states) == up.num_layers == 1
     h = out.hidden_states[0]
@@ -50,7 +51,7 @@ def test_registry_errors_and_checkpoint_round_trip(tmp_path: Path):
         build_upstream("fbank_global", tmp_path / "missing.pt")
     up = build_upstream("fbank_global")
     wavs, lengths = noise_batch(LENGTHS)
-    up.fit(w[:n] for w, n in zip(wavs, lengths))
+    up.fit(w[:n] for w, n in zip(wavs, lengths, strict=True))
     save_upstream(up, tmp_path / "u.pt")
     back = build_upstream("fbank_global", tmp_path / "u.pt")
     assert not back.needs_fit and back.fingerprint() == up.fingerprint()
@@ -58,7 +59,7 @@ def test_registry_errors_and_checkpoint_round_trip(tmp_path: Path):
     with pytest.raises(ValueError, match="holds upstream 'fbank_global', not 'fbank'"):
         build_upstream("fbank", tmp_path / "u.pt")
     # Different statistics, different fingerprint (so a different cache key).
-    up.fit([0.5 * w[:n] for w, n in zip(wavs, lengths)])
+    up.fit([0.5 * w[:n] for w, n in zip(wavs, lengths, strict=True)])
     assert up.fingerprint() != back.fingerprint()
 
 
@@ -98,10 +99,8 @@ def test_mean_pooling_ignores_padding():
 @pytest.mark.parametrize("name", ["apc", "mockingjay"])
 def test_build_upstream_recognises_s3prl_checkpoints(tmp_path: Path, name: str):
     """``-k`` takes an S3PRL checkpoint as well as this toolkit's own ``upstream.pt``."""
-    from upstream.interop.s3prl_apc import export_s3prl_apc
-    from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay
-
-    small = {"apc": {"hidden_size": 16}, "mockingjay": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}}
+    small = {"apc": {"hidden_size": 16},
+             "mockingjay": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}}
     model = build_upstream(name, preset="tiny", **small[name])
     (export_s3prl_apc if name == "apc" else export_s3prl_mockingjay)(model, tmp_path / "s3prl.ckpt")
     save_upstream(model, tmp_path / "ours.pt")
@@ -109,7 +108,7 @@ def test_build_upstream_recognises_s3prl_checkpoints(tmp_path: Path, name: str):
     expected = model(wavs, lengths).hidden_states
     for ckpt in ("s3prl.ckpt", "ours.pt"):
         loaded = build_upstream(name, tmp_path / ckpt)
-        for a, b in zip(loaded(wavs, lengths).hidden_states, expected):
+        for a, b in zip(loaded(wavs, lengths).hidden_states, expected, strict=True):
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="cannot override a foreign checkpoint"):
         build_upstream(name, tmp_path / "s3prl.ckpt", hidden_size=8)

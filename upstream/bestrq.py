@@ -221,7 +221,7 @@ class BestRQUpstream(Upstream, Pretrainable):
     # -- pre-training -----------------------------------------------------------------------------
     def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> None:
         """Fit the input normalisation on ``fit_utterances`` training utterances (seeded choice)."""
-        from corpora.batching import AudioDataset  # noqa: PLC0415
+        from corpora.batching import AudioDataset  # noqa: PLC0415  (pre-training only)
 
         super().prepare_pretraining(work_dir, train, valid, settings)
         chosen = random.Random(0).sample(train, min(len(train), self.config.fit_utterances))

@@ -75,7 +75,7 @@ class FbankUpstream(Upstream):
         if int(wav_lengths.min()) < 400:
             raise ValueError(f"an utterance is shorter than one 25 ms frame ({int(wav_lengths.min())} samples)")
         feats = []
-        for wav, n in zip(wavs, wav_lengths.tolist()):
+        for wav, n in zip(wavs, wav_lengths.tolist(), strict=True):
             f = self._features(wav[:n])
             if self.cmvn == "utterance":
                 f = utterance_cmvn(f)

@@ -294,7 +294,7 @@ class HubertUpstream(Upstream, Pretrainable):
     # -- masked prediction ------------------------------------------------------------------------
     def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> dict:
         """k-means targets (:mod:`upstream.kmeans_targets`): features, centroids, labels; ``num_classes`` clusters."""
-        from .kmeans_targets import kmeans_targets  # noqa: PLC0415
+        from .kmeans_targets import kmeans_targets  # noqa: PLC0415  (pre-training only: k-means and corpus code)
 
         return kmeans_targets(work_dir, settings, self, self.config.num_classes, train, valid)
 

@@ -31,13 +31,13 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from tqdm import tqdm
 
+from core import distributed
+from core.checkpoint import atomic_save
+from core.config import merge
 from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 
-from core import distributed
-from core.checkpoint import atomic_save
-from core.config import merge
 from .base import Upstream
 from .frontend import Deltas
 from .target_usage import id_usage
@@ -114,12 +114,12 @@ class FeatureSource:
     def batch(self, wavs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         expected = self.student.num_frames(lengths).tolist()
         if self.teacher is None:
-            feats = [mfcc_39(w[:n]) for w, n in zip(wavs, lengths.tolist())]
+            feats = [mfcc_39(w[:n]) for w, n in zip(wavs, lengths.tolist(), strict=True)]
         else:
             device = distributed.device()
             out = self.teacher(wavs.to(device), lengths.to(device))
-            feats = [h[:n].cpu() for h, n in zip(out.hidden_states[self.cfg.layer], out.lengths.tolist())]
-        for f, n in zip(feats, expected):
+            feats = [h[:n].cpu() for h, n in zip(out.hidden_states[self.cfg.layer], out.lengths.tolist(), strict=True)]
+        for f, n in zip(feats, expected, strict=True):
             if f.shape[0] != n:
                 raise ValueError(f"label rate mismatch: {self.describe()} gives {f.shape[0]} frames where the "
                                  f"model has {n}; targets must be at the model's frame rate")
@@ -191,7 +191,7 @@ class KMeansTargets:
         if path.is_file():
             log.info("targets: k-means %s done already", path)
             return np.load(path)
-        from sklearn.cluster import MiniBatchKMeans  # noqa: PLC0415
+        from sklearn.cluster import MiniBatchKMeans  # noqa: PLC0415  (slow import: only when fitting k-means)
 
         feats = self.sample_features(train)
         log.info("targets: fitting k-means, %d clusters on %d x %d frames", self.k, *feats.shape)
@@ -224,7 +224,7 @@ class KMeansTargets:
         labels: dict[str, torch.Tensor] = {}
         for idx, wavs, lengths in tqdm(_batches(records, self.cfg.batch_seconds)(), desc="k-means labels",
                                        unit="batch"):
-            for i, f in zip(idx.tolist(), self.source.batch(wavs, lengths)):
+            for i, f in zip(idx.tolist(), self.source.batch(wavs, lengths), strict=True):
                 labels[records[i].id] = assign(f.float(), cents).to(torch.int16)
         atomic_save(labels, path)
         usage = id_usage(torch.bincount(torch.cat(list(labels.values())).long(), minlength=self.k))

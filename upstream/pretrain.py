@@ -7,8 +7,9 @@ The experiment folder ``<expdir>/<name>/`` holds ``config.yaml``, ``checkpoints/
 optimiser, schedule, RNG and position: re-running the command resumes there), ``upstream.pt`` (the
 model in the format ``run_downstream.py -u NAME -k upstream.pt`` loads), ``curve.tsv`` (step,
 train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb/``, ``train.log``
-and ``summary.json``; recordings the data could not use are listed in ``skipped.tsv``. A few utterances (``train.valid_fraction``, chosen by a hash of their ids)
-are held out for the validation loss. All writes of checkpoints are atomic.
+and ``summary.json``; recordings the data could not use are listed in ``skipped.tsv``. A few
+utterances (``train.valid_fraction``, chosen by a hash of their ids) are held out for the validation
+loss. All writes of checkpoints are atomic.
 
 Devices: ``--device auto`` (default) trains on a GPU when CUDA has one, else on the CPU; ``cpu``,
 ``cuda`` and ``cuda:N`` choose. Target stages (k-means features, BEST-RQ statistics) run before the
@@ -89,7 +90,8 @@ class PretrainConfig:
     upstream: dict = field(default_factory=dict)
     """Model settings passed to the upstream's factory (``preset`` and its config fields)."""
     targets: dict = field(default_factory=dict)
-    """Settings of the target stages, for upstreams that have them (HuBERT: :class:`upstream.kmeans_targets.KMeansTargetConfig`)."""
+    """Settings of the target stages, for upstreams that have them
+    (HuBERT: :class:`upstream.kmeans_targets.KMeansTargetConfig`)."""
     train: PretrainLoopConfig = field(default_factory=PretrainLoopConfig)
 
 
@@ -174,13 +176,15 @@ class Pretrainer:
         log.info("%s: %d parameters, %d training segments (%.2f h), %d validation; on %s", self.upstream_name,
                  sum(p.numel() for p in params), len(train), hours, len(valid), distributed.describe_device())
         batcher = DurationBatcher([r.duration for r in train], tcfg.batch_seconds, tcfg.batch_size, seed=tcfg.seed)
-        valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size, seed=0).sequential()
+        valid_batches = DurationBatcher([r.duration for r in valid], tcfg.batch_seconds, tcfg.batch_size,
+                                        seed=0).sequential()
         curve = self.dir / "curve.tsv"
 
         def epoch_losses(epoch: int, first: int):
             shards = [distributed.shard(batch) for batch in batcher.epoch(epoch)[first:]]
-            loader = ordered_loader(AudioDataset(train), [local for local, _ in shards], collate_waveforms, tcfg.num_workers)
-            for (idx, wavs, lengths), (_, weight) in zip(loader, shards):
+            loader = ordered_loader(AudioDataset(train), [local for local, _ in shards], collate_waveforms,
+                                    tcfg.num_workers)
+            for (idx, wavs, lengths), (_, weight) in zip(loader, shards, strict=True):
                 loss, stats = self._loss(objective, train, idx, wavs, lengths)
                 yield loss, weight, stats
 
@@ -191,7 +195,8 @@ class Pretrainer:
                 curve.write_text("\t".join(["step", "train_loss", "valid_loss", "lr", "seconds", *stats]) + "\n")
             with open(curve, "a") as f:
                 f.write("\t".join([str(step), f"{train_loss:.6f}", f"{valid_loss:.6f}", f"{lr:.3e}",
-                                   f"{loop.position['train_seconds']:.1f}", *(f"{v:.6g}" for v in stats.values())]) + "\n")
+                                   f"{loop.position['train_seconds']:.1f}", *(f"{v:.6g}" for v in stats.values())])
+                        + "\n")
             for key, value in stats.items():
                 loop.writer.add_scalar(f"train/{key}", value, step)
             loop.writer.add_scalar("valid/loss", valid_loss, step)
@@ -218,7 +223,8 @@ class Pretrainer:
             summary["target_usage"] = json.loads(usage.read_text())
         if len(rows[-1]) > 5:  # the model's own statistics at the last evaluation
             header = curve.read_text().splitlines()[0].split("\t")
-            summary["final_train_stats"] = {k: float(v) for k, v in zip(header[5:], rows[-1][5:])}
+            # strict=False: the header names the first evaluation's statistics; the last one may have others
+            summary["final_train_stats"] = {k: float(v) for k, v in zip(header[5:], rows[-1][5:], strict=False)}
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 

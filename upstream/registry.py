@@ -11,8 +11,9 @@ from typing import Callable
 
 import torch
 
-from .base import Upstream
 from core.checkpoint import atomic_save
+
+from .base import Upstream
 from .fbank import FbankUpstream
 
 _FACTORIES: dict[str, Callable[..., Upstream]] = {
@@ -86,7 +87,8 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
         state = _load_own(ckpt) if ckpt.is_file() else None  # a folder: e.g. a Hugging Face model
         if state is None:
             if name not in _FOREIGN_LOADERS:
-                raise ValueError(f"{ckpt} is not a checkpoint of this toolkit, and no other format is known for {name!r}")
+                raise ValueError(f"{ckpt} is not a checkpoint of this toolkit, "
+                                 f"and no other format is known for {name!r}")
             if overrides:
                 raise ValueError(f"settings {sorted(overrides)} cannot override a foreign checkpoint ({ckpt})")
             model = _FOREIGN_LOADERS[name](ckpt)

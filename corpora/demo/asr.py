@@ -121,7 +121,7 @@ def build_demo_asr(root: str | Path, train_minutes: float = 10.0, eval_minutes: 
                         utt += 1
                     rendered = pool.map(lambda job: render_sentence(
                         build, Path(scratch), job[0], job[1], job[2].lower(), *job[3:]), jobs)
-                    for (rel, stem, text, *_), seconds in zip(jobs, rendered):
+                    for (rel, stem, text, *_), seconds in zip(jobs, rendered, strict=True):
                         lines.setdefault(rel.parent, []).append(f"{stem} {text}")
                         total += seconds
                 for folder, chapter_lines in lines.items():

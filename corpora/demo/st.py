@@ -67,7 +67,7 @@ def read_multi30k(folder: str | Path, split: str) -> list[tuple[str, str]]:
             sides.append([line.strip() for line in f])
     if len(sides[0]) != len(sides[1]):
         raise ValueError(f"{folder}: {stem}.en has {len(sides[0])} lines but {stem}.de has {len(sides[1])}")
-    return [(en, de) for en, de in zip(*sides) if en and de]
+    return [(en, de) for en, de in zip(*sides, strict=True) if en and de]
 
 
 def build_demo_st(root: str | Path, parallel_text: str | Path | None = None,
@@ -123,7 +123,7 @@ def _pairs(parallel_text: str | Path | None, sizes: tuple[int, int, int],
     """(English, German) pairs per split: the first ``sizes`` of each Multi30k split, or distinct grammar sentences."""
     if parallel_text:
         out = {}
-        for name, n in zip(("train", "dev", "test"), sizes):
+        for name, n in zip(("train", "dev", "test"), sizes, strict=True):
             pairs = read_multi30k(parallel_text, name)
             if len(pairs) < n:
                 raise ValueError(f"Multi30k {name} has {len(pairs)} sentence pairs, fewer than the {n} asked for")

@@ -7,7 +7,8 @@ from .ks import KeywordSpotting
 from .pr import PhonemeRecognition
 from .st import SpeechTranslation
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition, SpeechTranslation)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition,
+                                                     SpeechTranslation)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -8,7 +8,7 @@ word n-gram model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -94,7 +94,7 @@ class BiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        for i, (fwd, bwd) in enumerate(zip(self.forward_lstms, self.backward_lstms)):
+        for i, (fwd, bwd) in enumerate(zip(self.forward_lstms, self.backward_lstms, strict=True)):
             if i:
                 x = self.dropout(x)
             x = torch.cat([fwd(x)[0], reverse_valid(bwd(reverse_valid(x, lengths))[0], lengths)], dim=-1)
@@ -106,7 +106,8 @@ class CTCHead(nn.Module):
 
     def __init__(self, input_dim: int, vocab_size: int, cfg: ASRConfig):
         super().__init__()
-        self.specaug = (SpecAugment(cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks, min(cfg.freq_mask_dims, input_dim // 2))
+        self.specaug = (SpecAugment(cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks,
+                                    min(cfg.freq_mask_dims, input_dim // 2))
                         if cfg.specaug else nn.Identity())
         if cfg.lstm_layers < 0:
             raise ValueError(f"task.lstm_layers must be >= 0, got {cfg.lstm_layers}")

@@ -44,11 +44,12 @@ class Task(ABC):
     def prepare(self) -> dict[str, list[Record]]:
         """Read (and if needed build) the corpus: split name ('train', 'dev', 'test') -> records. Idempotent."""
 
-    def build_corpus(self) -> None:
+    def build_corpus(self) -> None:  # noqa: B027  (optional hook: only tasks with a demo corpus build one)
         """Build the task's demo corpus when ``corpus: demo`` and it is absent (idempotent); else nothing."""
 
     def generic_splits(self) -> dict[str, list[Record]] | None:
-        """The records of a ``manifest`` or ``hf`` corpus (see :data:`GENERIC_CORPORA`); None for a task's own corpora."""
+        """The records of a ``manifest`` or ``hf`` corpus (see :data:`GENERIC_CORPORA`); None for a task's own
+        corpora."""
         cfg = self.cfg
         if cfg.corpus == "manifest":
             return {s: read_manifest(Path(cfg.root) / f"{s}.tsv") for s in SPLITS}
@@ -86,7 +87,7 @@ class Task(ABC):
     def selection_metric(self, name: str) -> None:
         self._selection_metric = name
 
-    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:
+    def check_frames(self, split: str, records: list[Record], num_frames: list[int]) -> None:  # noqa: B027  (optional hook: CTC tasks check)
         """Raise if the upstream's frame counts (one per record) cannot serve this task (e.g. too few for CTC)."""
 
     def track(self) -> str:
@@ -110,14 +111,14 @@ class Task(ABC):
         """What must travel with the head to decode later (label sets, vocabularies)."""
         return {}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:  # noqa: B027  (optional hook: tasks with no state restore nothing)
         """Restore :meth:`state` from a checkpoint."""
 
     def write_predictions(self, path: Path, predictions: list, records: list[Record]) -> None:
         """Per-utterance predictions next to the results (TSV: id, reference, hypothesis)."""
         with open(path, "w", encoding="utf-8") as f:
             f.write("id\treference\thypothesis\n")
-            for r, p in zip(records, predictions):
+            for r, p in zip(records, predictions, strict=True):
                 f.write(f"{r.id}\t{self.reference(r)}\t{p}\n")
 
     def reference(self, record: Record) -> str:

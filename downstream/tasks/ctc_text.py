@@ -38,7 +38,8 @@ class CharVocabulary:
     def __init__(self, characters: list[str] | tuple[str, ...]):
         characters = list(characters)
         if WORD_BOUNDARY not in characters or len(set(characters)) != len(characters) or BLANK in characters:
-            raise ValueError(f"a CTC vocabulary needs distinct characters including {WORD_BOUNDARY!r}, got {characters}")
+            raise ValueError(f"a CTC vocabulary needs distinct characters including {WORD_BOUNDARY!r}, "
+                             f"got {characters}")
         self.tokens = [BLANK, *characters]
         self.index = {c: i for i, c in enumerate(self.tokens)}
 
@@ -78,7 +79,7 @@ class CharVocabulary:
 
 def ctc_min_frames(ids: list[int]) -> int:
     """Fewest CTC input frames that can emit ``ids``: one per label plus a blank between repeats."""
-    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: CharVocabulary) -> list[str]:
@@ -105,7 +106,8 @@ class BeamSearchDecoder:
         try:
             from torchaudio.models.decoder import ctc_decoder  # noqa: PLC0415  (flashlight-text is optional)
         except (ImportError, RuntimeError) as e:  # torchaudio raises RuntimeError when flashlight-text is missing
-            raise RuntimeError(f"beam search needs the flashlight-text package (pip install flashlight-text): {e}") from None
+            raise RuntimeError(f"beam search needs the flashlight-text package (pip install flashlight-text): "
+                               f"{e}") from None
         lexicon = None
         if lm:
             if not Path(lm).is_file():

@@ -103,7 +103,8 @@ class KeywordSpotting(Task):
                 raise ValueError(f"keyword spotting: split '{split}' of {cfg.root} is empty")
             unknown = {r.label for r in records} - set(self.labels)
             if unknown:
-                raise ValueError(f"keyword spotting: split '{split}' has labels {sorted(unknown)} not in the label set {self.labels}")
+                raise ValueError(f"keyword spotting: split '{split}' has labels {sorted(unknown)} "
+                                 f"not in the label set {self.labels}")
         self.index = {label: i for i, label in enumerate(self.labels)}
         return splits
 

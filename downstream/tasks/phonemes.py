@@ -73,7 +73,7 @@ def espeak_arpabet(words: list[str]) -> dict[str, list[str]]:
     lines = [line.strip() for line in out if line.strip()]
     if len(lines) != len(words):
         raise RuntimeError(f"phonemes: espeak-ng returned {len(lines)} lines for {len(words)} words")
-    result = {w: ipa_to_arpabet(ipa, w) for w, ipa in zip(words, lines)}
+    result = {w: ipa_to_arpabet(ipa, w) for w, ipa in zip(words, lines, strict=True)}
     empty = [w for w, phones in result.items() if not phones]
     if empty:
         raise ValueError(f"phonemes: espeak-ng gave no phones for {empty[:5]}")
@@ -96,10 +96,11 @@ class LexiconReport:
 
     def as_dict(self) -> dict:
         """For ``results.json``: the counts, the rates and up to 50 of the words."""
-        return {"lexicon": "cmudict (first pronunciation, stress removed)", "g2p": "espeak-ng en-us, IPA mapped to ARPAbet",
-                "words": self.words, "oov_tokens": self.oov_tokens, "oov_distinct": len(self.oov_words),
-                "oov_token_rate": round(self.oov_tokens / max(self.words, 1), 4), "utterances": self.utterances,
-                "oov_utterances": self.oov_utterances, "oov_examples": self.oov_words[:50]}
+        return {"lexicon": "cmudict (first pronunciation, stress removed)",
+                "g2p": "espeak-ng en-us, IPA mapped to ARPAbet", "words": self.words, "oov_tokens": self.oov_tokens,
+                "oov_distinct": len(self.oov_words), "oov_token_rate": round(self.oov_tokens / max(self.words, 1), 4),
+                "utterances": self.utterances, "oov_utterances": self.oov_utterances,
+                "oov_examples": self.oov_words[:50]}
 
 
 class PhonemeLexicon:

@@ -119,7 +119,8 @@ class PhonemeRecognition(CTCTask):
     def dataset(self) -> str:
         """As for ASR, ``/folds-N`` instead of the training set when the corpus is re-split, and
         ``/<M>min`` when training on a subset."""
-        name = f"{self.cfg.corpus}:{Path(self.cfg.root).name}/folds-{self.cfg.folds}" if self.cfg.folds else super().dataset()
+        name = (f"{self.cfg.corpus}:{Path(self.cfg.root).name}/folds-{self.cfg.folds}" if self.cfg.folds
+                else super().dataset())
         return name + (f"/{self.cfg.train_minutes:g}min" if self.cfg.train_minutes > 0 else "")
 
     def metric_info(self) -> dict:

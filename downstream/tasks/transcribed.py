@@ -54,7 +54,8 @@ class TranscribedConfig:
     reaches 20-ms frames, so that CTC has a frame for every label of fast speech."""
 
 
-def resample_frames(x: torch.Tensor, lengths: torch.Tensor, upsample: int, downsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+def resample_frames(x: torch.Tensor, lengths: torch.Tensor, upsample: int,
+                    downsample: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, D), (B,) -> frames repeated ``upsample`` times, then ``downsample`` frames concatenated:
     (B, ceil(T * up / down), down * D), zero-padded at the end, and the new lengths."""
     if upsample > 1:
@@ -143,18 +144,18 @@ class CTCTask(Task):
         k, up = self.cfg.downsample, self.cfg.upsample
         frames = [(n * up + k - 1) // k for n in num_frames]
         needs = [ctc_min_frames(self.targets[r.id]) for r in records]
-        short = [(r.id, n, m) for r, n, m in zip(records, frames, needs) if n < m]
+        short = [(r.id, n, m) for r, n, m in zip(records, frames, needs, strict=True) if n < m]
         if short:
             detail = "; ".join(f"{i}: {n} frames for {m} labels" for i, n, m in short[:5])
-            raise ValueError(f"{self.name}: {len(short)} {split} utterance(s) give fewer upstream frames than CTC needs "
-                             f"({detail}); the upstream's frame rate (after task.downsample={k}) is too low for these "
-                             "transcripts (task.upsample=2 repeats each frame)")
+            raise ValueError(f"{self.name}: {len(short)} {split} utterance(s) give fewer upstream frames "
+                             f"than CTC needs ({detail}); the upstream's frame rate (after task.downsample={k}) "
+                             "is too low for these transcripts (task.upsample=2 repeats each frame)")
 
     def loss(self, output, records: list[Record]) -> torch.Tensor:
         log_probs, lengths = output
         targets = [torch.tensor(self.targets[r.id]) for r in records]
-        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),
-                          blank=0, zero_infinity=True)
+        return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths,
+                          torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
 
     def reference(self, record: Record) -> str:
         return normalize_transcript(record.text)

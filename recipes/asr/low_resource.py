@@ -10,8 +10,8 @@ it with the head (``…-finetuned``, the finetune settings of the config). Upstr
 ``task.downsample=2``, 40-ms ones ``task.upsample=2``, so that every head runs at 20 ms. With
 ``--lrs``, every experiment trains once per learning rate (``…-lr<rate>``) and the table keeps, per
 upstream, the rate with the best dev WER (:func:`leaderboard.select.choose_learning_rates`).
-Reports dev and test WER/CER in ``<expdir>/<tag>-<setting>-leaderboard.csv``. Idempotent: finished experiments are reused,
-interrupted ones resume. Without ``-c`` it runs on the toolkit's synthetic demo corpus.
+Reports dev and test WER/CER in ``<expdir>/<tag>-<setting>-leaderboard.csv``. Idempotent: finished
+experiments are reused, interrupted ones resume. Without ``-c`` it runs on the toolkit's synthetic demo corpus.
 """
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import distributed
 from core.config import load_yaml, parse_overrides
 from core.logs import setup_console_logging
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.collect import collect
 from leaderboard.select import choose_learning_rates
-from core import distributed
 from upstream import build_upstream
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-c", "--config", type=Path, default=DEMO_CONFIG, help="ASR config (default: the demo corpus)")
     p.add_argument("--setting", default="10min", choices=("10min", "1h", "10h"), help="Libri-light training set")
-    p.add_argument("-u", "--upstream", action="append", default=[], help="NAME or NAME=CHECKPOINT, repeatable (default: fbank)")
-    p.add_argument("--finetune", action="append", default=[], help="upstream label (NAME or checkpoint folder) to fine-tune too")
+    p.add_argument("-u", "--upstream", action="append", default=[],
+                   help="NAME or NAME=CHECKPOINT, repeatable (default: fbank)")
+    p.add_argument("--finetune", action="append", default=[],
+                   help="upstream label (NAME or checkpoint folder) to fine-tune too")
     p.add_argument("--lrs", default="", help="comma-separated learning-rate grid (default: the config's train.lr)")
     p.add_argument("--expdir", type=Path, default=Path("exp/asr"))
     p.add_argument("--tag", default="demo", help="experiment name prefix")
@@ -56,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.upstream or ["fbank"]:
         upstream, _, ckpt = item.partition("=")
         ckpt = str(Path(ckpt).resolve()) if ckpt else None
-        label = Path(ckpt).parent.name if ckpt and Path(ckpt).name == "upstream.pt" else Path(ckpt).stem if ckpt else upstream
+        label = (Path(ckpt).parent.name if ckpt and Path(ckpt).name == "upstream.pt"
+                 else Path(ckpt).stem if ckpt else upstream)
         frames = frame_rate_settings(build_upstream(upstream, ckpt).downsample_rate, concatenate=True)
-        base = [f"task.train_set=librilight-{args.setting}", *(f"task.{k}={v}" for k, v in frames.items()), *args.override]
+        base = [f"task.train_set=librilight-{args.setting}", *(f"task.{k}={v}" for k, v in frames.items()),
+                *args.override]
         runs = [(f"{args.tag}-{args.setting}-{label}{suffix}", [*base, *lr]) for suffix, lr in rates]
         if label in args.finetune or upstream in args.finetune:
             runs += [(f"{args.tag}-{args.setting}-{label}-finetuned{suffix}", [*base, *lr, "finetune.enabled=true"])

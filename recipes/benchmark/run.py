@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from core import distributed
@@ -88,7 +89,8 @@ class TaskJob:
     config: str
     overrides: list[str] = field(default_factory=list)
     folds: int = 0
-    """Run every fold of a re-split corpus (keyword spotting: ``task.speaker_folds``; phoneme recognition: ``task.folds``)."""
+    """Run every fold of a re-split corpus (keyword spotting: ``task.speaker_folds``; phoneme recognition:
+    ``task.folds``)."""
     lrs: list[float] = field(default_factory=list)
     """Learning-rate grid: each (upstream, seed, fold) trains once per rate and the leaderboard keeps,
     per upstream, the rate with the best dev mean. Empty: the task config's ``train.lr`` alone."""
@@ -123,7 +125,8 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
     for name in upstreams:
         if name.removeprefix(TWIN_PREFIX) not in pretrain_jobs and name not in BASELINES:
             raise ConfigError(f"{where}: upstream {name!r} is neither a baseline ({', '.join(BASELINES)}) "
-                              f"nor in pretrain.upstreams ({', '.join(pretrain_jobs) or 'empty'}), nor random:NAME of one of those")
+                              f"nor in pretrain.upstreams ({', '.join(pretrain_jobs) or 'empty'}), "
+                              "nor random:NAME of one of those")
     twins = [pretrain_jobs[n.removeprefix(TWIN_PREFIX)].upstream for n in upstreams if n.startswith(TWIN_PREFIX)]
     if len(twins) != len(set(twins)):
         raise ConfigError(f"{where}: two random twins of one architecture ({sorted(twins)}) would share the "
@@ -165,8 +168,8 @@ class Timer:
     def record(self, stage: str, seconds: float, reused: bool) -> None:
         self.rows.append({"stage": stage, "seconds": round(seconds, 1), "status": "reused" if reused else "ran"})
         pd.DataFrame(self.rows).to_csv(self.path, sep="\t", index=False)
-        print(f"[{(time.perf_counter() - self.start) / 60:6.1f} min] {stage}: {'reused' if reused else f'{seconds:.1f} s'}",
-              flush=True)
+        print(f"[{(time.perf_counter() - self.start) / 60:6.1f} min] "
+              f"{stage}: {'reused' if reused else f'{seconds:.1f} s'}", flush=True)
 
 
 @dataclass
@@ -192,7 +195,8 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
     overrides = {track: [*bench.tasks[track].overrides, *extra] for track in tracks}
     for track in tracks:
         job = bench.tasks[track]
-        task_cfg = resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config), parse_overrides(overrides[track])).task
+        task_cfg = resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config),
+                                  parse_overrides(overrides[track])).task
         timer.run(f"corpus {track}", get_task(job.task)(task_cfg, expdir).build_corpus, done_already=False)
     checkpoints = _pretrain_all(bench, upstreams, expdir / "pretrain", timer)
     groups = [group for track in tracks
@@ -216,7 +220,8 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
     pending = [[r for r in group if not r.done] for group in groups]
     os.environ["TQDM_DISABLE"] = "1"  # progress bars of parallel workers would interleave; the timer reports
     context = multiprocessing.get_context("spawn")  # no fork of a process whose thread pools already run
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(str(distributed.device()),))
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                               initargs=(str(distributed.device()),))
     try:
         futures = {pool.submit(_train_group, group) for group in pending if group}
         while futures:
@@ -230,8 +235,6 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
 
 
 def _worker_init(device: str) -> None:
-    import torch  # noqa: PLC0415
-
     torch.set_num_threads(1)
     setup_console_logging(logging.WARNING)
     distributed.init(device)
@@ -247,7 +250,8 @@ def _train_group(runs: list[Run]) -> list[tuple[str, float]]:
 
 
 def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, timer: Timer) -> dict[str, str | None]:
-    """Pre-train (or reuse) every upstream asked for and the teachers they name; upstream -> checkpoint (None: FBANK)."""
+    """Pre-train (or reuse) every upstream asked for and the teachers they name; upstream -> checkpoint
+    (None: FBANK)."""
     checkpoints: dict[str, str | None] = {name: None for name in upstreams if name in BASELINES}
     pretrained = {u.removeprefix(TWIN_PREFIX) for u in upstreams if u not in BASELINES}
     teachers = {name for u in pretrained for o in bench.pretrain[u].overrides
@@ -285,7 +289,8 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
             for fold_suffix, fold_overrides in folds:
                 for lr_suffix, lr_overrides in rates:
                     exp_name = f"{track}-{name.replace(':', '-')}-seed{seed}{fold_suffix}{lr_suffix}"
-                    cfg = resolve_config(spec, {**load_yaml(job.config), **({"upstream": settings} if settings else {})},
+                    cfg = resolve_config(spec,
+                                         {**load_yaml(job.config), **({"upstream": settings} if settings else {})},
                                          parse_overrides([*overrides, *frame_rate, *fold_overrides, *lr_overrides,
                                                           f"train.seed={seed}"]))
                     Experiment.create(root, exp_name, spec, cfg)
@@ -295,7 +300,8 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
     return groups
 
 
-def _upstream_spec(bench: BenchmarkConfig, task: str, name: str, checkpoints: dict[str, str | None]) -> tuple[RunSpec, dict]:
+def _upstream_spec(bench: BenchmarkConfig, task: str, name: str,
+                   checkpoints: dict[str, str | None]) -> tuple[RunSpec, dict]:
     """The run spec of a benchmark upstream and, for a random twin, the settings of its pre-trained sibling."""
     if name in BASELINES:
         return RunSpec(task, name, None), {}
@@ -321,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstreams", default="", help="comma-separated subset of the config's upstreams")
     p.add_argument("--tasks", default="", help="comma-separated subset of the config's tasks (tracks)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the config's)")
-    p.add_argument("-o", "--override", action="append", default=[], help="section.key=value for every downstream experiment")
+    p.add_argument("-o", "--override", action="append", default=[],
+                   help="section.key=value for every downstream experiment")
     p.add_argument("--jobs", type=int, default=None,
                    help="downstream experiments trained at once, one thread each (default: the config's jobs, else 1: "
                         "one at a time, all threads)")
@@ -359,7 +366,8 @@ def stage_times(timing_tsv: Path) -> str:
     table = timing.groupby(kind, sort=False).agg(minutes=("seconds", lambda x: round(x.sum() / 60, 2)),
                                                  stages=("stage", "size"),
                                                  reused=("status", lambda x: int((x == "reused").sum())))
-    table.loc["sum of stages"] = [round(timing["seconds"].sum() / 60, 2), len(timing), int((timing["status"] == "reused").sum())]
+    table.loc["sum of stages"] = [round(timing["seconds"].sum() / 60, 2), len(timing),
+                                  int((timing["status"] == "reused").sum())]
     return table.reset_index(names="stage").to_markdown(index=False)
 
 

@@ -96,7 +96,7 @@ def _as_dict(cfg) -> dict:
         return vars(cfg)
     if isinstance(cfg, dict):
         return cfg
-    from omegaconf import OmegaConf  # noqa: PLC0415
+    from omegaconf import OmegaConf  # noqa: PLC0415  (OmegaConf configs only)
 
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -107,8 +107,8 @@ def _safe_globals() -> list:
                operator.getitem, typing.Tuple, typing.List, typing.Dict, typing.Optional, typing.Union,
                (Ellipsis, "builtins.Ellipsis")]
     try:
-        import omegaconf  # noqa: PLC0415
-        from omegaconf import base, nodes  # noqa: PLC0415
+        import omegaconf  # noqa: PLC0415  (may be absent: then no OmegaConf classes)
+        from omegaconf import base, nodes  # noqa: PLC0415  (may be absent, as above)
 
         allowed += [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata,
                     nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
@@ -126,7 +126,7 @@ def _torch_load(path: Path) -> dict:
     except pickle.UnpicklingError as e:
         detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), str(e).splitlines()[0])
         raise checkpoint_error(path, f"not a HuBERT checkpoint this toolkit can read safely ({detail})") from None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001  (re-raised: any failure to load becomes the one error naming the file)
         raise checkpoint_error(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict):
         raise checkpoint_error(path, f"expected a dict, found {type(ckpt).__name__}")
@@ -169,7 +169,7 @@ _HF_PREFIXES = (
 
 def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415  (safetensors folders only)
 
         state = load_file(str(folder / "model.safetensors"))
     elif (folder / "pytorch_model.bin").is_file():
@@ -198,13 +198,17 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
         raise checkpoint_error(folder, "only gelu activations are supported")
     if cfg.get("conv_pos_batch_norm", False):
         raise checkpoint_error(folder, "conv_pos_batch_norm=true is not supported")
+    conv = [cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"]]
+    if len({len(c) for c in conv}) != 1:
+        raise checkpoint_error(folder, "conv_dim, conv_kernel and conv_stride differ in length "
+                                       f"({[len(c) for c in conv]})")
     normalize = False
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
         normalize = bool(json.loads(pre.read_text()).get("do_normalize", False))
     settings = dict(
         extractor_mode="layer_norm" if cfg.get("feat_extract_norm", "group") == "layer" else "group_norm",
-        conv_layers=[[d, k, s] for d, k, s in zip(cfg["conv_dim"], cfg["conv_kernel"], cfg["conv_stride"])],
+        conv_layers=[[d, k, s] for d, k, s in zip(*conv, strict=True)],
         conv_bias=bool(cfg.get("conv_bias", False)),
         embed_dim=int(cfg["hidden_size"]),
         num_layers=int(cfg["num_hidden_layers"]),

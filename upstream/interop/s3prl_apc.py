@@ -24,9 +24,9 @@ import copy
 import warnings
 from pathlib import Path
 
+from core.checkpoint import atomic_save
 
 from ..apc import APCConfig, APCUpstream
-from core.checkpoint import atomic_save
 from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 
 S3PRL_DEFAULT_N_FUTURE = 5
@@ -55,9 +55,11 @@ def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
     """
     path = Path(path)
     ckpt = load_checkpoint(path, trusted)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("model"), dict):
+    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict)
+            or not isinstance(ckpt.get("model"), dict)):
         found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise checkpoint_error(path, f"not an S3PRL APC checkpoint (expected a dict with 'config' and 'model'; found {found})")
+        raise checkpoint_error(path, f"not an S3PRL APC checkpoint (expected a dict with 'config' and 'model'; "
+                                     f"found {found})")
     config, state = ckpt["config"], ckpt["model"]
     try:
         paras = dict(config["model"]["paras"])
@@ -66,7 +68,8 @@ def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
         raise checkpoint_error(path, "not an S3PRL APC checkpoint (config lacks model.paras or data.audio)") from None
 
     if paras.get("vq") is not None or any(str(k).startswith("vq_layers.") for k in state):
-        raise checkpoint_error(path, f"VQ-APC checkpoint (model.paras.vq = {paras.get('vq')!r}); VQ is not supported, only plain APC")
+        raise checkpoint_error(path, f"VQ-APC checkpoint (model.paras.vq = {paras.get('vq')!r}); "
+                                     "VQ is not supported, only plain APC")
     paras.pop("vq", None)
 
     feat_type = audio.pop("feat_type", None)
@@ -81,7 +84,8 @@ def load_s3prl_apc(path: str | Path, *, trusted: bool = False) -> APCUpstream:
         if key not in _FBANK_OPTIONS:
             raise checkpoint_error(path, f"fbank option data.audio.{key} = {value!r} is not supported")
         if not isinstance(value, (int, float)) or float(value) != _FBANK_OPTIONS[key]:
-            raise checkpoint_error(path, f"fbank option data.audio.{key} = {value!r} is not supported (only {_FBANK_OPTIONS[key]:g})")
+            raise checkpoint_error(path, f"fbank option data.audio.{key} = {value!r} is not supported "
+                                         f"(only {_FBANK_OPTIONS[key]:g})")
 
     if "input_size" in paras and paras.pop("input_size") != feat_dim:
         raise checkpoint_error(path, f"model.paras.input_size differs from data.audio.feat_dim ({feat_dim})")

@@ -66,11 +66,12 @@ def load_checkpoint(path: Path, trusted: bool) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # with weights_only, also what a file of random bytes gives
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln), lines[0] if lines else "")
+        reason = next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln),
+                      lines[0] if lines else "")
         raise checkpoint_error(
             path,
             "not a torch checkpoint, or one holding pickled objects beyond tensors and plain containers "
             f"({reason}); S3PRL loads such files with weights_only=False: if you trust this file, pass trusted=True",
         ) from None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (re-raised: any failure to load becomes the one error naming the file)
         raise checkpoint_error(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from None

@@ -30,10 +30,10 @@ import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 
-
 from core.checkpoint import atomic_save
-from .s3prl_checkpoint import checkpoint_error, load_checkpoint
+
 from ..mockingjay import FEATURE_TYPES, MockingjayConfig, MockingjayUpstream
+from .s3prl_checkpoint import checkpoint_error, load_checkpoint
 
 # Defaults S3PRL uses when a key is absent (OnlinePreprocessor's signature, select_feat's keywords).
 _AUDIO_DEFAULTS = {"win_ms": 25, "hop_ms": 10, "n_freq": 201, "n_mels": 40, "n_mfcc": 13}
@@ -75,7 +75,8 @@ def _upstream_config(states: dict, path: Path) -> dict:
 def _feature_settings(prefix: str, feat: dict, path: Path) -> dict:
     feat_type = feat.get("feat_type")
     if feat_type not in FEATURE_TYPES:
-        raise checkpoint_error(path, f"audio.{prefix} feat_type {feat_type!r} is not supported (only {', '.join(FEATURE_TYPES)})")
+        raise checkpoint_error(path, f"audio.{prefix} feat_type {feat_type!r} is not supported "
+                                     f"(only {', '.join(FEATURE_TYPES)})")
     return {
         f"{prefix}_feat_type": feat_type,
         f"{prefix}_log": bool(feat.get("log", False)),
@@ -85,7 +86,8 @@ def _feature_settings(prefix: str, feat: dict, path: Path) -> dict:
 
 
 def settings_from_s3prl_config(config: dict, path: str | Path = "<config>") -> dict:
-    """:class:`MockingjayConfig` fields from an S3PRL Mockingjay upstream config (``transformer``/``task``/``audio``)."""
+    """:class:`MockingjayConfig` fields from an S3PRL Mockingjay upstream config
+    (``transformer``/``task``/``audio``)."""
     path = Path(path)
     tr = config["transformer"]
     missing = [k for k in _TRANSFORMER_KEYS if k not in tr]
@@ -112,7 +114,8 @@ def settings_from_s3prl_config(config: dict, path: str | Path = "<config>") -> d
         raise checkpoint_error(path, "no 'audio' section: features were extracted offline, which S3PRL's Mockingjay "
                      "upstream (and this loader) does not support")
     if "kaldi" in audio:
-        raise checkpoint_error(path, "Kaldi-extracter features (audio.kaldi) are not supported, only S3PRL's OnlinePreprocessor")
+        raise checkpoint_error(path, "Kaldi-extracter features (audio.kaldi) are not supported, "
+                                     "only S3PRL's OnlinePreprocessor")
     if int(audio.get("sample_rate", 16000)) != 16000:
         raise checkpoint_error(path, f"audio.sample_rate {audio['sample_rate']} is not supported (only 16000)")
     level = audio.get("target_level")
@@ -196,7 +199,8 @@ def load_s3prl_mockingjay(path: str | Path, *, trusted: bool = False) -> Mocking
     states = load_checkpoint(path, trusted)
     if not isinstance(states, dict) or not isinstance(states.get("Transformer"), dict):
         found = sorted(map(str, states)) if isinstance(states, dict) else type(states).__name__
-        raise checkpoint_error(path, f"not an S3PRL Mockingjay checkpoint (expected a dict with 'Transformer'; found {found})")
+        raise checkpoint_error(path, f"not an S3PRL Mockingjay checkpoint (expected a dict with 'Transformer'; "
+                                     f"found {found})")
     settings = settings_from_s3prl_config(_upstream_config(states, path), path)
     extra = states.get(_EXTRA_KEY)
     if isinstance(extra, dict) and isinstance(extra.get("settings"), dict):
@@ -227,7 +231,7 @@ def export_s3prl_mockingjay(model: MockingjayUpstream, path: str | Path) -> Path
     """
     if not isinstance(model, MockingjayUpstream):
         raise TypeError(f"expected a MockingjayUpstream, got {type(model).__name__}")
-    cpu = lambda sd: OrderedDict((k, v.detach().cpu().clone()) for k, v in sd.items())  # noqa: E731
+    cpu = lambda sd: OrderedDict((k, v.detach().cpu().clone()) for k, v in sd.items())  # noqa: E731  (a one-line local helper)
     states = {
         "Transformer": cpu(model.transformer.state_dict()),
         "SpecHead": cpu(model.spec_head.state_dict()),
@@ -239,4 +243,5 @@ def export_s3prl_mockingjay(model: MockingjayUpstream, path: str | Path) -> Path
     return atomic_save(states, path)
 
 
-__all__ = ["load_s3prl_mockingjay", "export_s3prl_mockingjay", "settings_from_s3prl_config", "s3prl_config_from_settings"]
+__all__ = ["load_s3prl_mockingjay", "export_s3prl_mockingjay", "settings_from_s3prl_config",
+           "s3prl_config_from_settings"]
