@@ -49,6 +49,18 @@ def noise_batch(lengths, seed: int = 0):
     return wavs, torch.tensor(lengths)
 
 
+def mask_runs(row: list[int]) -> list[int]:
+    """The lengths of the runs of ones in a 0/1 mask row, in order."""
+    runs, n = [], 0
+    for v in row + [0]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
 def tone(freq: float, seconds: float, rng: np.random.Generator, sr: int = SR) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     jitter = freq * (1 + 0.05 * rng.standard_normal())

@@ -9,7 +9,7 @@ from upstream import build_upstream
 from upstream.bestrq import RandomProjectionQuantizer, build_bestrq
 from upstream.registry import save_upstream
 
-from .conftest import noise_batch
+from .conftest import mask_runs, noise_batch
 
 SMALL = dict(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=5, codebook_size=64)
 
@@ -88,13 +88,7 @@ def test_span_mask_probability_and_span_length():
     assert not mask[2, 2000:].any()
     # Starts with p = 0.01 per 10 ms frame, 400 ms (40-frame) spans: 1 - 0.99^40 = 33 % masked.
     assert 0.25 < mask[:2].float().mean().item() < 0.41
-    row, runs, n = mask[0].int().tolist(), [], 0
-    for v in row + [0]:
-        if v:
-            n += 1
-        elif n:
-            runs.append(n)
-            n = 0
+    runs = mask_runs(mask[0].int().tolist())
     assert min(runs[:-1]) >= 40  # every run (but one clipped at the end) is at least a whole span
 
 

@@ -15,7 +15,7 @@ from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
 from upstream.pretrain import PretrainConfig, Pretrainer, main
 from upstream.registry import save_upstream
 
-from .conftest import noise_batch
+from .conftest import mask_runs, noise_batch
 
 SMALL_CONV = [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2
 SMALL = dict(conv_layers=SMALL_CONV, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16,
@@ -140,14 +140,7 @@ def test_mask_sampling_spans_padding_and_seed():
     # Alone in its batch, every masked run of an utterance is at least one whole span long.
     _, mask = model.model.mask_generator(torch.zeros(1, 500, 64), torch.zeros(1, 500, dtype=torch.bool))
     row = mask[0].int().tolist()
-    runs, n = [], 0
-    for v in row + [0]:
-        if v:
-            n += 1
-        elif n:
-            runs.append(n)
-            n = 0
-    assert min(runs) >= 10 or row[-1]
+    assert min(mask_runs(row)) >= 10 or row[-1]
 
 
 def test_label_rate_alignment():

@@ -6,10 +6,12 @@
 The experiment folder ``<expdir>/<name>/`` holds ``config.yaml``, ``checkpoints/last.pt`` (model,
 optimiser, schedule, RNG and position: re-running the command resumes there), ``upstream.pt`` (the
 model in the format ``run_downstream.py -u NAME -k upstream.pt`` loads), ``curve.tsv`` (step,
-train loss, validation loss, learning rate, seconds), TensorBoard events in ``tb/``, ``train.log``
+train loss, validation loss, learning rate, training seconds without validation and saving, the
+model's own statistics), TensorBoard events in ``tb/``, ``train.log``
 and ``summary.json``; recordings the data could not use are listed in ``skipped.tsv``. A few
 utterances (``train.valid_fraction``, chosen by a hash of their ids) are held out for the validation
-loss. All writes of checkpoints are atomic.
+loss. The loop is :class:`core.training.TrainingLoop`, the one downstream training runs on; all
+writes of checkpoints are atomic.
 
 Devices: ``--device auto`` (default) trains on a GPU when CUDA has one, else on the CPU; ``cpu``,
 ``cuda`` and ``cuda:N`` choose. Target stages (k-means features, BEST-RQ statistics) run before the

@@ -102,7 +102,8 @@ class BiLSTM(nn.Module):
 
 
 class CTCHead(nn.Module):
-    """(B, T, D) features, (B,) lengths -> ((B, T, V) log-probabilities, (B,) lengths)."""
+    """(B, T, D) features, (B,) lengths -> ((B, T', V) log-probabilities, (B,) lengths), with
+    T' = ceil(T * upsample / downsample) (:func:`downstream.tasks.transcribed.resample_frames`)."""
 
     def __init__(self, input_dim: int, vocab_size: int, cfg: ASRConfig):
         super().__init__()
