@@ -315,8 +315,9 @@ class Experiment:
                 predictions[i] = p
         return self.task.score(predictions, records), predictions
 
-    def evaluate(self, split_names=("test",), summary: dict | None = None, prepared=None) -> dict:
-        """Score the best checkpoint on ``split_names``; write predictions, layer weights and results.json."""
+    def _best(self, prepared=None) -> tuple[dict, tuple]:
+        """The best checkpoint and (splits, upstream, featurizer, head) with its weights loaded
+        (``prepared``: what :meth:`_setup` returned, when training has just built it)."""
         best = self.ckpt_dir / "best.pt"
         if not best.is_file():
             raise FileNotFoundError(f"{best} missing: train experiment '{self.dir.name}' first")
@@ -327,6 +328,26 @@ class Experiment:
         head.load_state_dict(ckpt["head"])
         if "upstream" in ckpt:  # fine-tuned
             upstream.load_state_dict(ckpt["upstream"])
+        return ckpt, (splits, upstream, featurizer, head)
+
+    @torch.no_grad()
+    def head_outputs(self, split: str):
+        """The best checkpoint's head on ``split``: yields (the records of a batch, the head's output for them)."""
+        _, (splits, upstream, featurizer, head) = self._best()
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
+        for module in (upstream, featurizer, head):
+            module.eval()
+        records = splits[split]
+        source = FeatureSource(upstream, records, self.cfg, self._cached_splits(upstream, splits).get(split))
+        batches = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds,
+                                  self.cfg.train.batch_size, seed=0).sequential()
+        for idx, feats, lengths in source.batches(batches):
+            yield [records[i] for i in idx.tolist()], head(featurizer(feats), lengths)
+
+    def evaluate(self, split_names=("test",), summary: dict | None = None, prepared=None) -> dict:
+        """Score the best checkpoint on ``split_names``; write predictions, layer weights and results.json."""
+        ckpt, (splits, upstream, featurizer, head) = self._best(prepared)
         suffix = f"-{self.variant}" if self.variant else ""
         results_file = self.dir / f"results{suffix}.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}

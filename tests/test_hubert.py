@@ -1,4 +1,5 @@
-"""HuBERT: parity with Hugging Face, S3PRL and fairseq weights; masking; label-rate alignment; k-means stages."""
+"""HuBERT: parity with Hugging Face, S3PRL and fairseq weights; masking; label-rate alignment; k-means stages;
+the log-mel front end (MelHuBERT)."""
 import dataclasses
 from pathlib import Path
 
@@ -10,16 +11,18 @@ import upstream.kmeans_targets as kt
 from core.config import merge
 from corpora.folder import scan_audio
 from upstream import build_upstream
-from upstream.hubert import build_hubert
+from upstream.base import FinetuneMasking
+from upstream.hubert import MEL_SETTINGS, HubertConfig, build_hubert
 from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
 from upstream.pretrain import PretrainConfig, Pretrainer, main
-from upstream.registry import save_upstream
+from upstream.registry import checkpoint_settings, save_upstream
 
 from .conftest import mask_runs, noise_batch
 
 SMALL_CONV = [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2
 SMALL = dict(conv_layers=SMALL_CONV, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16,
              pos_conv_groups=4, final_dim=16, num_classes=20)
+SMALL_MEL = {**SMALL, "front_end": "mel"}
 
 
 @pytest.mark.parametrize("stable_layer_norm", [False, True])
@@ -228,3 +231,127 @@ def test_pretrain_two_iterations_end_to_end(sc_root: Path, tmp_path: Path):
     model = build_upstream("hubert", tmp_path / "it2/upstream.pt")
     assert model.config.num_classes == 6 and model.num_layers == 3
     assert main([*args[:-1], "targets.layer=9"]) == 2  # config differs from the experiment's: refused
+
+
+# -- the log-mel front end (front_end: mel) -------------------------------------------------------------------------
+def _fitted_mel(**settings):
+    model = build_hubert("base", **{**SMALL_MEL, **settings})
+    assert model.needs_fit
+    model.fit(noise_batch([16000, 8000], seed=1)[0].unbind())
+    assert not model.needs_fit
+    return model
+
+
+def test_mel_frames_equal_the_mfcc_targets_and_the_cnn():
+    mel, cnn = _fitted_mel(), build_hubert("base", **SMALL)
+    assert mel.downsample_rate == cnn.downsample_rate == 320 and mel.min_samples == cnn.min_samples == 400
+    samples = torch.arange(400, 200_000)
+    torch.testing.assert_close(mel.num_frames(samples), cnn.num_frames(samples), rtol=0, atol=0)
+    torch.testing.assert_close(mel.num_frames(samples), (samples - 400) // 320 + 1, rtol=0, atol=0)
+    lengths = [400, 401, 559, 560, 719, 720, 721, 879, 880, 1039, 1040, 1199, 1200, 3333, 16000, 16001, 16160, 16319]
+    wavs, lengths = noise_batch(lengths)
+    feats, frames = mel.input_features(wavs, lengths)
+    assert frames.tolist() == mel.num_frames(lengths).tolist()
+    assert feats.shape == (len(lengths), int(frames.max()), 160)
+    for b, n in enumerate(lengths.tolist()):
+        assert mfcc_39(wavs[b, :n]).shape[0] == frames[b], n
+        assert torch.all(feats[b, frames[b]:] == 0)
+    # An odd number of 10 ms frames: the last stack repeats the last frame (400 samples: 1 log-mel frame).
+    torch.testing.assert_close(feats[0, 0, :80], feats[0, 0, 80:])
+    with pytest.raises(ValueError, match="at least 400"):
+        mel(torch.zeros(1, 399), torch.tensor([399]))
+
+
+def test_mel_model_batch_independence_parameters_and_settings():
+    model = build_hubert("base", **SMALL_MEL).eval()
+    with pytest.raises(RuntimeError, match="no normalisation statistics"):
+        model(*noise_batch([16000]))
+    model = _fitted_mel().eval()
+    wavs, lengths = noise_batch([16000, 9000, 400, 719])
+    with torch.no_grad():
+        out = model(wavs, lengths)
+        assert out.lengths.tolist() == [49, 27, 1, 1] and len(out.hidden_states) == 3
+        for i, n in enumerate(out.lengths.tolist()):
+            alone = model(wavs[i:i + 1, : lengths[i]], lengths[i:i + 1])
+            for h, a in zip(out.hidden_states, alone.hidden_states, strict=True):
+                torch.testing.assert_close(h[i, :n], a[0], atol=1e-5, rtol=1e-5)
+                assert torch.all(h[i, n:] == 0)
+    # No CNN is left: the front end holds buffers only, the feature projection takes 2 x 80 values.
+    front = {k for k in model.state_dict() if k.startswith("model.wav2vec2.feature_extractor.")}
+    assert front == {f"model.wav2vec2.feature_extractor.{k}" for k in ("mean", "std", "fitted")}
+    assert not list(model.model.wav2vec2.feature_extractor.parameters())
+    assert model.model.wav2vec2.encoder.feature_projection.projection.in_features == 160
+    assert model.finetune_parameters() == list(model.model.wav2vec2.parameters())
+    assert model.settings()["front_end"] == "mel" and model.settings()["mel_stack"] == 2
+    # A CNN model's settings are what they were before the front-end settings existed (same fingerprints).
+    fields = {f.name for f in dataclasses.fields(HubertConfig)}
+    assert set(build_hubert("tiny").settings()) == fields - set(MEL_SETTINGS)
+    with pytest.raises(ValueError, match="front_end"):
+        build_hubert("tiny", front_end="spectrogram")
+    with pytest.raises(ValueError, match="only HuBERT's log-mel"):
+        build_hubert("base", **SMALL).fit([torch.zeros(16000)])
+
+
+def test_mel_checkpoint_round_trip(tmp_path: Path):
+    model = _fitted_mel(normalize_waveform=True)
+    model.name = "hubert"
+    save_upstream(model, tmp_path / "mel.pt")
+    assert {k: checkpoint_settings(tmp_path / "mel.pt")[k] for k in MEL_SETTINGS} == dict(front_end="mel", mel_bins=80,
+                                                                                         mel_stack=2)
+    loaded = build_upstream("hubert", tmp_path / "mel.pt")
+    assert loaded.config == model.config and loaded.fingerprint() == model.fingerprint() and not loaded.needs_fit
+    wavs, lengths = noise_batch([12000, 7000])
+    with torch.no_grad():
+        for a, b in zip(model.eval()(wavs, lengths).hidden_states, loaded(wavs, lengths).hidden_states, strict=True):
+            assert torch.equal(a, b)
+    # The random-weights twin of a checkpoint: its settings build the same architecture, needing statistics.
+    twin = build_upstream("hubert", **checkpoint_settings(tmp_path / "mel.pt"))
+    assert twin.needs_fit and twin.state_dict().keys() == model.state_dict().keys()
+
+
+def test_mel_pretrain_loss_decreases_and_finetune_masking():
+    torch.manual_seed(0)
+    model = _fitted_mel(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0, layer_drop=0.0).train()
+    wavs, lengths = noise_batch([16000, 12000, 9600])
+    targets = [torch.randint(0, 20, (int(t),)) for t in model.num_frames(lengths)]
+
+    def loss_at_seed() -> float:
+        torch.manual_seed(1)  # the same masks each time
+        with torch.no_grad():
+            return model.pretrain_loss(wavs, lengths, targets)[0].item()
+
+    before = loss_at_seed()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(8):
+        loss, stats = model.pretrain_loss(wavs, lengths, targets)
+        assert set(stats) == {"loss_masked", "masked_fraction", "acc_masked"}
+        assert loss.item() == stats["loss_masked"]  # plain cross-entropy: no feature penalty on log-mel
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss_at_seed() < before - 0.1
+    # Fine-tuning's masks apply to the projected log-mel frames as to CNN features.
+    assert model.set_finetune_masking(FinetuneMasking(time_start_prob=0.2))
+    torch.manual_seed(2)
+    masked = model(wavs, lengths).hidden_states[0]
+    assert model.set_finetune_masking(None)
+    torch.manual_seed(2)
+    plain = model(wavs, lengths).hidden_states[0]
+    assert masked.shape == plain.shape == (3, 49, 64) and not torch.equal(masked, plain)
+
+
+def test_mel_pretrain_end_to_end_and_a_teacher_across_front_ends(sc_root: Path, tmp_path: Path):
+    args = ["-u", "hubert", "-p", str(tmp_path), "--data", str(sc_root), "-o", "upstream.preset=base",
+            *[x for k, v in SMALL.items() if k != "num_classes" for x in ("-o", f"upstream.{k}={v}")],
+            "-o", "targets.n_init=1", "-o", "targets.sample_fraction=0.5",
+            *[x for k, v in {"total_steps": 2, "eval_every": 2, "save_every": 2, "log_every": 1, "batch_size": 8,
+                             "batch_seconds": 8.0, "valid_fraction": 0.15, "num_workers": 0}.items()
+              for x in ("-o", f"train.{k}={v}")]]
+    assert main([*args, "-n", "mel1", "-o", "upstream.front_end=mel", "-o", "upstream.num_classes=8"]) == 0
+    mel = build_upstream("hubert", tmp_path / "mel1/upstream.pt")
+    assert mel.config.front_end == "mel" and not mel.needs_fit
+    assert [line.split("\t")[0] for line in (tmp_path / "mel1/curve.tsv").read_text().splitlines()] == ["step", "2"]
+    # Iteration 2 of a CNN student on layer 1 of the log-mel model: the frame counts agree.
+    teacher = ["-o", f"targets.source={tmp_path / 'mel1/upstream.pt'}", "-o", "targets.layer=1"]
+    assert main([*args, "-n", "cnn2", "-o", "upstream.num_classes=6", *teacher, "--until", "targets"]) == 0
+    assert "layer 1 of" in (tmp_path / "cnn2/targets/kmeans.json").read_text()

@@ -25,7 +25,7 @@ LAYERS = {
 }
 """Layer -> the layers its modules may import (besides their own)."""
 
-PRETRAINING = ("upstream.pretrain",)
+PRETRAINING = ("upstream.pretrain", "upstream.target_quality")
 """Modules of the upstream package that form the pre-training layer above the models."""
 
 

@@ -1,15 +1,18 @@
-"""Pre-training: the loop, held-out validation, curves, resume after a kill, and the checkpoint downstream
-tasks load."""
+"""Pre-training: the loop, held-out validation, curves, resume after a kill (with augmentation too), and the
+checkpoint downstream tasks load."""
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
-from core.config import merge
+from core.config import ConfigError, merge
 from corpora.folder import scan_audio
 from upstream import build_upstream
+from upstream.augment import TRANSFORMS
 from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
 
 from .conftest import killed_at_update
@@ -21,10 +24,13 @@ SMALL = {
 }
 
 
-def _cfg(upstream: str, **train) -> PretrainConfig:
+AUGMENT = {"enabled": True, "seed": 5, "bandreject_prob": 0.5, "reverb_prob": 0.5, "noise_prob": 0.5}
+
+
+def _cfg(upstream: str, augment: dict | None = None, **train) -> PretrainConfig:
     loop = {"total_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1, "batch_size": 8, "batch_seconds": 8.0,
             "valid_fraction": 0.15, "num_workers": 0, "warmup_fraction": 0.2, **train}
-    return merge(PretrainConfig(), {"upstream": SMALL[upstream], "train": loop})
+    return merge(PretrainConfig(), {"upstream": SMALL[upstream], "train": loop, "augment": augment or {}})
 
 
 def test_scan_uses_only_the_training_part(sc_root: Path, tmp_path: Path):
@@ -49,9 +55,10 @@ def test_lr_schedule():
     assert [lr_factor(s, cfg) for s in (0, 4, 9, 10, 55, 99)] == pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 1 / 90])
 
 
-@pytest.mark.parametrize("upstream", ["apc", "mockingjay"])
-def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, upstream: str):
-    cfg = _cfg(upstream)
+@pytest.mark.parametrize("upstream, augment", [("apc", None), ("mockingjay", None), ("apc", AUGMENT)],
+                         ids=["apc", "mockingjay", "apc-augmented"])
+def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, upstream: str, augment: dict | None):
+    cfg = _cfg(upstream, augment)
     whole = Pretrainer(tmp_path / "whole", upstream, cfg, [sc_root]).run()
     curve = (tmp_path / "whole" / "curve.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in curve[1:]] == ["3", "6"]
@@ -64,6 +71,10 @@ def test_resume_after_kill_matches_uninterrupted(sc_root: Path, tmp_path: Path, 
     b = torch.load(tmp_path / "killed/checkpoints/last.pt", weights_only=False)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resume"
+    if augment:  # the counts of augmented utterances survive the kill with the position
+        counts = whole["augment"]["augmented"]
+        assert json.loads((tmp_path / "killed" / "summary.json").read_text())["augment"]["augmented"] == counts
+        assert counts["utterances"] > 0 and all(0 < counts[t] < counts["utterances"] for t in TRANSFORMS)
 
     # The exported checkpoint is what downstream tasks load.
     model = build_upstream(upstream, tmp_path / "whole" / "upstream.pt")
@@ -82,3 +93,33 @@ def test_cli_errors(sc_root: Path, tmp_path: Path, capsys):
     assert "unknown config key 'train.step'" in capsys.readouterr().err
     assert main(["-u", "apc", *base, "-o", "upstream.hiden_size=3"]) == 2
     assert "hiden_size" in capsys.readouterr().err
+    assert main(["-u", "apc", *base, "-o", "augment.snr=3"]) == 2
+    assert "unknown config key 'augment.snr'" in capsys.readouterr().err
+    assert main(["-u", "apc", *base, "-o", "augment.enabled=true", "-o", "augment.rt60=[1, 0.5]"]) == 2
+    assert "'augment.rt60'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_augmentation_changes_training_batches_only(sc_root: Path, tmp_path: Path):
+    """With the learning rate at zero the model never changes: the training losses differ with augmentation,
+    the validation losses (on clean audio) do not."""
+    curves = {}
+    for name, augment in (("clean", None), ("augmented", {**AUGMENT, "noise_prob": 1.0})):
+        summary = Pretrainer(tmp_path / name, "apc", _cfg("apc", augment, lr=0.0, total_steps=3), [sc_root]).run()
+        curves[name] = [line.split("\t") for line in (tmp_path / name / "curve.tsv").read_text().splitlines()[1:]]
+        assert summary["augment"]["enabled"] is (augment is not None)
+    (_, clean_train, clean_valid, *_), = curves["clean"]
+    (_, train, valid, *_), = curves["augmented"]
+    assert valid == clean_valid and train != clean_train
+    config = yaml.safe_load((tmp_path / "augmented" / "config.yaml").read_text())["config"]
+    assert config["augment"]["enabled"] and config["augment"]["seed"] == 5
+
+
+def test_disabled_augmentation_keeps_old_snapshots(sc_root: Path, tmp_path: Path):
+    """Folders made before the ``augment`` section existed record no such section; they still resume."""
+    cfg = _cfg("apc")
+    Pretrainer(tmp_path / "old", "apc", cfg, [sc_root])
+    snapshot = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    assert set(snapshot["config"]) == {"upstream", "targets", "train"}
+    Pretrainer(tmp_path / "old", "apc", merge(cfg, {"augment": {"seed": 9}}), [sc_root])  # disabled: same run
+    with pytest.raises(ConfigError, match="augment"):
+        Pretrainer(tmp_path / "old", "apc", _cfg("apc", AUGMENT), [sc_root])

@@ -269,11 +269,15 @@ class BestRQUpstream(Upstream, Pretrainable):
         return loss, stats
 
     @torch.no_grad()
+    def target_ids(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """The quantizer's id of every valid stacked frame: B (T_b,) int64 tensors, T_b = ``num_frames``."""
+        feats, lengths = self.log_mel(wavs, wav_lengths)
+        ids = self.quantizer(self.stack(feats))
+        return [ids[b, :n] for b, n in enumerate(lengths.tolist())]
+
     def code_usage(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> torch.Tensor:
         """(codebook_size,) int64 counts of the quantizer's ids over the valid frames of a batch."""
-        feats, lengths = self.log_mel(wavs, wav_lengths)
-        valid = torch.arange(feats.shape[1] // self.config.stack)[None, :] < lengths[:, None]
-        return torch.bincount(self.quantizer(self.stack(feats))[valid], minlength=self.config.codebook_size)
+        return torch.bincount(torch.cat(self.target_ids(wavs, wav_lengths)), minlength=self.config.codebook_size)
 
 
 def build_bestrq(preset: str = "base", **settings) -> BestRQUpstream:

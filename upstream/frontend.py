@@ -1,6 +1,8 @@
 """Acoustic front-ends shared by the upstreams (torchaudio's Kaldi-compatible features)."""
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.transforms as T
@@ -69,3 +71,53 @@ class RunningMoments:
         mean = self.sum / self.count
         var = (self.sum_sq / self.count - mean * mean).clamp_min(1e-10)
         return mean.float(), var.sqrt().float()
+
+
+class MelFrontEnd(torch.nn.Module):
+    """Globally normalised Kaldi log-mel with ``stack`` consecutive 10 ms frames per output frame (MelHuBERT's input).
+
+    A padded batch (B, S) -> (B, T, stack * num_mel_bins), zero after each utterance's T frames:
+    each utterance's :func:`log_mel_fbank` frames (m = :func:`kaldi_num_frames` of its length) minus
+    the ``mean`` buffer, divided by the ``std`` buffer ((num_mel_bins,) each, estimated by :meth:`fit`),
+    then groups of ``stack`` consecutive frames concatenated. A trailing partial group is completed
+    by repeating the utterance's last frame, so T = ceil(m / stack); with ``stack=2`` that is
+    ``floor((S - 400) / 320) + 1`` for S >= 400, the frame count of HuBERT's CNN and of its 20 ms
+    MFCC targets. Every utterance needs at least one 25 ms window (400 samples).
+    """
+
+    def __init__(self, num_mel_bins: int = 80, stack: int = 2):
+        super().__init__()
+        self.num_mel_bins, self.stack = num_mel_bins, stack
+        self.register_buffer("mean", torch.zeros(num_mel_bins))
+        self.register_buffer("std", torch.ones(num_mel_bins))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def needs_fit(self) -> bool:
+        return not bool(self.fitted)
+
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """(B,) samples -> (B,) output frames, ceil(kaldi_num_frames / stack)."""
+        return torch.div(kaldi_num_frames(num_samples) + self.stack - 1, self.stack, rounding_mode="floor")
+
+    @torch.no_grad()
+    def fit(self, wavs: Iterable[torch.Tensor]) -> None:
+        """Estimate the per-channel log-mel mean and standard deviation from (S,) 16 kHz waveforms."""
+        moments = RunningMoments(self.num_mel_bins)
+        for wav in wavs:
+            moments.update(log_mel_fbank(wav, self.num_mel_bins))
+        mean, std = moments.mean_std()
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        self.fitted.fill_(True)
+
+    def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) waveforms zero-padded after the (B,) ``wav_lengths`` -> (B, T, stack * num_mel_bins), (B,) frames."""
+        if self.needs_fit:
+            raise RuntimeError("the log-mel front end has no normalisation statistics: call fit() or load a checkpoint")
+        stacked = []
+        for wav, n in zip(wavs, wav_lengths.tolist(), strict=True):
+            feats = (log_mel_fbank(wav[:n], self.num_mel_bins) - self.mean) / self.std
+            feats = torch.cat([feats, feats[-1:].expand(-len(feats) % self.stack, -1)])
+            stacked.append(feats.reshape(-1, self.stack * self.num_mel_bins))
+        return torch.nn.utils.rnn.pad_sequence(stacked, batch_first=True), self.num_frames(wav_lengths)

@@ -17,17 +17,28 @@ fairseq and Hugging Face weights onto it. What this module adds:
   unmasked frames with a weight), with cosine-similarity logits at temperature 0.1 between the
   projected output and learnt label embeddings. This equals torchaudio's/fairseq's formulation
   (positive first, other classes as negatives) and is computed as one matrix product.
+* a log-mel front end instead of the CNN (``front_end: mel``, MelHuBERT, Lin et al. 2022):
+  :class:`upstream.frontend.MelFrontEnd` (80 Kaldi log-mel channels every 10 ms, globally
+  normalised with statistics fitted on training audio, 2 frames stacked per 20 ms) takes the CNN's
+  place as ``model.wav2vec2.feature_extractor``; the feature projection takes its 160-d frames.
+  Pre-training is then plain cross-entropy (no CNN feature penalty or gradient scaling).
 
 Frames are 20 ms (320 samples). Valid frames of an ``S``-sample input: the CNN's
 ``floor((S - 400) / 320) + 1`` for the standard layer stack (:meth:`HubertUpstream.num_frames`
-applies each layer's formula, so custom stacks work too). Target labels must have exactly that
-many frames per utterance; :meth:`HubertUpstream.pretrain_loss` refuses anything else.
+applies each layer's formula, so custom stacks work too); the log-mel front end gives the same
+count with ``mel_stack=2`` (``ceil(m / mel_stack)`` stacks of the ``m = 1 + (S - 400) // 160``
+log-mel frames). Target labels must have exactly that many frames per utterance;
+:meth:`HubertUpstream.pretrain_loss` refuses anything else, so MFCC targets and a teacher of either
+front end fit a student of either.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +47,30 @@ from torchaudio.models import hubert_pretrain_model
 from torchaudio.models.wav2vec2 import components
 
 from .base import FinetuneMasking, Pretrainable, Upstream, UpstreamOutput
+from .frontend import HOP, WINDOW, MelFrontEnd
 from .presets import config_from_preset
+
+log = logging.getLogger(__name__)
 
 BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
 """The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
+MEL_SETTINGS = ("front_end", "mel_bins", "mel_stack")
+"""The log-mel front end's settings: absent from a CNN model's :meth:`HubertUpstream.settings`."""
+FIT_UTTERANCES = 500
+"""Training utterances (a seeded sample) the log-mel statistics are fitted on before pre-training."""
 
 
 @dataclass
 class HubertConfig:
     """Everything that defines a HuBERT model (its :meth:`HubertUpstream.settings`).
+
+    Front end:
+        front_end: ``cnn`` (the waveform CNN below) or ``mel`` (MelHuBERT: ``mel_bins`` Kaldi log-mel
+            channels every 10 ms, normalised by a global mean and standard deviation fitted on training
+            audio, ``mel_stack`` consecutive frames concatenated per encoder frame; 2 gives the CNN's
+            20 ms frames). With ``mel``, the CNN settings (extractor_mode, conv_layers, conv_bias,
+            feature_grad_mult, feature_penalty) are unused.
+        mel_bins, mel_stack: the log-mel front end's channels and frames per encoder frame.
 
     Architecture (names follow :func:`torchaudio.models.hubert_pretrain_model`):
         extractor_mode: ``group_norm`` (Base: one GroupNorm after the first conv) or ``layer_norm``
@@ -73,6 +99,10 @@ class HubertConfig:
         logit_temp: temperature of the cosine-similarity logits.
     """
 
+    front_end: str = "cnn"
+    mel_bins: int = 80
+    mel_stack: int = 2
+
     extractor_mode: str = "group_norm"
     conv_layers: list = field(default_factory=lambda: [list(c) for c in BASE_CONV])
     conv_bias: bool = False
@@ -99,6 +129,8 @@ class HubertConfig:
     logit_temp: float = 0.1
 
     def __post_init__(self):
+        if self.front_end not in ("cnn", "mel"):
+            raise ValueError(f"HuBERT setting front_end must be 'cnn' or 'mel', not {self.front_end!r}")
         if self.extractor_mode not in ("group_norm", "layer_norm"):
             raise ValueError(f"HuBERT setting extractor_mode must be 'group_norm' or 'layer_norm', "
                              f"not {self.extractor_mode!r}")
@@ -109,8 +141,8 @@ class HubertConfig:
             raise ValueError(f"HuBERT setting conv_layers must be [channels, kernel, stride] triples, "
                              f"got {self.conv_layers!r}")
         self.conv_layers = [list(c) for c in self.conv_layers]
-        for key in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups",
-                    "num_classes", "final_dim", "mask_length"):
+        for key in ("mel_bins", "mel_stack", "embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel",
+                    "pos_conv_groups", "num_classes", "final_dim", "mask_length"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HuBERT setting {key} must be an integer >= 1, got {value!r}")
@@ -146,6 +178,8 @@ class HubertUpstream(Upstream, Pretrainable):
     Submodule ``model`` is torchaudio's ``HuBERTPretrainModel``: ``model.wav2vec2`` (feature
     extractor and encoder; what a torchaudio ``hubert_base()`` holds), ``model.mask_generator``
     (the learnt mask embedding) and ``model.logit_generator`` (final projection, label embeddings).
+    With ``front_end: mel``, ``model.wav2vec2.feature_extractor`` is a :class:`MelFrontEnd` (buffers
+    ``mean``, ``std``, ``fitted``; no parameters) instead of the CNN.
     """
 
     name = "hubert"
@@ -153,9 +187,13 @@ class HubertUpstream(Upstream, Pretrainable):
     def __init__(self, config: HubertConfig | None = None):
         super().__init__()
         self.config = c = config or HubertConfig()
+        mel = c.front_end == "mel"
         self.model = hubert_pretrain_model(
             extractor_mode=c.extractor_mode,
-            extractor_conv_layer_config=[tuple(layer) for layer in c.conv_layers],
+            # For the log-mel front end, a one-layer stand-in whose channel count sizes the feature
+            # projection's input; the front end replaces it below.
+            extractor_conv_layer_config=([(c.mel_bins * c.mel_stack, 1, 1)] if mel
+                                         else [tuple(layer) for layer in c.conv_layers]),
             extractor_conv_bias=c.conv_bias,
             encoder_embed_dim=c.embed_dim,
             encoder_projection_dropout=c.projection_dropout,
@@ -187,16 +225,43 @@ class HubertUpstream(Upstream, Pretrainable):
             final_dim=c.final_dim,
             feature_grad_mult=c.feature_grad_mult if c.feature_grad_mult < 1 else None,
         )
-        self.downsample_rate = 1
-        for _, _, stride in c.conv_layers:
-            self.downsample_rate *= stride
+        if mel:
+            self.model.wav2vec2.feature_extractor = MelFrontEnd(c.mel_bins, c.mel_stack)
+            self.downsample_rate = HOP * c.mel_stack
+        else:
+            self.downsample_rate = 1
+            for _, _, stride in c.conv_layers:
+                self.downsample_rate *= stride
         self.hidden_size = c.embed_dim
         self.num_layers = c.num_layers + 1
 
     def settings(self) -> dict:
-        return dataclasses.asdict(self.config)
+        """The config as a dict. A CNN model leaves out :data:`MEL_SETTINGS` (they do not apply to it),
+        so its settings, checkpoints and fingerprint are those it had before the log-mel front end existed;
+        a checkpoint without them loads as a CNN model."""
+        settings = dataclasses.asdict(self.config)
+        if self.config.front_end == "cnn":
+            for key in MEL_SETTINGS:
+                del settings[key]
+        return settings
+
+    @property
+    def needs_fit(self) -> bool:
+        """True for a log-mel model without normalisation statistics (:meth:`fit`, or a checkpoint's)."""
+        return self.config.front_end == "mel" and self.model.wav2vec2.feature_extractor.needs_fit
+
+    @torch.no_grad()
+    def fit(self, wavs: Iterable[torch.Tensor]) -> None:
+        """Estimate the log-mel front end's mean and standard deviation from (S,) 16 kHz waveforms (each
+        normalised first when ``normalize_waveform`` is set, as the model's input is)."""
+        if self.config.front_end != "mel":
+            raise ValueError("only HuBERT's log-mel front end (front_end: mel) has statistics to fit")
+        normalize = self.config.normalize_waveform
+        self.model.wav2vec2.feature_extractor.fit(F.layer_norm(w, w.shape) if normalize else w for w in wavs)
 
     def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        if self.config.front_end == "mel":
+            return self.model.wav2vec2.feature_extractor.num_frames(num_samples)
         n = num_samples
         for _, kernel, stride in self.config.conv_layers:
             n = torch.clamp(torch.div(n - kernel, stride, rounding_mode="floor") + 1, min=0)
@@ -204,28 +269,40 @@ class HubertUpstream(Upstream, Pretrainable):
 
     @property
     def min_samples(self) -> int:
-        """Shortest input that gives one frame (400 samples, 25 ms, for the paper's CNN)."""
+        """Shortest input that gives one frame (400 samples, 25 ms, for the paper's CNN and for log-mel)."""
+        if self.config.front_end == "mel":
+            return WINDOW
         n = 1
         for _, kernel, stride in reversed(self.config.conv_layers):
             n = (n - 1) * stride + kernel
         return n
 
     # -- encoder --------------------------------------------------------------------------------
-    def cnn_features(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def input_features(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The front end's features (B, T, C) of a padded batch, zero after each (B,) valid frame count.
+
+        C: the CNN's last channel count, or ``mel_bins * mel_stack`` stacked log-mel values. Waveforms
+        are normalised first when ``normalize_waveform`` is set.
+        """
+        shortest = int(wav_lengths.min())
+        if shortest < self.min_samples:
+            raise ValueError(f"an utterance has {shortest} samples; HuBERT needs at least {self.min_samples}")
+        if self.config.normalize_waveform:
+            wavs = nn.utils.rnn.pad_sequence(
+                [F.layer_norm(w[:n], (n,)) for w, n in zip(wavs, wav_lengths.tolist(), strict=True)],
+                batch_first=True)
+        if self.config.front_end == "mel":
+            return self.model.wav2vec2.feature_extractor(wavs, wav_lengths)
+        return self._cnn_features(wavs, wav_lengths)
+
+    def _cnn_features(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CNN features (B, T, C) of a padded batch, zero after each (B,) valid frame count.
 
         With the GroupNorm CNN each utterance runs alone (see the module docstring); with the
         LayerNorm CNN, whose normalisation is per frame, the batch runs at once.
         """
-        shortest = int(wav_lengths.min())
-        if shortest < self.min_samples:
-            raise ValueError(f"an utterance has {shortest} samples; HuBERT needs at least {self.min_samples}")
         extractor = self.model.wav2vec2.feature_extractor
         lengths = self.num_frames(wav_lengths)
-        if self.config.normalize_waveform:
-            wavs = nn.utils.rnn.pad_sequence(
-                [F.layer_norm(w[:n], (n,)) for w, n in zip(wavs, wav_lengths.tolist(), strict=True)],
-                batch_first=True)
         if self.config.extractor_mode == "layer_norm" or bool((wav_lengths == wavs.shape[1]).all()):
             feats, _ = extractor(wavs, None)
         else:
@@ -238,7 +315,7 @@ class HubertUpstream(Upstream, Pretrainable):
 
     def _encoder_input(self, feats: torch.Tensor,
                        lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Project CNN features; (B, T, D) zero on padding, (B, 1, T, T) additive attention mask, (B, T) validity."""
+        """Project input features; (B, T, D) zero on padding, (B, 1, T, T) additive attention mask, (B, T) validity."""
         x, attention_mask = self.model.wav2vec2.encoder._preprocess(feats, lengths)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         return x, attention_mask, valid
@@ -265,12 +342,13 @@ class HubertUpstream(Upstream, Pretrainable):
         return states
 
     def finetune_parameters(self) -> list[nn.Parameter]:
-        """Everything but the CNN feature extractor (frozen in fine-tuning, as fairseq's ``feature_grad_mult=0``)."""
+        """Everything but the CNN feature extractor (frozen in fine-tuning, as fairseq's ``feature_grad_mult=0``);
+        the log-mel front end has no parameters."""
         cnn = {id(p) for p in self.model.wav2vec2.feature_extractor.parameters()}
         return [p for p in self.model.wav2vec2.parameters() if id(p) not in cnn]
 
     def set_finetune_masking(self, masking: FinetuneMasking | None) -> bool:
-        """In training mode, mask spans of the projected CNN features with the pre-trained mask embedding,
+        """In training mode, mask spans of the projected front-end features with the pre-trained mask embedding,
         and bands of channels with zeros (fairseq's fine-tuning masks). The generator is not a submodule,
         so the state dict (and the fingerprint) stay those of the model."""
         generator = None
@@ -283,7 +361,7 @@ class HubertUpstream(Upstream, Pretrainable):
         return True
 
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
-        feats, lengths = self.cnn_features(wavs, wav_lengths)
+        feats, lengths = self.input_features(wavs, wav_lengths)
         x, attention_mask, valid = self._encoder_input(feats, lengths)
         finetune_mask = self.__dict__.get("_finetune_mask")
         if self.training and finetune_mask is not None:
@@ -293,9 +371,20 @@ class HubertUpstream(Upstream, Pretrainable):
 
     # -- masked prediction ------------------------------------------------------------------------
     def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> dict:
-        """k-means targets (:mod:`upstream.kmeans_targets`): features, centroids, labels; ``num_classes`` clusters."""
+        """k-means targets (:mod:`upstream.kmeans_targets`): features, centroids, labels; ``num_classes`` clusters.
+
+        A log-mel model without statistics first fits them on :data:`FIT_UTTERANCES` training utterances
+        (a seeded sample, so every run and resume fits the same).
+        """
+        from corpora.batching import AudioDataset  # noqa: PLC0415  (pre-training only)
+
         from .kmeans_targets import kmeans_targets  # noqa: PLC0415  (pre-training only: k-means and corpus code)
 
+        if self.needs_fit:
+            chosen = random.Random(0).sample(train, min(len(train), FIT_UTTERANCES))
+            data = AudioDataset(chosen)
+            self.fit(data[i][1] for i in range(len(chosen)))
+            log.info("HuBERT log-mel statistics fitted on %d training utterances", len(chosen))
         return kmeans_targets(work_dir, settings, self, self.config.num_classes, train, valid)
 
     def logits(self, last: torch.Tensor) -> torch.Tensor:
@@ -316,13 +405,13 @@ class HubertUpstream(Upstream, Pretrainable):
             targets: B int64 tensors of cluster ids, each exactly ``num_frames(wav_lengths[b])`` long.
 
         Returns:
-            (cross-entropy on masked frames + unmasked_weight x that on unmasked frames +
-            feature_penalty x mean squared CNN feature, statistics).
+            (cross-entropy on masked frames + unmasked_weight x that on unmasked frames (+ for the
+            CNN front end, feature_penalty x mean squared CNN feature), statistics).
         """
         if targets is None or len(targets) != len(wav_lengths):
             raise ValueError("HuBERT pre-training needs one target sequence per utterance (k-means ids)")
         c = self.config
-        feats, lengths = self.cnn_features(wavs, wav_lengths)
+        feats, lengths = self.input_features(wavs, wav_lengths)
         for b, (t, n) in enumerate(zip(targets, lengths.tolist(), strict=True)):
             if t.shape != (n,):
                 raise ValueError(f"utterance {b}: {tuple(t.shape)} target labels for {n} frames; labels must be "
@@ -330,9 +419,11 @@ class HubertUpstream(Upstream, Pretrainable):
             if len(t) and (int(t.min()) < 0 or int(t.max()) >= c.num_classes):
                 raise ValueError(f"utterance {b}: target ids outside 0..{c.num_classes - 1}")
         labels = nn.utils.rnn.pad_sequence(targets, batch_first=True).to(wavs.device)
-        if c.feature_grad_mult < 1:
-            feats = components.GradMultiply.apply(feats, c.feature_grad_mult)
-        penalty = feats.float().pow(2).sum() / (lengths.sum() * feats.shape[2])
+        penalty = None
+        if c.front_end == "cnn":  # the log-mel front end has no weights to slow down or regularise
+            if c.feature_grad_mult < 1:
+                feats = components.GradMultiply.apply(feats, c.feature_grad_mult)
+            penalty = feats.float().pow(2).sum() / (lengths.sum() * feats.shape[2])
         x, attention_mask, valid = self._encoder_input(feats, lengths)
         x, mask = self.model.mask_generator(x, ~valid)
         mask_m = mask & valid
@@ -340,7 +431,7 @@ class HubertUpstream(Upstream, Pretrainable):
         last = self.transformer_states(x, attention_mask)[-1]
         logit_m = self.logits(last[mask_m])
         loss_m = F.cross_entropy(logit_m, labels[mask_m]) if logit_m.shape[0] else last.sum() * 0.0
-        loss = loss_m + c.feature_penalty * penalty
+        loss = loss_m if penalty is None else loss_m + c.feature_penalty * penalty
         stats = {"loss_masked": loss_m.item(), "masked_fraction": float(mask_m.sum() / valid.sum()),
                  "acc_masked": (float((logit_m.argmax(-1) == labels[mask_m]).float().mean())
                                 if logit_m.shape[0] else 0.0)}

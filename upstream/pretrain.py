@@ -19,6 +19,11 @@ model moves there. Data-parallel: ``torchrun --nproc_per_node N -m upstream.pret
 every batch over N processes, one GPU each where there are GPUs (:mod:`core.distributed`);
 process 0 computes the targets, validates and writes everything. Masks are drawn per process, so
 such a run matches one process statistically, not bitwise.
+
+The ``augment`` section (:class:`upstream.augment.AugmentConfig`, off by default) augments the
+training batches on the fly (band-reject filtering, reverberation, additive noise), never the
+validation audio; ``summary.json`` records its settings and how many utterances each transform
+changed (under torchrun: process 0's share of the batches).
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.folder import scan_audio
 from corpora.manifest import Record
 
+from .augment import TRANSFORMS, AugmentConfig, Augmenter
 from .base import Pretrainable
 from .registry import available_upstreams, build_upstream, save_upstream
 
@@ -95,6 +101,8 @@ class PretrainConfig:
     """Settings of the target stages, for upstreams that have them
     (HuBERT: :class:`upstream.kmeans_targets.KMeansTargetConfig`)."""
     train: PretrainLoopConfig = field(default_factory=PretrainLoopConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """On-the-fly augmentation of the training audio."""
 
 
 def held_out(record: Record, fraction: float) -> bool:
@@ -123,13 +131,20 @@ class Pretrainer:
         self.model = build_upstream(upstream, **cfg.upstream)  # checks the settings before anything is written
         if not isinstance(self.model, Pretrainable):
             raise ValueError(f"upstream {upstream!r} cannot be pre-trained here")
-        snapshot = {"upstream": upstream, "data": self.data, "config": dataclasses.asdict(cfg)}
+        self.augmenter = Augmenter(cfg.augment) if cfg.augment.enabled else None  # checks its settings
+        config = dataclasses.asdict(cfg)
+        if self.augmenter is None:
+            # Disabled augmentation changes nothing in the run, and folders made before the section
+            # existed have none: leaving it out keeps their snapshots equal, so they still resume.
+            del config["augment"]
+        snapshot = {"upstream": upstream, "data": self.data, "config": config}
         with distributed.main_first():
             claim_folder(self.dir, snapshot, f"pre-training experiment '{self.dir.name}'")
         if distributed.world_size() > 1:  # same initial weights everywhere, different masks per process
             torch.manual_seed(cfg.train.seed + distributed.rank())
 
-    def _records(self) -> tuple[list[Record], list[Record]]:
+    def records(self) -> tuple[list[Record], list[Record]]:
+        """(training, validation) segments of the run's data; what could not be used goes to ``skipped.tsv``."""
         records, skipped = [], []
         for source in self.data:
             recs, bad = scan_audio(source, self.cfg.train.segment_seconds)
@@ -148,7 +163,7 @@ class Pretrainer:
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
         with distributed.main_first():  # process 0 fits and writes the targets, the others read them
-            train, valid = self._records()
+            train, valid = self.records()
             targets = self.model.prepare_pretraining(self.dir / "targets", train, valid, self.cfg.targets)
         return train, valid, targets
 
@@ -172,6 +187,8 @@ class Pretrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tcfg))
         loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.dir / "checkpoints" / "last.pt",
                             tensorboard=self.dir / "tb", desc=f"pretrain {self.upstream_name}", log=log)
+        if self.augmenter is not None:  # utterances seen and changed per transform, saved with the position
+            loop.position["augmented"] = dict.fromkeys(["utterances", *TRANSFORMS], 0)
         resumed = loop.resume()
         if resumed is not None:
             model.load_state_dict(resumed["model"])
@@ -187,6 +204,12 @@ class Pretrainer:
             loader = ordered_loader(AudioDataset(train), [local for local, _ in shards], collate_waveforms,
                                     tcfg.num_workers)
             for (idx, wavs, lengths), (_, weight) in zip(loader, shards, strict=True):
+                if self.augmenter is not None:  # the loop's step is the update this batch is for
+                    wavs, counts = self.augmenter(wavs, lengths, idx, loop.position["step"])
+                    augmented = loop.position["augmented"]
+                    augmented["utterances"] += len(idx)
+                    for name, count in counts.items():
+                        augmented[name] += count
                 loss, stats = self._loss(objective, train, idx, wavs, lengths)
                 yield loss, weight, stats
 
@@ -220,6 +243,8 @@ class Pretrainer:
                    "first_valid_loss": float(rows[0][2]), "final_valid_loss": float(rows[-1][2]),
                    "parameters": sum(p.numel() for p in params), "data": self.data,
                    "processes": distributed.world_size(), "device": distributed.describe_device()}
+        summary["augment"] = {"enabled": False} if self.augmenter is None else \
+            {**dataclasses.asdict(self.cfg.augment), "augmented": loop.position["augmented"]}
         usage = self.dir / "targets" / "usage.json"
         if usage.is_file():  # cluster / codebook usage of the targets
             summary["target_usage"] = json.loads(usage.read_text())
@@ -262,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--name", required=True, help="experiment name (folder under -p)")
     p.add_argument("--data", action="append", required=True,
                    help="audio folder, Speech Commands tree (training part used) or .tsv manifest; repeatable")
-    p.add_argument("-c", "--config", help="YAML with sections 'upstream', 'train' and (HuBERT) 'targets'")
+    p.add_argument("-c", "--config", help="YAML with sections 'upstream', 'train', 'augment' and (HuBERT) 'targets'")
     p.add_argument("-o", "--override", action="append", default=[],
-                   help="section.key=value, repeatable (or several joined by ',,'; sections: upstream, train, targets)")
+                   help="section.key=value, repeatable (or several joined by ',,'; "
+                        "sections: upstream, train, targets, augment)")
     p.add_argument("-p", "--expdir", default="exp/pretrain")
     p.add_argument("--until", choices=["targets", "train"], default="train",
                    help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
