@@ -35,7 +35,7 @@ from torch import nn
 from torchaudio.models import Conformer
 
 from .base import Pretrainable, Upstream, UpstreamOutput
-from .frontend import HOP, WINDOW, RunningMoments, kaldi_num_frames, log_mel_fbank
+from .frontend import HOP, WINDOW, kaldi_num_frames, log_mel_fbank, log_mel_moments
 from .presets import config_from_preset
 from .target_usage import id_usage
 
@@ -173,10 +173,7 @@ class BestRQUpstream(Upstream, Pretrainable):
     # -- features ---------------------------------------------------------------------------------
     def fit(self, wavs: Iterable[torch.Tensor]) -> None:
         """Estimate the log-mel mean and standard deviation from (S,) 16 kHz waveforms."""
-        moments = RunningMoments(self.config.feat_dim)
-        for wav in wavs:
-            moments.update(log_mel_fbank(wav, self.config.feat_dim))
-        mean, std = moments.mean_std()
+        mean, std = log_mel_moments(wavs, self.config.feat_dim)
         self.mean.copy_(mean)
         self.std.copy_(std)
         self.fitted.fill_(True)

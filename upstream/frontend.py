@@ -51,6 +51,14 @@ def utterance_cmvn(feats: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return (feats - feats.mean(dim=0, keepdim=True)) / (eps + feats.std(dim=0, keepdim=True))
 
 
+def log_mel_moments(wavs: Iterable[torch.Tensor], num_mel_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of :func:`log_mel_fbank` over (S,) 16 kHz waveforms."""
+    moments = RunningMoments(num_mel_bins)
+    for wav in wavs:
+        moments.update(log_mel_fbank(wav, num_mel_bins))
+    return moments.mean_std()
+
+
 class RunningMoments:
     """Accumulates per-dimension mean and standard deviation over many (T, D) feature matrices."""
 
@@ -103,10 +111,7 @@ class MelFrontEnd(torch.nn.Module):
     @torch.no_grad()
     def fit(self, wavs: Iterable[torch.Tensor]) -> None:
         """Estimate the per-channel log-mel mean and standard deviation from (S,) 16 kHz waveforms."""
-        moments = RunningMoments(self.num_mel_bins)
-        for wav in wavs:
-            moments.update(log_mel_fbank(wav, self.num_mel_bins))
-        mean, std = moments.mean_std()
+        mean, std = log_mel_moments(wavs, self.num_mel_bins)
         self.mean.copy_(mean)
         self.std.copy_(std)
         self.fitted.fill_(True)
