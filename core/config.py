@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from .checkpoint import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A config key that does not exist, or a value of the wrong type."""
@@ -157,9 +159,7 @@ def claim_folder(folder: Path, snapshot: dict, what: str) -> None:
                               f"delete the folder (differences: {'; '.join(config_diff(previous, snapshot))})")
         return
     cfg_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg_file.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(snapshot, sort_keys=False))
-    tmp.replace(cfg_file)
+    atomic_write_text(cfg_file, yaml.safe_dump(snapshot, sort_keys=False))
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
+from core.checkpoint import atomic_write_text
+
 from .manifest import ManifestError
 
 SILENCE = "SIL"
@@ -26,10 +28,7 @@ def write_alignments(path: str | Path, alignments: dict[str, Segments]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [f"{uid}\t{start:.3f}\t{end:.3f}\t{phone}" for uid in sorted(alignments)
             for start, end, phone in alignments[uid]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join([HEADER, *rows]) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "\n".join([HEADER, *rows]) + "\n")
 
 
 def read_alignments(path: str | Path) -> dict[str, Segments]:
