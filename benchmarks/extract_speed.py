@@ -8,9 +8,13 @@ S3PRL's (fairseq's) ``HubertModel`` saved in S3PRL's format and copied into a Hu
 implementation) pair extracts all hidden states of the same utterances (default: 32 of
 librispeech_mini, batch 8, 2 threads) in its own process, after one warm-up batch. Prints the
 real-time factor (audio seconds per wall second), peak RSS and ratios, and for HuBERT the largest
-difference of the last hidden state of the first utterance between implementations.
+difference of the last hidden state of the first utterance between implementations. wav2vec 2.0
+Base and WavLM Base (Base+ shape): random weights of S3PRL's own ``Wav2Vec2Model`` (S3PRL's converted
+format) and ``WavLM`` (Microsoft's release format), run by S3PRL's experts and by this toolkit's
+Hugging Face upstream (``-u hf``, which reads both formats into transformers' models).
 
-    python benchmarks/extract_speed.py [--models mockingjay apc hubert] [--utterances 32] [--batch 8] [--threads 2]
+    python benchmarks/extract_speed.py [--models mockingjay apc hubert wav2vec2 wavlm] [--utterances 32] [--batch 8]
+        [--threads 2]
 """
 from __future__ import annotations
 
@@ -30,8 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech_mini" / "LibriSpeech"
-MODELS = ("mockingjay", "apc", "hubert")
-IMPLS = {"mockingjay": ("s3prl", "ours"), "apc": ("s3prl", "ours"), "hubert": ("s3prl", "huggingface", "ours")}
+MODELS = ("mockingjay", "apc", "hubert", "wav2vec2", "wavlm")
+IMPLS = {"mockingjay": ("s3prl", "ours"), "apc": ("s3prl", "ours"), "hubert": ("s3prl", "huggingface", "ours"),
+         "wav2vec2": ("s3prl", "ours"), "wavlm": ("s3prl", "ours")}
+UPSTREAM = {"wav2vec2": "hf", "wavlm": "hf"}
+"""The toolkit's upstream of each model where its name differs."""
 
 
 def _utterances(n: int) -> list[torch.Tensor]:
@@ -66,8 +73,30 @@ def _export_hubert(path: Path) -> None:
     hf.save_pretrained(str(path) + ".hf")
 
 
+def _export_wav2vec2(path: Path) -> None:
+    """Random wav2vec 2.0 Base weights of S3PRL's (fairseq's) model, in S3PRL's converted format."""
+    from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model  # noqa: PLC0415  (optional dev dependency)
+
+    mc, tc = Wav2Vec2Config(), AudioPretrainingConfig()
+    torch.save({"task_cfg": dataclasses.asdict(tc), "model_cfg": {**dataclasses.asdict(mc), "_name": "wav2vec2"},
+                "model_weight": Wav2Vec2Model(mc).state_dict()}, path)
+
+
+def _export_wavlm(path: Path) -> None:
+    """Random WavLM Base+ -shaped weights of S3PRL's ``WavLM``, in Microsoft's release format."""
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig  # noqa: PLC0415  (optional dev dependency)
+
+    cfg = {"extractor_mode": "default", "relative_position_embedding": True, "gru_rel_pos": True,
+           "num_buckets": 320, "max_distance": 800, "normalize": False, "encoder_layerdrop": 0.0}
+    torch.save({"cfg": cfg, "model": WavLM(WavLMConfig(cfg)).state_dict()}, path)
+
+
 def _export(model_name: str, path: Path) -> None:
-    if model_name == "hubert":
+    if model_name == "wav2vec2":
+        _export_wav2vec2(path)
+    elif model_name == "wavlm":
+        _export_wavlm(path)
+    elif model_name == "hubert":
         _export_hubert(path)
     elif model_name == "apc":
         from upstream.apc import build_apc  # noqa: PLC0415  (each process loads only what it measures)
@@ -102,7 +131,7 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
     else:
         from upstream import build_upstream  # noqa: PLC0415  (each process loads only what it measures)
 
-        model = build_upstream(model_name, ckpt)
+        model = build_upstream(UPSTREAM.get(model_name, model_name), ckpt)
 
         def run(chunk):
             lengths = torch.tensor([len(w) for w in chunk])

@@ -13,6 +13,7 @@ from core.logs import setup_console_logging
 from corpora.audio import AudioError
 from corpora.manifest import ManifestError
 from upstream import available_upstreams
+from upstream.registry import takes_model_ids
 
 from .runner import Experiment, RunSpec, resolve_config
 from .tasks import TASKS
@@ -25,11 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Upstreams: " + "; ".join(f"{k}: {v}" for k, v in available_upstreams().items())
         + ". Tasks: " + ", ".join(sorted(TASKS)) + ".",
     )
-    p.add_argument("-m", "--mode", choices=("train", "evaluate"), required=True)
+    p.add_argument("-m", "--mode", choices=("train", "evaluate"), help="train or evaluate (required unless listing)")
     p.add_argument("-u", "--upstream", help="upstream name (train)")
-    p.add_argument("-k", "--upstream_ckpt", help="upstream checkpoint file (optional)")
+    p.add_argument("-k", "--upstream_ckpt",
+                   help="upstream checkpoint (optional): a file, a folder (Hugging Face), or for -u hf a model id")
+    p.add_argument("--list-upstreams", action="store_true", help="print every upstream this toolkit knows and exit")
     p.add_argument("-d", "--downstream", help="task name (train)")
-    p.add_argument("-n", "--name", required=True, help="experiment name: folder under -p")
+    p.add_argument("-n", "--name", help="experiment name: folder under -p (required unless listing)")
     p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune)")
     p.add_argument("-o", "--override", action="append", default=[],
                    help="section.key=value, repeatable (or several joined by ',,'); checked against the config. "
@@ -44,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_upstreams:
+        for name, description in available_upstreams().items():
+            print(f"{name:14s} {description}")
+        return 0
+    if not args.mode or not args.name:
+        parser.error("-m/--mode and -n/--name are required")
     results_name = "results.json"
     try:
         distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
@@ -57,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                                   f"available: {', '.join(sorted(available_upstreams()))}")
             if args.downstream not in TASKS:
                 raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
-            if args.upstream_ckpt and not Path(args.upstream_ckpt).is_file():
-                raise FileNotFoundError(f"upstream checkpoint not found: {args.upstream_ckpt}")
+            ckpt = args.upstream_ckpt
+            if ckpt and Path(ckpt).exists():
+                ckpt = str(Path(ckpt).resolve())
+            elif ckpt and not takes_model_ids(args.upstream):
+                raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
             items = override_items(args.override)
             if args.finetune:
                 items.append("finetune.enabled=true")
-            spec = RunSpec(args.downstream, args.upstream,
-                           str(Path(args.upstream_ckpt).resolve()) if args.upstream_ckpt else None)
+            spec = RunSpec(args.downstream, args.upstream, ckpt or None)
             cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
             results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
         else:

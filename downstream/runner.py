@@ -392,11 +392,20 @@ class Experiment:
 
 def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
     """How the leaderboard names an upstream: ``apc:apc_tiny`` (pre-training folder or checkpoint
-    file name), ``apc:random`` (learnable weights, no checkpoint), or ``fbank`` (nothing learnt)."""
+    file name), ``hf:wavlm-base-plus`` (a model folder's name), ``hf:microsoft/wavlm-base-plus`` (a
+    model id as given), ``apc:random`` (learnable weights, no checkpoint; ``hf:wavlm-random`` for the
+    Hugging Face upstream, which holds several families), or ``fbank`` (nothing learnt)."""
     if ckpt:
         path = Path(ckpt)
+        if not path.exists():  # a model id
+            return f"{name}:{ckpt}"
+        if path.is_dir():
+            return f"{name}:{path.name}"
         return f"{name}:{path.parent.name if path.name == 'upstream.pt' else path.stem}"
-    return f"{name}:random" if upstream.has_weights else name
+    if not upstream.has_weights:
+        return name
+    family = getattr(upstream, "family", None)  # one upstream name, several model families (hf)
+    return f"{name}:{family}-random" if family else f"{name}:random"
 
 
 def pretrain_hours(ckpt: str | None) -> float | None:

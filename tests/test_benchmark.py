@@ -133,3 +133,13 @@ def test_a_failing_run_in_a_worker_process_stops_the_benchmark_with_its_error(sc
     assert main(["--data", str(config), "--expdir", str(tmp_path / "out"), "--jobs", "2"]) == 2
     assert "no_such_corpus" in capsys.readouterr().err
     assert not list((tmp_path / "out" / "downstream").glob("*/results.json"))
+
+
+def test_huggingface_recipe_is_valid():
+    """The published-encoder recipe loads; its checkpoints are model ids the hf upstream resolves itself."""
+    bench = load_benchmark(Path("recipes/benchmark/huggingface.yaml"))
+    assert {job.upstream for job in bench.pretrain.values()} == {"hf"}
+    assert all(not Path(job.checkpoint).exists() and "/" in job.checkpoint for job in bench.pretrain.values())
+    assert any(u.startswith("random:") for u in bench.upstreams)
+    for job in bench.tasks.values():
+        assert Path(job.config).is_file(), job.config

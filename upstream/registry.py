@@ -29,13 +29,15 @@ _DESCRIPTIONS = {
 
 
 _FOREIGN_LOADERS: dict[str, Callable[[Path], Upstream]] = {}
+_TAKES_MODEL_IDS: set[str] = set()
 
 
 def register_upstream(name: str, factory: Callable[..., Upstream], description: str,
-                      foreign_loader: Callable[[Path], Upstream] | None = None) -> None:
+                      foreign_loader: Callable[[Path], Upstream] | None = None, model_ids: bool = False) -> None:
     """Make ``factory(**overrides)`` available as ``build_upstream(name)``.
 
-    ``foreign_loader(path)`` builds the model from a checkpoint in another toolkit's format.
+    ``foreign_loader(path)`` builds the model from a checkpoint in another toolkit's format; with
+    ``model_ids`` it also takes names that are not paths (e.g. Hugging Face model ids) and finds them itself.
     """
     if name in _FACTORIES:
         raise ValueError(f"upstream {name!r} is already registered")
@@ -43,6 +45,8 @@ def register_upstream(name: str, factory: Callable[..., Upstream], description: 
     _DESCRIPTIONS[name] = description
     if foreign_loader is not None:
         _FOREIGN_LOADERS[name] = foreign_loader
+    if model_ids:
+        _TAKES_MODEL_IDS.add(name)
 
 
 def _lazy(module: str, function: str) -> Callable:
@@ -69,6 +73,16 @@ register_upstream("hubert", _lazy(".hubert", "build_hubert"),
 register_upstream("bestrq", _lazy(".bestrq", "build_bestrq"),
                   "masked prediction of a frozen random-projection quantizer's ids from log-mel, torchaudio "
                   "Conformer (presets tiny/base/large)")
+register_upstream("hf", _lazy(".huggingface", "build_hf"),
+                  "a speech encoder transformers implements (wav2vec 2.0, XLS-R, HuBERT, DistilHuBERT, WavLM, "
+                  "data2vec, UniSpeech(-SAT), Wav2Vec2-Conformer, Whisper's encoder): -k a Hugging Face folder, a "
+                  "model id (local cache first) or a fairseq/S3PRL wav2vec 2.0 or WavLM checkpoint",
+                  _lazy(".huggingface", "load_hf"), model_ids=True)
+
+
+def takes_model_ids(name: str) -> bool:
+    """True when upstream ``name`` takes a checkpoint that is not a path (a model id it resolves itself)."""
+    return name in _TAKES_MODEL_IDS
 
 
 def available_upstreams() -> dict[str, str]:
@@ -82,9 +96,9 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
         raise ValueError(f"unknown upstream {name!r}; available: {', '.join(sorted(_FACTORIES))}")
     if ckpt is not None:
         ckpt = Path(ckpt)
-        if not ckpt.exists():
+        if not ckpt.exists() and name not in _TAKES_MODEL_IDS:
             raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
-        state = _load_own(ckpt) if ckpt.is_file() else None  # a folder: e.g. a Hugging Face model
+        state = _load_own(ckpt) if ckpt.is_file() else None  # a folder (e.g. a Hugging Face model) or a model id
         if state is None:
             if name not in _FOREIGN_LOADERS:
                 raise ValueError(f"{ckpt} is not a checkpoint of this toolkit, "
@@ -103,13 +117,16 @@ def build_upstream(name: str, ckpt: str | Path | None = None, **overrides) -> Up
     return model.eval()
 
 
-def checkpoint_settings(path: str | Path) -> dict:
-    """The settings (architecture, features) stored in this toolkit's checkpoint ``path``: with
-    them, ``build_upstream(name, **settings)`` builds the same model with random weights."""
-    state = _load_own(Path(path))
-    if state is None:
+def checkpoint_settings(path: str | Path, name: str | None = None) -> dict:
+    """The settings (architecture, features) of the checkpoint ``path``: with them,
+    ``build_upstream(name, **settings)`` builds the same model with random weights. A checkpoint in
+    another format (a Hugging Face folder or id, a fairseq file) is loaded as upstream ``name`` to read them."""
+    state = _load_own(Path(path)) if Path(path).is_file() else None
+    if state is not None:
+        return dict(state["settings"])
+    if name is None or name not in _FOREIGN_LOADERS:
         raise ValueError(f"{path} is not an upstream checkpoint of this toolkit (no settings to copy)")
-    return dict(state["settings"])
+    return dict(build_upstream(name, path).settings())
 
 
 def _load_own(path: Path) -> dict | None:

@@ -55,7 +55,7 @@ from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.cli import write_outputs
 from upstream import build_upstream
 from upstream.pretrain import Pretrainer, resolve_pretrain_config
-from upstream.registry import checkpoint_settings
+from upstream.registry import checkpoint_settings, takes_model_ids
 
 HERE = Path(__file__).parent
 PRESETS = {"demo": HERE / "demo.yaml", "shared": HERE / "shared.yaml"}
@@ -260,7 +260,10 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
         if name not in pretrained and name not in teachers:
             continue
         if job.checkpoint:
-            checkpoints[name] = str(Path(job.checkpoint).resolve())
+            path = Path(job.checkpoint)
+            if not path.exists() and not takes_model_ids(job.upstream):
+                raise FileNotFoundError(f"pretrain.upstreams.{name}.checkpoint not found: {job.checkpoint}")
+            checkpoints[name] = str(path.resolve()) if path.exists() else job.checkpoint  # else a model id
             continue
         folder = root / name
         pretrainer = _pretrainer(job, folder, bench.pretrain_data, root)  # a changed config is an error here
@@ -308,7 +311,7 @@ def _upstream_spec(bench: BenchmarkConfig, task: str, name: str,
     pretrained = name.removeprefix(TWIN_PREFIX)
     arch, ckpt = bench.pretrain[pretrained].upstream, checkpoints[pretrained]
     if name.startswith(TWIN_PREFIX):
-        return RunSpec(task, arch, None), checkpoint_settings(ckpt)
+        return RunSpec(task, arch, None), checkpoint_settings(ckpt, arch)
     return RunSpec(task, arch, ckpt), {}
 
 

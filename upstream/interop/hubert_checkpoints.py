@@ -17,33 +17,15 @@ present, so a fairseq or S3PRL checkpoint can continue pre-training here.
 """
 from __future__ import annotations
 
-import argparse
-import ast
-import collections
 import json
-import operator
-import pickle
-import typing
 from pathlib import Path
 
 import torch
 from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
 from ..hubert import HubertUpstream, build_hubert
+from .fairseq_checkpoint import parse_conv_layers, read_fairseq_checkpoint
 from .s3prl_checkpoint import checkpoint_error
-
-
-def parse_conv_layers(spec: str) -> list[list[int]]:
-    """fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval."""
-    layers: list[list[int]] = []
-    try:
-        for term in spec.split("+"):
-            literal, _, times = term.partition("*")
-            value = ast.literal_eval(literal.strip())
-            layers += [list(v) for v in value] * (int(times) if times.strip() else 1)
-    except (ValueError, SyntaxError, TypeError) as e:
-        raise ValueError(f"cannot read conv_feature_layers {spec!r}: {e}") from None
-    return layers
 
 
 def _fairseq_settings(model_cfg: dict, task_cfg: dict, state: dict) -> dict:
@@ -88,66 +70,10 @@ def _from_fairseq_state(settings: dict, state: dict) -> HubertUpstream:
     return model
 
 
-def _as_dict(cfg) -> dict:
-    """An OmegaConf node, a Namespace or a dict -> plain dict."""
-    if cfg is None:
-        return {}
-    if isinstance(cfg, argparse.Namespace):
-        return vars(cfg)
-    if isinstance(cfg, dict):
-        return cfg
-    from omegaconf import OmegaConf  # noqa: PLC0415  (OmegaConf configs only)
-
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _safe_globals() -> list:
-    """What fairseq and S3PRL checkpoints pickle besides tensors: configs (Namespace or OmegaConf)."""
-    allowed = [argparse.Namespace, collections.defaultdict, typing.Any, dict, list, tuple, int, float, str, bool,
-               operator.getitem, typing.Tuple, typing.List, typing.Dict, typing.Optional, typing.Union,
-               (Ellipsis, "builtins.Ellipsis")]
-    try:
-        import omegaconf  # noqa: PLC0415  (may be absent: then no OmegaConf classes)
-        from omegaconf import base, nodes  # noqa: PLC0415  (may be absent, as above)
-
-        allowed += [omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata,
-                    nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
-                    nodes.EnumNode]
-        allowed += [getattr(omegaconf, name) for name in ("TupleConfig",) if hasattr(omegaconf, name)]
-    except ImportError:
-        pass
-    return allowed
-
-
-def _torch_load(path: Path) -> dict:
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), str(e).splitlines()[0])
-        raise checkpoint_error(path, f"not a HuBERT checkpoint this toolkit can read safely ({detail})") from None
-    except Exception as e:  # noqa: BLE001  (re-raised: any failure to load becomes the one error naming the file)
-        raise checkpoint_error(path, f"not a torch checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict):
-        raise checkpoint_error(path, f"expected a dict, found {type(ckpt).__name__}")
-    return ckpt
-
-
 def load_fairseq_or_s3prl_hubert(path: str | Path) -> HubertUpstream:
     """A fairseq or S3PRL HuBERT checkpoint file (see the module docstring)."""
     path = Path(path)
-    ckpt = _torch_load(path)
-    if {"model_cfg", "model_weight"} <= ckpt.keys():  # S3PRL
-        model_cfg, task_cfg, state = _as_dict(ckpt["model_cfg"]), _as_dict(ckpt.get("task_cfg")), ckpt["model_weight"]
-    elif "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):  # fairseq
-        if ckpt.get("cfg") is not None:
-            cfg = _as_dict(ckpt["cfg"])
-            model_cfg, task_cfg = _as_dict(cfg.get("model")), _as_dict(cfg.get("task"))
-        else:
-            model_cfg = task_cfg = _as_dict(ckpt["args"])
-        state = ckpt["model"]
-    else:
-        raise checkpoint_error(path, f"neither a fairseq nor an S3PRL HuBERT checkpoint (keys: {sorted(ckpt)[:8]})")
+    model_cfg, task_cfg, state = read_fairseq_checkpoint(path, "HuBERT")
     name = model_cfg.get("_name") or model_cfg.get("arch")
     if name and "hubert" not in str(name):
         raise checkpoint_error(path, f"holds a {name!r} model, not HuBERT")
