@@ -411,7 +411,7 @@ def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
 def pretrain_hours(ckpt: str | None) -> float | None:
     """Hours of audio the upstream was pre-trained on, from the ``summary.json`` that
     ``upstream.pretrain`` writes beside ``upstream.pt``; None when unknown (foreign checkpoints)."""
-    if not ckpt:
+    if not ckpt or Path(ckpt).name != "upstream.pt":
         return None
     summary = Path(ckpt).parent / "summary.json"
     try:

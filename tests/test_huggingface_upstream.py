@@ -45,7 +45,8 @@ def _config(family: str, norm: str):
 
 
 CASES = [(f, "group") for f in ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")] + [
-    (f, "layer") for f in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer")] + [("whisper", "-")]
+    (f, "layer") for f in ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat", "data2vec-audio",
+                           "wav2vec2-conformer")] + [("whisper", "-")]
 
 
 def _save(tmp_path: Path, family: str, norm: str, head: str = "") -> tuple[Path, torch.nn.Module]:
@@ -160,6 +161,27 @@ def test_saved_upstream_and_random_twin_round_trip(tmp_path: Path):
         assert torch.equal(again(wavs, lengths).hidden_states[-1], ours(wavs, lengths).hidden_states[-1])
 
 
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_fine_tuning_keeps_every_state_and_trains_no_cnn(tmp_path: Path, family: str):
+    """In training mode (fine-tuning) LayerDrop is off, so every batch has every state; the CNN (and
+    Whisper's fixed position table) get no gradient."""
+    torch.manual_seed(0)
+    cfg = _config(family, "group").to_dict()
+    cfg["encoder_layerdrop" if family == "whisper" else "layerdrop"] = 0.9
+    ours = build_upstream("hf", config=cfg, preprocessing={} if family != "whisper" else None).train()
+    trained = {id(p) for p in ours.finetune_parameters()}
+    for p in ours.parameters():
+        p.requires_grad_(id(p) in trained)
+    wavs, lengths = noise_batch([1600, 2400])
+    for _ in range(3):
+        out = ours(wavs, lengths)
+        assert len(out.hidden_states) == ours.num_layers
+    sum(h.sum() for h in out.hidden_states).backward()
+    frozen = ours.model.embed_positions if family == "whisper" else ours.model.feature_extractor
+    assert all(p.grad is None for p in frozen.parameters())
+    assert any(p.grad is not None for p in ours.parameters())
+
+
 def test_refusals_name_what_is_wrong(tmp_path: Path):
     with pytest.raises(ValueError, match="needs a model"):
         build_upstream("hf")
@@ -173,6 +195,8 @@ def test_refusals_name_what_is_wrong(tmp_path: Path):
     with pytest.raises(ValueError, match="expects 8000 Hz"):
         build_upstream("hf", folder)
     assert set(FAMILIES) >= {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "whisper"}
+    with pytest.raises(ValueError, match="adapter"):
+        build_upstream("hf", config=dict(_config("wav2vec2", "layer").to_dict(), add_adapter=True))
 
 
 # -- model ids ------------------------------------------------------------------------------------
@@ -202,8 +226,9 @@ def test_model_id_from_offline_cache_and_clear_error_when_absent(tmp_path: Path,
     with pytest.raises(FileNotFoundError, match=r"'someone/absent'.*hub.*offline.*huggingface-cli download"):
         build_upstream("hf", "someone/absent")
     assert time.perf_counter() - t0 < 5  # no network wait
-    with pytest.raises(FileNotFoundError, match="not found: ./missing"):
-        resolve_model("./missing")
+    for missing in ("./missing", "missing.pt", "ckpts/w2v.pt"):  # paths, never tried as model ids
+        with pytest.raises(FileNotFoundError, match=f"not found: {missing}"):
+            resolve_model(missing)
 
 
 # -- fairseq, S3PRL and WavLM checkpoints against S3PRL's own models ------------------------------
@@ -249,6 +274,25 @@ def test_fairseq_wav2vec2_checkpoint_equals_s3prl(tmp_path: Path, fmt: str, laye
         for i, (r, got) in enumerate(zip(ref, out.hidden_states, strict=True)):
             assert r.shape[1] == frames
             assert (r[0] - got[b, :frames]).abs().max() <= TOL, f"layer {i} differs from S3PRL's"
+
+
+def test_fine_tuned_fairseq_ctc_checkpoint_gives_its_encoder(tmp_path: Path):
+    pytest.importorskip("s3prl")
+    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model  # noqa: PLC0415  (as above)
+
+    cfg, task = dict(FAIRSEQ_CFG, _name="wav2vec2"), dict(normalize=False, sample_rate=16000)
+    torch.manual_seed(0)
+    state = Wav2Vec2Model(Wav2Vec2Config(**{k: v for k, v in cfg.items() if k != "_name"})).state_dict()
+    torch.save({"cfg": {"model": cfg, "task": task}, "model": state}, tmp_path / "pre.pt")
+    ctc = {**{f"w2v_encoder.w2v_model.{k}": v for k, v in state.items()},
+           "w2v_encoder.proj.weight": torch.zeros(5, 32), "w2v_encoder.proj.bias": torch.zeros(5)}
+    torch.save({"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": cfg, "task": task}}, "task": task},
+                "model": ctc}, tmp_path / "ctc.pt")
+    assert build_upstream("hf", tmp_path / "ctc.pt").fingerprint() == build_upstream("hf", tmp_path / "pre.pt").fingerprint()
+    torch.save({"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": None}, "task": task}, "model": ctc},
+               tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare\.pt.*w2v_args"):
+        build_upstream("hf", tmp_path / "bare.pt")
 
 
 def test_wavlm_release_checkpoint_equals_s3prl(tmp_path: Path):
@@ -300,7 +344,8 @@ def test_ks_run_labels_the_model_and_records_size_and_hash(sc_root: Path, tmp_pa
     assert main([*common, "-n", "folder", "-k", str(folder)]) == 0
     assert main([*common, "-n", "id", "-k", "someone/tiny-wavlm"]) == 0
     assert main([*common, "-n", "random", "-o", "upstream.preset=wavlm-tiny"]) == 0
-    assert len(list((tmp_path / "cache").rglob("*.json"))) >= 2  # one cache entry per model, shared by folder and id
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(entries) == 2  # one per model: the folder and the id share theirs
     runs = collect(tmp_path / "exp")
     labels = set(runs["upstream"])
     assert labels == {f"hf:{folder.name}", "hf:someone/tiny-wavlm", "hf:wavlm-random"}

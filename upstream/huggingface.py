@@ -58,10 +58,14 @@ Data2VecAudio's stacked position convolutions and the Conformer's convolution mo
 NORMALIZE_EPS = 1e-7
 """``Wav2Vec2FeatureExtractor``'s epsilon in waveform normalisation."""
 FAMILIES = WAVEFORM_FAMILIES + ("whisper",)
-HUB_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json",
-             "pytorch_model*.bin", "pytorch_model.bin.index.json"]
-"""What a model id fetches from the hub: configs and weights, nothing else."""
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_CONFIGS = ["config.json", "preprocessor_config.json"]
+HUB_WEIGHTS = (["model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json"],
+               ["pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json"])
+"""What a model id fetches from the hub: its configs and one format of full-precision weights (safetensors
+where the repository has them), nothing else."""
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""``namespace/name``: what is tried as a model id when no file or folder of that name exists."""
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".json")
 _UNUSED_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype")
 """Config entries that do not change the network (left out of the settings and the fingerprint)."""
 
@@ -88,6 +92,9 @@ class HFUpstream(Upstream):
                              f"supported: {', '.join(FAMILIES)}")
         self._settings = {"config": config, "preprocessing": dict(preprocessing or {})}
         hf_config = AutoConfig.for_model(**config)
+        # transformers 5 records hidden states per layer run: LayerDrop in training mode (fine-tuning)
+        # would change how many states a batch has, so it is off.
+        hf_config.encoder_layerdrop = hf_config.layerdrop = 0.0
         self.family = model_type
         if model_type == "whisper":
             from transformers import WhisperFeatureExtractor  # noqa: PLC0415  (Whisper only)
@@ -104,11 +111,12 @@ class HFUpstream(Upstream):
             self.downsample_rate = self.feature_extractor.hop_length * self.model.conv2.stride[0]
             self.per_utterance = False
         else:
+            if getattr(hf_config, "add_adapter", False):
+                raise ValueError("a model with an adapter (add_adapter: its last states at a lower frame rate "
+                                 "than the others) is not supported")
             self.model = AutoModel.from_config(hf_config)
             rate = self._settings["preprocessing"].get("sampling_rate", SAMPLE_RATE)
             self.downsample_rate = math.prod(hf_config.conv_stride)
-            if getattr(hf_config, "add_adapter", False):
-                self.downsample_rate *= hf_config.adapter_stride ** hf_config.num_adapter_layers
             self.per_utterance = (model_type not in PADDING_SAFE
                                   or getattr(hf_config, "feat_extract_norm", "layer") == "group")
             # Hugging Face masks spans itself in training mode when the config asks for it; fine-tuning
@@ -149,9 +157,14 @@ class HFUpstream(Upstream):
         return torch.clamp(self.model._get_feat_extract_output_lengths(num_samples), min=0)
 
     def finetune_parameters(self) -> list[nn.Parameter]:
-        """Everything but the waveform CNN (frozen in fine-tuning, as Hugging Face's ``freeze_feature_encoder``)."""
-        cnn = getattr(self.model, "feature_extractor", None)
-        frozen = {id(p) for p in cnn.parameters()} if cnn is not None else set()
+        """Everything but the waveform CNN, frozen with Hugging Face's ``freeze_feature_encoder`` (no
+        gradient reaches it at all), and Whisper's fixed sinusoidal position table."""
+        frozen = set()
+        if self.family == "whisper":
+            frozen = {id(self.model.embed_positions.weight)}
+        else:
+            self.model.freeze_feature_encoder()
+            frozen = {id(p) for p in self.model.feature_extractor.parameters()}
         return [p for p in self.model.parameters() if id(p) not in frozen]
 
     def set_finetune_masking(self, masking: FinetuneMasking | None) -> bool:
@@ -163,6 +176,7 @@ class HFUpstream(Upstream):
         cfg.mask_time_prob = masking.time_start_prob * masking.time_span if masking else 0.0
         cfg.mask_feature_prob = masking.channel_prob * masking.channel_span if masking else 0.0
         if masking:
+            cfg.apply_spec_augment = True
             cfg.mask_time_length, cfg.mask_feature_length = masking.time_span, masking.channel_span
             cfg.mask_time_min_masks = cfg.mask_feature_min_masks = 0
         return True
@@ -200,7 +214,9 @@ class HFUpstream(Upstream):
     def _whisper_states(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> list[torch.Tensor]:
         """Log-mel features of each utterance padded alone to Whisper's window, encoded as one batch."""
         arrays = [w[:n].detach().float().cpu().numpy() for w, n in zip(wavs, wav_lengths.tolist(), strict=True)]
-        feats = self.feature_extractor(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        device = "cuda" if wavs.is_cuda else "cpu"  # the feature extractor's torch STFT runs where the audio is
+        feats = self.feature_extractor(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                       device=device).input_features
         return encoder_states(self.model(feats.to(wavs.device, next(self.model.parameters()).dtype),
                                          output_hidden_states=True))
 
@@ -273,14 +289,16 @@ def resolve_model(ref: str | Path) -> Path:
     if path.exists():
         return path
     ref = str(ref)
-    if not _MODEL_ID.match(ref) or ref.startswith((".", "/", "~")):
+    if not _MODEL_ID.match(ref) or ref.lower().endswith(_CHECKPOINT_SUFFIXES):
         raise FileNotFoundError(f"upstream checkpoint not found: {ref}")
     from huggingface_hub import constants, snapshot_download  # noqa: PLC0415  (model ids only)
     from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415  (model ids only)
 
     cache = constants.HF_HUB_CACHE
     try:
-        return Path(snapshot_download(ref, cache_dir=cache, local_files_only=True, allow_patterns=HUB_FILES))
+        folder = Path(snapshot_download(ref, cache_dir=cache, local_files_only=True))
+        if (folder / "config.json").is_file() and _has_weights(folder):
+            return folder
     except LocalEntryNotFoundError:
         pass
     advice = (f"On a machine with the network run `huggingface-cli download {ref}` (or `python -c \"from "
@@ -290,11 +308,32 @@ def resolve_model(ref: str | Path) -> Path:
         raise FileNotFoundError(f"Hugging Face model {ref!r} is not in the local cache {cache} and the hub is offline "
                                 f"(HF_HUB_OFFLINE). {advice}") from None
     try:
-        return Path(snapshot_download(ref, cache_dir=cache, allow_patterns=HUB_FILES))
+        for weights in HUB_WEIGHTS:
+            folder = Path(snapshot_download(ref, cache_dir=cache, allow_patterns=HUB_CONFIGS + weights))
+            if _has_weights(folder):
+                return folder
+        raise FileNotFoundError("the repository has no model.safetensors or pytorch_model.bin weights")
     except Exception as e:  # noqa: BLE001  (any failure to fetch becomes the one error naming the id)
         raise FileNotFoundError(f"Hugging Face model {ref!r} is not in the local cache {cache} and could not be "
                                 f"downloaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
                                 f"{advice}") from None
+
+
+def _has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json",
+                                                      "pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The files of a folder's one set of full weights: the shards its index names, or the single file
+    (safetensors before bin), never other variants lying beside them."""
+    for index, single in (("model.safetensors.index.json", "model.safetensors"),
+                          ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        if (folder / index).is_file():
+            return [folder / f for f in sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))]
+        if (folder / single).is_file():
+            return [folder / single]
+    return []
 
 
 def load_hf(ref: str | Path) -> HFUpstream:
@@ -324,17 +363,26 @@ def load_hf_folder(folder: Path) -> HFUpstream:
         raise checkpoint_error(folder, f"config.json describes a {config.model_type!r} model; this upstream takes "
                                        f"{', '.join(FAMILIES)}")
     pre_file = folder / "preprocessor_config.json"
-    pre = json.loads(pre_file.read_text()) if pre_file.is_file() else {}
+    try:
+        pre = json.loads(pre_file.read_text()) if pre_file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise checkpoint_error(folder, f"cannot read preprocessor_config.json ({e})") from None
+    if not pre:
+        log.warning("%s: no preprocessor_config.json; using the feature extractor's defaults", folder)
     if config.model_type == "whisper":
         from transformers import WhisperFeatureExtractor  # noqa: PLC0415  (Whisper only)
 
-        preprocessing = {k: v for k, v in (WhisperFeatureExtractor.from_pretrained(folder).to_dict()
-                                           if pre else WhisperFeatureExtractor().to_dict()).items()
+        fe = (WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True) if pre
+              else WhisperFeatureExtractor(feature_size=config.num_mel_bins))
+        preprocessing = {k: v for k, v in fe.to_dict().items()
                          if k not in ("feature_extractor_type", "processor_class", "n_samples", "nb_max_frames")}
-    else:
+    else:  # without a config: no normalisation (as the HuBERT upstream reads such folders), 16 kHz
         preprocessing = {"do_normalize": bool(pre.get("do_normalize", False)),
                          "sampling_rate": int(pre.get("sampling_rate", SAMPLE_RATE))}
-    upstream = HFUpstream(config.to_dict(), preprocessing)
+    try:
+        upstream = HFUpstream(config.to_dict(), preprocessing)
+    except ValueError as e:
+        raise checkpoint_error(folder, str(e)) from None
     _load_weights(upstream, folder)
     return upstream
 
@@ -365,7 +413,10 @@ def _load_weights(upstream: HFUpstream, folder: Path) -> None:
     if missing or info.get("mismatched_keys"):
         raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
                                        f"mismatched {sorted(info.get('mismatched_keys') or [])[:5]}")
-    upstream.model.load_state_dict(loaded.state_dict(), strict=False)  # masked_spec_embed: where the config has it
+    try:
+        upstream.model.load_state_dict(loaded.state_dict(), strict=False)  # masked_spec_embed: where the config has it
+    except RuntimeError as e:
+        raise checkpoint_error(folder, f"weights do not fit config.json ({e})") from None
     if info["unexpected_keys"]:
         log.info("%s: %d weights outside the encoder left unused (e.g. %s)", folder, len(info["unexpected_keys"]),
                  sorted(info["unexpected_keys"])[0])
@@ -373,34 +424,33 @@ def _load_weights(upstream: HFUpstream, folder: Path) -> None:
 
 def _load_whisper_encoder(upstream: HFUpstream, folder: Path) -> None:
     """The encoder's weights of a Whisper folder (``WhisperModel``: ``encoder.``; ``WhisperForConditionalGeneration``:
-    ``model.encoder.``), without building the decoder."""
+    ``model.encoder.``), read tensor by tensor without the decoder's."""
     from .interop.s3prl_checkpoint import checkpoint_error  # noqa: PLC0415  (errors naming the folder)
 
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    files = _weight_files(folder)
     if not files:
-        raise checkpoint_error(folder, "no *.safetensors or pytorch_model*.bin weights")
+        raise checkpoint_error(folder, "no model.safetensors or pytorch_model.bin weights (or their index)")
     state = {}
-    for f in files:
-        if f.suffix == ".safetensors":
-            from safetensors.torch import load_file  # noqa: PLC0415  (safetensors folders only)
+    try:
+        for f in files:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open  # noqa: PLC0415  (safetensors folders only)
 
-            state.update(load_file(str(f)))
-        else:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+                with safe_open(str(f), framework="pt") as reader:
+                    state.update({k: reader.get_tensor(k) for k in reader.keys() if ".encoder." in f".{k}"})
+            else:
+                state.update({k: v for k, v in torch.load(f, map_location="cpu", weights_only=True).items()
+                              if ".encoder." in f".{k}"})
+    except Exception as e:  # noqa: BLE001  (any failure to read becomes the one error naming the file)
+        raise checkpoint_error(f, f"cannot read the weights ({type(e).__name__}: {e})") from None
     prefix = next((p for p in ("model.encoder.", "encoder.") if any(k.startswith(p) for k in state)), None)
     if prefix is None:
         raise checkpoint_error(folder, "no Whisper encoder weights (model.encoder.* or encoder.*)")
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    missing, unexpected = upstream.model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = upstream.model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:
+        raise checkpoint_error(folder, f"weights do not fit config.json ({e})") from None
     if missing or unexpected:
         raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
                                        f"unexpected {unexpected[:5]}")
-
-
-def model_label(ref: str) -> str:
-    """How results name a model: a folder's or file's name, or the model id as given."""
-    path = Path(ref)
-    if path.exists():
-        return path.parent.name if path.name == "upstream.pt" else (path.name if path.is_dir() else path.stem)
-    return ref
-

@@ -104,6 +104,8 @@ def read_fairseq_checkpoint(path: Path, kind: str) -> tuple[dict, dict, dict[str
         raise checkpoint_error(path, f"neither a fairseq nor an S3PRL {kind} checkpoint (keys: {sorted(ckpt)[:8]})")
     if "w2v_args" in model_cfg and any(k.startswith("w2v_encoder.w2v_model.") for k in state):  # fine-tuned CTC
         inner = as_dict(model_cfg["w2v_args"])
+        if not inner:
+            raise checkpoint_error(path, "a fine-tuned model without its pre-trained network's config (w2v_args)")
         model_cfg, task_cfg = as_dict(inner.get("model", inner)), as_dict(inner.get("task", task_cfg))
         prefix = "w2v_encoder.w2v_model."
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -42,7 +42,7 @@ RENAMES: list[tuple[str, str]] = [
 """fairseq name pattern -> Hugging Face name (``re.sub``); names matching none are pre-training heads."""
 FAIRSEQ_NORMALIZE_EPS = 1e-5
 """fairseq's task ``normalize`` is ``F.layer_norm`` over the waveform: epsilon 1e-5, not Hugging Face's 1e-7."""
-_HEADS = ("quantizer.", "project_q.", "final_proj.", "label_embs_concat", "w2v_encoder.proj.")
+_HEADS = ("quantizer.", "project_q.", "final_proj.", "label_embs_concat")
 
 
 def hf_config(model_cfg: dict, wavlm: bool) -> dict:
@@ -102,12 +102,15 @@ def load_fairseq_wav2vec2(path: str | Path) -> HFUpstream:
                                + (" (HuBERT checkpoints load with -u hubert)" if "hubert" in name else ""))
     try:
         preprocessing = {"do_normalize": bool(task_cfg.get("normalize", False)),
-                         "normalize_eps": FAIRSEQ_NORMALIZE_EPS, "sampling_rate": 16000}
+                         "normalize_eps": FAIRSEQ_NORMALIZE_EPS, "sampling_rate": int(task_cfg.get("sample_rate", 16000))}
         upstream = HFUpstream(hf_config(model_cfg, wavlm), preprocessing)
         weights = hf_state(state)
     except ValueError as e:
         raise checkpoint_error(path, str(e)) from None
-    missing, unexpected = upstream.model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = upstream.model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:
+        raise checkpoint_error(path, f"weights do not fit the configured model ({e})") from None
     missing = [k for k in missing if k != "masked_spec_embed"]
     if missing or unexpected:
         raise checkpoint_error(path, f"weights do not fit the configured model: missing {missing[:5]}, "
