@@ -101,8 +101,8 @@ def load_fairseq_wav2vec2(path: str | Path) -> HFUpstream:
         raise checkpoint_error(path, f"holds a {name!r} model, not wav2vec 2.0 or WavLM"
                                + (" (HuBERT checkpoints load with -u hubert)" if "hubert" in name else ""))
     try:
-        preprocessing = {"do_normalize": bool(task_cfg.get("normalize", False)),
-                         "normalize_eps": FAIRSEQ_NORMALIZE_EPS, "sampling_rate": int(task_cfg.get("sample_rate", 16000))}
+        preprocessing = {"do_normalize": bool(task_cfg.get("normalize", False)), "normalize_eps": FAIRSEQ_NORMALIZE_EPS,
+                         "sampling_rate": int(task_cfg.get("sample_rate", 16000))}
         upstream = HFUpstream(hf_config(model_cfg, wavlm), preprocessing)
         weights = hf_state(state)
     except ValueError as e:
