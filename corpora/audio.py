@@ -1,6 +1,7 @@
 """Reading audio: soundfile for decoding, torchaudio for resampling, one error type naming the file."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def _reading(path: str | Path):
     """Turn soundfile's errors while reading ``path`` into :class:`AudioError` (missing or unreadable)."""
     try:
         yield
+    except AudioError:
+        raise
     except FileNotFoundError:
         raise AudioError(path, "file not found") from None
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -42,6 +45,39 @@ def audio_info(path: str | Path) -> tuple[float, int]:
     if info.frames == 0:
         raise AudioError(path, "empty audio (0 samples)")
     return info.frames / info.samplerate, info.samplerate
+
+
+_HEADER_DAMAGE = re.compile(r"should be|> file length", re.IGNORECASE)
+"""libsndfile's notes on a header that disagrees with the file (a WAV chunk size larger or smaller than the data)."""
+BLOCK_FRAMES = 1 << 20
+"""Frames decoded at a time by :func:`check_audio` (bounded memory on hour-long files)."""
+
+
+def check_audio(path: str | Path) -> float:
+    """Decode the whole file once; return its duration in seconds.
+
+    Raises:
+        AudioError: missing, unreadable, empty, a header that disagrees with the data (libsndfile's
+            notes), fewer samples decoded than the header promises (a file cut short, a damaged
+            FLAC stream), or NaN / infinite samples.
+    """
+    path = str(path)
+    with _reading(path):
+        info = sf.info(path)
+        damage = [line.strip() for line in info.extra_info.splitlines() if _HEADER_DAMAGE.search(line)]
+        if damage:
+            raise AudioError(path, f"damaged header (libsndfile: {'; '.join(damage)})")
+        if info.frames == 0:
+            raise AudioError(path, "empty audio (0 samples)")
+        decoded = 0
+        with sf.SoundFile(path) as f:
+            for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioError(path, "audio contains NaN or infinite samples")
+                decoded += block.shape[0]
+    if decoded != info.frames:
+        raise AudioError(path, f"truncated: the header promises {info.frames} samples, {decoded} decode")
+    return info.frames / info.samplerate
 
 
 def load_audio(
@@ -62,7 +98,7 @@ def load_audio(
         (num_samples,) float32 tensor in [-1, 1]. Multi-channel audio is averaged to mono.
 
     Raises:
-        AudioError: missing, unreadable, empty or non-finite audio.
+        AudioError: missing, unreadable, empty, truncated or non-finite audio.
     """
     path = str(path)
     with _reading(path), sf.SoundFile(path) as f:
@@ -72,8 +108,11 @@ def load_audio(
             f.seek(first)
         frames = -1 if duration is None else int(round(duration * sr))
         data = f.read(frames=frames, dtype="float32", always_2d=True)
+        expected = max(f.frames - first, 0) if frames < 0 else frames
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (0 samples)" if start == 0 else f"no samples at offset {start:.3f} s")
+    if data.shape[0] < expected - sr // 1000:  # shorter than asked (beyond rounding): changed since preparation
+        raise AudioError(path, f"truncated: {data.shape[0]} of the {expected} samples asked for decode")
     if not np.isfinite(data).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
     wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, audio_info, load_audio
-from .manifest import Record, read_manifest
+from .manifest import Record, check_files, read_manifest
 from .speech_commands import AUDIO_SUFFIXES as SC_SUFFIXES, NOISE_DIR
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,19 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0,
             point it at training parts only);
         a ``.tsv`` manifest.
 
+    Every file is decoded in full first (:func:`corpora.manifest.check_files`, on all cores): a file
+    damaged after a valid header is skipped here, not met in the middle of pre-training.
+
     Returns:
-        (records, skipped): skipped lists (path or segment id, reason) of unreadable, empty or
+        (records, skipped): skipped lists (path or segment id, reason) of unreadable, empty, damaged or
         near-silent audio.
     """
     source = Path(source)
     if source.suffix == ".tsv":
-        return _drop_silent(_segment(read_manifest(source), segment_seconds), min_peak)
+        records = read_manifest(source)
+        bad = check_files(sorted({r.path for r in records}), desc=f"check audio {source.name}")
+        kept, silent = _drop_silent(_segment([r for r in records if r.path not in bad], segment_seconds), min_peak)
+        return kept, sorted(bad.items()) + silent
     if not source.is_dir():
         raise FileNotFoundError(f"pre-training data not found: {source}")
     held_out: set[str] = set()
@@ -62,6 +68,9 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0,
             log.warning("skipped %s: %s", path, e.reason)
             continue
         records.append(Record(id=f"{source.name}/{rel.rsplit('.', 1)[0]}", path=str(path), duration=duration))
+    bad = check_files([r.path for r in records], desc=f"check audio {source.name}")
+    records = [r for r in records if r.path not in bad]
+    skipped += sorted(bad.items())
     if not records:
         raise ValueError(f"{source}: no usable audio files ({', '.join(AUDIO_SUFFIXES)})")
     kept, silent = _drop_silent(_segment(records, segment_seconds), min_peak)
@@ -71,7 +80,11 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0,
 def _drop_silent(records: list[Record], min_peak: float) -> tuple[list[Record], list[tuple[str, str]]]:
     kept, silent = [], []
     for r in records:
-        peak = float(np.abs(load_audio(r.path, r.start, r.duration).numpy()).max())
+        try:
+            peak = float(np.abs(load_audio(r.path, r.start, r.duration).numpy()).max())
+        except AudioError as e:  # changed since the check above
+            silent.append((r.id, e.reason))
+            continue
         if peak < min_peak:
             silent.append((r.id, f"near-silent segment (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)"))
         else:

@@ -21,7 +21,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .audio import AudioError
-from .manifest import Record, prepare_manifests, read_manifest
+from .manifest import Record, Skipped, prepare_manifests, read_manifest
 
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
     "text": ("text", "sentence", "transcription", "normalized_text"),
@@ -85,16 +85,23 @@ def prepare_hf(path: str | Path, out_dir: str | Path, splits: dict[str, str],
     (:func:`corpora.manifest.prepare_manifests`: idempotent); returns ``ours`` -> manifest path.
 
     ``fields``: the record fields the task needs (:data:`TASK_FIELDS`); a missing column is a
-    ValueError naming the dataset's columns. Nothing is skipped: an example whose audio is missing,
-    corrupt or empty is an :class:`AudioError` naming dataset, split and row.
+    ValueError naming the dataset's columns. An example whose audio is missing, unreadable, empty or
+    damaged is skipped and listed (dataset, split and row) in ``skipped-hf.tsv``.
     """
     stamp = {"path": str(Path(path).resolve()), "splits": splits, "fields": list(fields), "version": 1}
-    return prepare_manifests(out_dir, "hf", stamp, lambda: (
-        {ours: _read_split(path, theirs, Path(out_dir), fields) for ours, theirs in splits.items()}, []))
+
+    def read():
+        skipped: Skipped = []
+        return {ours: _read_split(path, theirs, Path(out_dir), fields, skipped)
+                for ours, theirs in splits.items()}, skipped
+
+    return prepare_manifests(out_dir, "hf", stamp, read)
 
 
-def _read_split(path: str | Path, split: str, out_dir: Path, fields: tuple[str, ...]) -> list[Record]:
-    """The records of split ``split``, its audio written under ``<out_dir>/audio/<split>/``."""
+def _read_split(path: str | Path, split: str, out_dir: Path, fields: tuple[str, ...],
+                skipped: Skipped) -> list[Record]:
+    """The records of split ``split``, its audio written under ``<out_dir>/audio/<split>/``; unusable
+    audio goes to ``skipped``."""
     dataset, audio = load_split(path, split)
     where = f"{path}:{split}"
     columns = {field: _column(dataset.features, field) for field in FIELD_COLUMNS}
@@ -112,7 +119,11 @@ def _read_split(path: str | Path, split: str, out_dir: Path, fields: tuple[str, 
         if uid in seen:
             uid = f"{uid}-{row}"
         seen.add(uid)
-        file, duration = _materialise(example[audio], audio_dir / uid, f"{where} row {row} ({raw_id})")
+        try:
+            file, duration = _materialise(example[audio], audio_dir / uid, f"{where} row {row} ({raw_id})")
+        except AudioError as e:
+            skipped.append((e.path, e.reason))
+            continue
         values = {field: example[col] for field, col in columns.items() if col and field != "id"}
         if label_names is not None:
             values["label"] = label_names[values["label"]]

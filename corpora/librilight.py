@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .librispeech import read_librispeech_dir
-from .manifest import ManifestError, Record, prepare_manifests
+from .manifest import ManifestError, Record, Skipped, prepare_manifests
 
 SUBSETS = ("10min", "1h", "10h")
 
@@ -42,13 +42,14 @@ def subset_dirs(root: str | Path, subset: str) -> list[Path]:
     return dirs
 
 
-def read_librilight(root: str | Path, subset: str) -> list[Record]:
-    """Every utterance of a Libri-light setting; ids are prefixed with the folder (``1h-0-clean/``) to stay unique."""
+def read_librilight(root: str | Path, subset: str, skipped: Skipped | None = None) -> list[Record]:
+    """Every utterance of a Libri-light setting; ids are prefixed with the folder (``1h-0-clean/``) to stay unique.
+    Unreadable audio goes to ``skipped`` (None: an error), as in :func:`corpora.librispeech.read_librispeech_dir`."""
     base = find_finetuning_root(root)
     records: list[Record] = []
     for d in subset_dirs(root, subset):
         prefix = "-".join(d.relative_to(base).parts) + "/"
-        records += read_librispeech_dir(d, id_prefix=prefix)
+        records += read_librispeech_dir(d, id_prefix=prefix, skipped=skipped)
     return records
 
 
@@ -56,5 +57,9 @@ def prepare_librilight(root: str | Path, out_dir: str | Path, subsets: list[str]
     """Write ``<out_dir>/librilight-<subset>.tsv`` for each setting named (``10min``, ``1h``, ``10h``)
     (:func:`corpora.manifest.prepare_manifests`: idempotent); returns ``librilight-<subset>`` -> path."""
     stamp = {"root": str(Path(root).resolve()), "subsets": list(subsets), "version": 1}
-    return prepare_manifests(out_dir, "librilight", stamp,
-                             lambda: ({f"librilight-{s}": read_librilight(root, s) for s in subsets}, []))
+
+    def read():
+        skipped: Skipped = []
+        return {f"librilight-{s}": read_librilight(root, s, skipped) for s in subsets}, skipped
+
+    return prepare_manifests(out_dir, "librilight", stamp, read)

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import AudioError, audio_info
-from .manifest import ManifestError, Record, prepare_manifests
+from .manifest import ManifestError, Record, Skipped, prepare_manifests
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 
@@ -36,12 +36,14 @@ def read_transcript_file(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def read_librispeech_dir(split_dir: str | Path, id_prefix: str = "") -> list[Record]:
+def read_librispeech_dir(split_dir: str | Path, id_prefix: str = "", skipped: Skipped | None = None) -> list[Record]:
     """Every transcribed utterance under one LibriSpeech-layout folder, sorted by id.
 
     Args:
         split_dir: e.g. ``LibriSpeech/dev-clean`` or ``librispeech_finetuning/1h/0/clean``.
         id_prefix: prepended to utterance ids (keeps ids unique when folders are combined).
+        skipped: where unreadable or empty audio goes (transcript file and line, reason); None: such
+            audio is an error naming the line. A transcript line without any audio file is always an error.
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
@@ -61,7 +63,10 @@ def read_librispeech_dir(split_dir: str | Path, id_prefix: str = "") -> list[Rec
             try:
                 duration, _ = audio_info(audio)
             except AudioError as e:
-                raise ManifestError(f"{trans}:{lineno}: {e}") from None
+                if skipped is None:
+                    raise ManifestError(f"{trans}:{lineno}: {e}") from None
+                skipped.append((f"{trans}:{lineno} ({audio})", e.reason))
+                continue
             records.append(Record(id=f"{id_prefix}{utt}", path=str(audio.resolve()), duration=round(duration, 4),
                                   speaker=utt.split("-")[0], text=text))
     return sorted(records, key=lambda r: r.id)
@@ -81,8 +86,13 @@ def prepare_librispeech(root: str | Path, out_dir: str | Path, splits: list[str]
     """Write ``<out_dir>/<split>.tsv`` for each LibriSpeech split named (e.g. ``dev-clean``)
     (:func:`corpora.manifest.prepare_manifests`: idempotent); returns split -> path.
 
-    Nothing is skipped: a transcript line without usable audio is an error naming the line.
+    Unreadable, empty or damaged audio is skipped and listed in ``skipped-librispeech.tsv``; a
+    transcript line without any audio file is an error naming the line.
     """
     stamp = {"root": str(Path(root).resolve()), "splits": list(splits), "version": 1}
-    return prepare_manifests(out_dir, "librispeech", stamp,
-                             lambda: ({s: read_librispeech_dir(find_split_dir(root, s)) for s in splits}, []))
+
+    def read():
+        skipped: Skipped = []
+        return {s: read_librispeech_dir(find_split_dir(root, s), skipped=skipped) for s in splits}, skipped
+
+    return prepare_manifests(out_dir, "librispeech", stamp, read)

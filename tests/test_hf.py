@@ -10,7 +10,6 @@ import soundfile as sf
 datasets = pytest.importorskip("datasets")
 
 from core.config import parse_overrides  # noqa: E402  (after importorskip)
-from corpora.audio import AudioError  # noqa: E402  (after importorskip)
 from corpora.hf import load_split, prepare_hf, read_hf_splits  # noqa: E402  (after importorskip)
 from corpora.manifest import read_manifest  # noqa: E402  (after importorskip)
 from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: E402  (after importorskip)
@@ -90,9 +89,10 @@ def test_errors_name_the_dataset_split_and_row(keyword_dataset: Path, tmp_path: 
                                                    {"bytes": b"not audio at all", "path": "bad.flac"}],
                                          "text": ["OK", "BAD"]}).cast_column("audio", datasets.Audio(decode=False))
     datasets.DatasetDict(train=broken).save_to_disk(str(tmp_path / "broken"))
-    with pytest.raises(AudioError, match=r"broken:train row 1 \(1\).*unreadable audio"):
-        prepare_hf(tmp_path / "broken", tmp_path / "out", {"train": "train"}, ("text",))
-    assert not (tmp_path / "out" / "train.tsv").exists()  # nothing half-written
+    manifests = prepare_hf(tmp_path / "broken", tmp_path / "out", {"train": "train"}, ("text",))
+    assert [r.text for r in read_manifest(manifests["train"])] == ["OK"]  # the unreadable row is skipped and listed
+    listed = (tmp_path / "out" / "skipped-hf.tsv").read_text()
+    assert "broken:train row 1 (1)" in listed and "unreadable audio" in listed
 
 
 def test_keyword_spotting_trains_on_a_hf_dataset(keyword_dataset: Path, tmp_path: Path):
