@@ -8,8 +8,15 @@ from pathlib import Path
 import torch
 
 
-def atomic_save(obj: object, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where :func:`atomic_save` with ``keep_previous`` keeps the file it replaces: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_save(obj: object, path: str | Path, keep_previous: bool = False) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``; with
+    ``keep_previous`` the file it replaces is kept as :func:`previous_checkpoint` ``(path)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,6 +25,8 @@ def atomic_save(obj: object, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            os.replace(path, previous_checkpoint(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

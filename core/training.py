@@ -11,12 +11,16 @@ The trainer supplies the losses, one batch at a time, through ``epoch_losses(epo
 and its own evaluation and checkpoint contents through callbacks. Process 0 alone evaluates, saves
 and writes TensorBoard events; every process meets at a barrier after them. Evaluation and saving
 do not count as training time. Checkpoints are written atomically (:func:`core.checkpoint.atomic_save`),
-so a killed run resumes from the last one and, on the CPU, ends bit-identical to an uninterrupted run.
+the one they replace kept as ``last.prev.pt``: a killed run resumes from the last one (from the previous
+one, with a warning, when the last cannot be read) and, on the CPU, ends bit-identical to an
+uninterrupted run. SIGTERM or SIGINT during :meth:`TrainingLoop.run` finishes the update under way,
+saves, and raises :class:`core.signals.Interrupted` (:mod:`core.signals`).
 """
 from __future__ import annotations
 
 import logging
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,8 +31,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import atomic_save
+from . import distributed, signals
+from .checkpoint import atomic_save, previous_checkpoint
 
 Losses = Iterator[tuple[torch.Tensor, float, dict[str, float]]]
 """(scalar loss of this process's share of a batch, that share's weight, statistics to average)."""
@@ -51,6 +55,10 @@ class LoopConfig:
     log_every: int = 20
     num_workers: int = 0
     """DataLoader worker processes (0: load in the main process)."""
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 def seed_everything(seed: int) -> None:
@@ -87,10 +95,25 @@ class TrainingLoop:
 
     def resume(self) -> dict | None:
         """Restore optimiser, schedule, random-number states and position from :attr:`checkpoint`
-        when it exists; return the checkpoint (for the trainer's own states) or None."""
-        if not self.checkpoint.is_file():
+        when it exists; return the checkpoint (for the trainer's own states) or None.
+
+        A checkpoint that cannot be read (truncated, e.g. by a full disk) is passed over with a warning
+        for the one before it (``last.prev.pt``); with neither readable, training starts afresh."""
+        ckpt = None
+        for path in (self.checkpoint, previous_checkpoint(self.checkpoint)):
+            if not path.is_file():
+                continue
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                break
+            except Exception as e:  # noqa: BLE001  (any unreadable file: fall back, never crash on resume)
+                self.log.warning("cannot read checkpoint %s (%s: %s); trying the one before it",
+                                 path, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        if ckpt is None:
+            if self.checkpoint.is_file():
+                self.log.warning("no readable checkpoint in %s: training starts from the beginning",
+                                 self.checkpoint.parent)
             return None
-        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -104,7 +127,7 @@ class TrainingLoop:
         schedule, random-number states and position, atomically, to ``path``."""
         extra = {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
         atomic_save({**states, "optimizer": self.optimizer.state_dict(), **extra, "rng": distributed.rng_state(),
-                     "position": dict(self.position)}, path)
+                     "position": dict(self.position)}, path, keep_previous=True)
 
     def run(self, epoch_losses: Callable[[int, int], Losses], *, evaluate: Callable[[int, float, dict], None],
             save: Callable[[], None], regroup_at: int | None = None) -> None:
@@ -119,7 +142,15 @@ class TrainingLoop:
                 typically :meth:`save` of the trainer's states to :attr:`checkpoint`.
             regroup_at: after this update, ask ``epoch_losses`` again for the rest of the epoch
                 (a trainer whose batches change there, e.g. when fine-tuning unfreezes the upstream).
+
+        Raises:
+            core.signals.Interrupted: SIGTERM or SIGINT arrived; the update under way was finished and
+                ``save`` called (on process 0) before this is raised.
         """
+        with signals.deferred() as stop:
+            self._run(epoch_losses, evaluate, save, regroup_at, stop)
+
+    def _run(self, epoch_losses, evaluate, save, regroup_at, stop: signals.StopFlag) -> None:
         cfg, position = self.cfg, self.position
         main = distributed.is_main()
         self.writer = SummaryWriter(str(self.tensorboard), purge_step=position["step"] + 1) if main else None
@@ -153,7 +184,7 @@ class TrainingLoop:
                     bar.set_postfix(loss=f"{mean:.4f}")
                     self.log.debug("step %d loss %.4f", step, mean)
                 evaluate_now = step % cfg.eval_every == 0 or done
-                save_now = step % cfg.save_every == 0 or done
+                save_now = step % cfg.save_every == 0 or done or bool(stop)
                 if evaluate_now or save_now:
                     position["train_seconds"] += time.perf_counter() - started
                     if main and evaluate_now:
@@ -166,6 +197,13 @@ class TrainingLoop:
                         save()
                     distributed.barrier()
                     started = time.perf_counter()
+                if stop and not done:
+                    bar.close()
+                    if main:
+                        self.writer.close()
+                    self.log.warning("stopped by %s at step %d; the checkpoint is saved, run again to resume",
+                                     signal_name(stop.signum), step)
+                    raise signals.Interrupted(stop.signum, str(self.checkpoint))
                 if done or step == regroup_at:
                     break
             else:

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core import distributed
+from core import distributed, signals
 from core.config import ConfigError, load_yaml, override_items, parse_overrides
 from core.logs import setup_console_logging
 from corpora.audio import AudioError
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.mode or not args.name:
         parser.error("-m/--mode and -n/--name are required")
     results_name = "results.json"
+    signals.handle_stop_signals()
     try:
         distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
         setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except signals.Interrupted as e:
+        print(f"{e}; run the same command again to resume", file=sys.stderr)
+        return e.exit_code
     if not distributed.is_main():
         return 0
     print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits", "layer_weights")}, indent=1))

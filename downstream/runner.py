@@ -160,7 +160,8 @@ class Experiment:
     def _upstream(self, train_records: list[Record]) -> Upstream:
         fitted = self.dir / "upstream.pt"
         if fitted.is_file():
-            return build_upstream(self.spec.upstream, fitted)
+            with torch.random.fork_rng():  # building it draws random weights: the head's start stays a fresh run's
+                return build_upstream(self.spec.upstream, fitted)
         with torch.random.fork_rng():  # random initial weights are a function of the seed alone
             torch.manual_seed(self.cfg.train.seed)
             upstream = build_upstream(self.spec.upstream, self.spec.upstream_ckpt, **self.cfg.upstream)

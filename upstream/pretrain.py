@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from core import distributed
+from core import distributed, signals
 from core.config import ConfigError, claim_folder, load_yaml, merge, override_items, parse_overrides
 from core.logs import log_to_file, setup_console_logging
 from core.training import LoopConfig, TrainingLoop
@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="'targets': run only the target stages (HuBERT's k-means features, centroids, labels)")
     distributed.add_device_option(p)
     args = p.parse_args(argv)
+    signals.handle_stop_signals()
     try:
         distributed.init(args.device)  # under torchrun: one process per rank, data-parallel
         setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except signals.Interrupted as e:
+        print(f"{e}; run the same command again to resume", file=sys.stderr)
+        return e.exit_code
     if not distributed.is_main():
         return 0
     print(json.dumps(summary, indent=1))
