@@ -2,17 +2,24 @@
 
 Because the upstream is frozen, its hidden states for a corpus split never change. They are
 extracted once, batch by batch (bounded RAM), into one flat file of shape (total frames, L, D)
-in float16 and read back utterance by utterance with positional reads, so training the head costs
-no upstream forward and resident memory does not grow with the corpus.
+and read back utterance by utterance with positional reads, so training the head costs no
+upstream forward and resident memory does not grow with the corpus.
+
+Size: frames x L x D x bytes per value, frames = seconds of audio x the upstream's frame rate.
+``layers`` keeps a subset of the hidden states (the featurizer then sums those), ``dtype`` is
+float16 (default), bfloat16 (stored as its raw 16 bits) or float32. Before extracting, the cache
+computes that size from the records' durations and the upstream's own frame formula and refuses,
+naming the estimate, the free space and the options, when it does not fit with a margin
+(:func:`check_space`).
 
 Layout of one entry, ``<root>/<key>/``:
     ``features.bin``  raw (sum of T_i, L, D) array in ``dtype``
     ``index.npy``     (N, 2) int64: frame offset and frame count of record i (manifest order)
-    ``meta.json``     shape, dtype, upstream fingerprint, the ids of the records
+    ``meta.json``     shape, dtype, kept layers, upstream fingerprint, the ids of the records
 The key hashes the upstream fingerprint (name, settings, every weight), the records (id, path,
 segment, file size and modification time) and the cache settings, so any change of checkpoint,
 audio list or feature settings is a miss. Entries are built in a temporary folder and renamed into
-place, so a killed extraction leaves no half-written entry.
+place, so a killed extraction (or a full disk) leaves no half-written entry.
 """
 from __future__ import annotations
 
@@ -28,18 +35,28 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from core import distributed
+from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
 from corpora.manifest import Record
 from upstream.base import Upstream
 
 CACHE_VERSION = 1
-DTYPES = {"float16": np.float16, "float32": np.float32}
+DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
+"""Stored types; bfloat16 values are kept as their raw 16 bits (NumPy has no bfloat16)."""
+SPACE_MARGIN = 1.05, 256 * 2**20
+"""Extraction needs free space of at least this factor times the estimate plus this many bytes."""
 
 
-def cache_key(upstream: Upstream, records: list[Record], dtype: str) -> str:
+class CacheSpaceError(ValueError):
+    """The cache entry would not fit on its filesystem; the message gives the estimate and the options."""
+
+
+def cache_key(upstream: Upstream, records: list[Record], dtype: str, layers: list[int] | None = None) -> str:
     """The hash that names a cache entry (see the module docstring for what it covers)."""
-    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "upstream": upstream.fingerprint(),
-                                   "dtype": dtype}).encode())
+    settings = {"version": CACHE_VERSION, "upstream": upstream.fingerprint(), "dtype": dtype}
+    if layers is not None:  # all layers: the key entries had before subsets existed
+        settings["layers"] = layers
+    h = hashlib.sha256(json.dumps(settings).encode())
     for r in records:
         try:
             st = os.stat(r.path)
@@ -61,6 +78,7 @@ class CachedFeatures(Dataset):
         meta = json.loads((entry / "meta.json").read_text())
         self.entry = entry
         self.num_layers, self.hidden_size = meta["num_layers"], meta["hidden_size"]
+        self.bfloat16 = meta["dtype"] == "bfloat16"
         self.dtype = np.dtype(DTYPES[meta["dtype"]])
         self.frame_bytes = self.num_layers * self.hidden_size * self.dtype.itemsize
         self.index = np.load(entry / "index.npy")
@@ -77,6 +95,8 @@ class CachedFeatures(Dataset):
         frames = np.empty((count, self.num_layers, self.hidden_size), dtype=self.dtype)
         if os.preadv(self._fd, [frames], offset * self.frame_bytes) != frames.nbytes:
             raise OSError(f"{self.entry / 'features.bin'}: truncated cache entry (utterance {i}); delete the folder")
+        if self.bfloat16:
+            return i, torch.from_numpy(frames.view(np.int16)).view(torch.bfloat16)
         return i, torch.from_numpy(frames)
 
     def __del__(self):
@@ -116,18 +136,49 @@ def collate_features(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tenso
     return idx, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).float(), lengths
 
 
+def estimate_bytes(upstream: Upstream, records: list[Record], num_layers: int, dtype: str) -> int:
+    """Size of the entry for ``records``: their frames (the upstream's own formula) x layers x D x bytes."""
+    samples = torch.tensor([round(r.duration * SAMPLE_RATE) for r in records], dtype=torch.long)
+    frames = int(upstream.num_frames(samples).sum()) if len(records) else 0
+    return frames * num_layers * upstream.hidden_size * np.dtype(DTYPES[dtype]).itemsize
+
+
+def check_space(root: Path, need: int) -> None:
+    """Refuse (:class:`CacheSpaceError`) when ``need`` bytes with :data:`SPACE_MARGIN` do not fit where ``root`` is."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    factor, extra = SPACE_MARGIN
+    if need * factor + extra > free:
+        gib = 2**30
+        raise CacheSpaceError(
+            f"the feature cache needs about {need / gib:.2f} GiB in {root} but its filesystem has {free / gib:.2f} GiB "
+            f"free (and a margin of {factor - 1:.0%} + {extra / 2**20:.0f} MiB is kept). Options: keep fewer layers "
+            f"(-o cache.layers=[0,4,8,12]), store bfloat16/float16 instead of float32 (-o cache.dtype=float16), "
+            f"put the cache elsewhere (-o cache.root=PATH), or extract on the fly (-o cache.enabled=false)")
+
+
 class FeatureCache:
     """Builds and opens cache entries under ``root``; extraction runs the upstream (already moved
-    there) on the process's device, :func:`core.distributed.device`."""
+    there) on the process's device, :func:`core.distributed.device`.
 
-    def __init__(self, root: str | Path, dtype: str = "float16"):
+    Args:
+        root: the folder of entries.
+        dtype: a key of :data:`DTYPES`.
+        layers: indices of the hidden states to keep (negative: from the end); None or empty: all.
+    """
+
+    def __init__(self, root: str | Path, dtype: str = "float16", layers: list[int] | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"cache.dtype must be one of {list(DTYPES)}, not {dtype!r}")
-        self.root, self.dtype = Path(root), dtype
+        self.root, self.dtype, self.layers = Path(root), dtype, list(layers) if layers else None
+
+    def kept_layers(self, upstream: Upstream) -> list[int] | None:
+        """The layer indices (0 .. L-1, in order) an entry of ``upstream`` keeps; None: all."""
+        return kept_layers(self.layers, upstream.num_layers)
 
     def lookup(self, upstream: Upstream, records: list[Record]) -> Path | None:
         """The complete entry for these inputs, or None (a miss)."""
-        entry = self.root / cache_key(upstream, records, self.dtype)
+        entry = self.root / cache_key(upstream, records, self.dtype, self.kept_layers(upstream))
         return entry if (entry / "meta.json").is_file() else None
 
     def get(self, upstream: Upstream, records: list[Record], batch_seconds: float = 100.0,
@@ -150,7 +201,10 @@ class FeatureCache:
     @torch.inference_mode()
     def _build(self, upstream: Upstream, records: list[Record], batch_seconds: float, batch_size: int,
                desc: str) -> Path:
-        entry = self.root / cache_key(upstream, records, self.dtype)
+        layers = self.kept_layers(upstream)
+        entry = self.root / cache_key(upstream, records, self.dtype, layers)
+        num_layers = len(layers) if layers is not None else upstream.num_layers
+        check_space(self.root, estimate_bytes(upstream, records, num_layers, self.dtype))
         tmp = entry.with_name(f".{entry.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -164,7 +218,11 @@ class FeatureCache:
             with open(tmp / "features.bin", "wb") as f:
                 for idx, wavs, lengths in tqdm(loader, desc=desc, unit="batch", leave=False):
                     out = upstream(wavs.to(device, non_blocking=True), lengths.to(device))
-                    stacked = out.stacked().to(torch.float32).cpu().numpy().astype(DTYPES[self.dtype])
+                    stacked = out.stacked() if layers is None else out.stacked()[:, :, layers]
+                    if self.dtype == "bfloat16":
+                        stacked = stacked.to(torch.bfloat16).view(torch.int16).cpu().numpy().view(np.uint16)
+                    else:
+                        stacked = stacked.to(torch.float32).cpu().numpy().astype(DTYPES[self.dtype])
                     for row, i in enumerate(idx.tolist()):
                         n = int(out.lengths[row])
                         f.write(np.ascontiguousarray(stacked[row, :n]).tobytes())
@@ -172,7 +230,8 @@ class FeatureCache:
                         offset += n
             np.save(tmp / "index.npy", index)
             meta = {"version": CACHE_VERSION, "upstream": upstream.name, "fingerprint": upstream.fingerprint(),
-                    "num_layers": upstream.num_layers, "hidden_size": upstream.hidden_size, "dtype": self.dtype,
+                    "num_layers": num_layers, "layers": layers or list(range(upstream.num_layers)),
+                    "hidden_size": upstream.hidden_size, "dtype": self.dtype,
                     "frames": offset, "ids": [r.id for r in records]}
             (tmp / "meta.json").write_text(json.dumps(meta))
             if entry.exists():  # another process finished the same entry first
@@ -183,3 +242,16 @@ class FeatureCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return entry
+
+
+def kept_layers(layers: list[int] | None, num_layers: int) -> list[int] | None:
+    """``layers`` as sorted distinct indices in 0 .. num_layers-1 (negative ones count from the end);
+    None for all. Raises ValueError naming ``cache.layers`` for an index out of range."""
+    if not layers:
+        return None
+    bad = [i for i in layers if not isinstance(i, int) or not -num_layers <= i < num_layers]
+    if bad:
+        raise ValueError(f"cache.layers {list(layers)}: {bad} out of range for an upstream with {num_layers} "
+                         f"hidden states (0 .. {num_layers - 1})")
+    kept = sorted({i % num_layers for i in layers})
+    return None if len(kept) == num_layers else kept

@@ -35,6 +35,10 @@ class CacheConfig:
     enabled: bool = True
     root: str = "cache/features"
     dtype: str = "float16"
+    """float16, bfloat16 or float32."""
+    layers: list[int] = field(default_factory=list)
+    """Hidden states the featurizer sees (indices; negative from the end); empty: all. The cache stores
+    only these, and live extraction (cache off, fine-tuning) passes only these on."""
 
 
 @dataclass

@@ -4,10 +4,11 @@ One experiment folder ``<output_root>/<name>/`` describes itself completely:
     ``config.yaml``          the full resolved config (upstream, task, every hyper-parameter)
     ``upstream.pt``          the upstream as used, where no checkpoint names it: fitted statistics
                              (fbank_global) or the random initial weights of a random-weights baseline
-    ``checkpoints/last.pt``  the latest state (head, featurizer, optimiser, RNG, position), for resume
+    ``checkpoints/last.pt``  the latest state (head, featurizer, optimiser, RNG, position), for resume;
+                             ``last.prev.pt`` the one before it
     ``checkpoints/best.pt``  the state with the best dev metric
     ``train.log``, ``tb/``   the log and TensorBoard event files
-    ``layer_weights.json``   the learned featurizer weights of the best checkpoint
+    ``layer_weights.json``   the featurizer weights of the best checkpoint and the upstream layers they weigh
     ``results.json``         metrics per split with provenance; ``predictions-<split>.tsv``
 Checkpoints are written atomically; re-running ``train`` with the same name resumes from
 ``last.pt`` and gives the same result as an uninterrupted run.
@@ -37,7 +38,7 @@ from upstream import Featurizer, Upstream, build_upstream
 from upstream.base import FinetuneMasking
 from upstream.registry import save_upstream
 
-from .cache import FeatureCache, FeatureSubset, collate_features
+from .cache import FeatureCache, FeatureSubset, collate_features, kept_layers
 from .config import ExperimentConfig, tri_stage_scale
 from .tasks import Task, get_task
 
@@ -79,10 +80,12 @@ class FeatureSource:
             return
         loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms,
                                 self.cfg.train.num_workers)
+        layers = kept_layers(self.cfg.cache.layers, self.upstream.num_layers)
         for idx, wavs, lengths in loader:
             with torch.set_grad_enabled(grad):
                 out = self.upstream(wavs.to(device, non_blocking=True), lengths.to(device))
-            yield idx, out.stacked(), out.lengths.to(device)
+                stacked = out.stacked() if layers is None else out.stacked()[:, :, layers]
+            yield idx, stacked, out.lengths.to(device)
 
 
 class Downstream(torch.nn.Module):
@@ -151,8 +154,9 @@ class Experiment:
         for name, records in splits.items():
             samples = torch.tensor([round(r.duration * SAMPLE_RATE) for r in records])
             self.task.check_frames(name, records, upstream.num_frames(samples).tolist())
-        featurizer = Featurizer(upstream.num_layers, self.cfg.featurizer.mode, self.cfg.featurizer.layer,
-                                self.cfg.featurizer.layer_norm)
+        layers = kept_layers(self.cfg.cache.layers, upstream.num_layers)
+        featurizer = Featurizer(len(layers) if layers else upstream.num_layers, self.cfg.featurizer.mode,
+                                self.cfg.featurizer.layer, self.cfg.featurizer.layer_norm)
         head = self.task.build_head(upstream.hidden_size)
         device = distributed.device()
         return splits, upstream.to(device), featurizer.to(device), head.to(device)
@@ -182,7 +186,7 @@ class Experiment:
         cfg = self.cfg
         if not cfg.cache.enabled or cfg.finetune.enabled:
             return {}
-        return FeatureCache(cfg.cache.root, cfg.cache.dtype).get_splits(
+        return FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.cache.layers).get_splits(
             upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
 
     # ---------------------------------------------------------------- train
@@ -384,9 +388,10 @@ class Experiment:
                                        "seconds": round(time.perf_counter() - t0, 3)}
             self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
             log.info("%s %s", split, json.dumps(metrics))
+        layers = kept_layers(self.cfg.cache.layers, upstream.num_layers) or list(range(upstream.num_layers))
         (self.dir / "layer_weights.json").write_text(json.dumps(
-            {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "weights": ckpt["layer_weights"]},
-            indent=1))
+            {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "layers": layers,
+             "weights": ckpt["layer_weights"]}, indent=1))
         atomic_write_text(results_file, json.dumps(results, indent=1))
         return results
 

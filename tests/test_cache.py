@@ -7,7 +7,7 @@ import torch
 from corpora.batching import AudioDataset, collate_waveforms
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands
-from downstream.cache import FeatureCache, cache_key
+from downstream.cache import CacheSpaceError, FeatureCache, cache_key, estimate_bytes
 from upstream import build_upstream
 
 
@@ -21,6 +21,9 @@ class CountingUpstream(torch.nn.Module):
 
     def fingerprint(self):
         return self.inner.fingerprint()
+
+    def num_frames(self, samples):
+        return self.inner.num_frames(samples)
 
     def forward(self, wavs, lengths):
         self.calls += 1
@@ -81,3 +84,59 @@ def test_interrupted_extraction_leaves_no_entry(records, tmp_path: Path):
         cache.get(up, records, batch_seconds=2.0)
     assert cache.lookup(up, records) is None
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_disk_guard_refuses_with_the_estimate_and_leaves_nothing(records, tmp_path: Path, monkeypatch):
+    import shutil  # noqa: PLC0415  (patched below)
+
+    up = build_upstream("fbank")
+    need = estimate_bytes(up, records, up.num_layers, "float16")
+    frames = int(up.num_frames(torch.tensor([round(r.duration * 16000) for r in records])).sum())
+    assert need == frames * 1 * 240 * 2  # frames x layers x dim x bytes
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=need))  # fits, but not with the margin
+    cache = FeatureCache(tmp_path / "cache")
+    with pytest.raises(CacheSpaceError, match=r"needs about .* GiB .* free .*cache.layers.*cache.dtype.*cache.root"):
+        cache.get(up, records)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_layer_subsets_and_bfloat16_store_less_and_read_back(records, tmp_path: Path):
+    up = build_upstream("apc", preset="tiny", hidden_size=16, num_layers=3)
+    last = up.num_layers - 1
+    whole = FeatureCache(tmp_path / "cache").get(up, records, batch_seconds=4.0)
+    some = FeatureCache(tmp_path / "cache", layers=[0, -1]).get(up, records, batch_seconds=4.0)
+    half = FeatureCache(tmp_path / "cache", dtype="bfloat16", layers=[-1, 0]).get(up, records, batch_seconds=4.0)
+    assert (whole.num_layers, some.num_layers, half.num_layers) == (up.num_layers, 2, 2) and up.num_layers > 2
+    for i in range(len(records)):
+        a, b, c = whole[i][1], some[i][1], half[i][1]
+        assert torch.equal(b, a[:, [0, last]])
+        assert c.dtype == torch.bfloat16 and torch.allclose(c.float(), a[:, [0, last]].float(), rtol=1e-2, atol=1e-2)
+    size = {n: (f.entry / "features.bin").stat().st_size for n, f in (("whole", whole), ("some", some), ("half", half))}
+    assert size["some"] == size["half"] == size["whole"] * 2 // up.num_layers  # float16 and bfloat16: 2 bytes each
+    everything = list(range(up.num_layers))
+    assert FeatureCache(tmp_path / "cache", layers=everything).lookup(up, records) == whole.entry  # all: same entry
+    with pytest.raises(ValueError, match=r"cache.layers \[7\]"):
+        FeatureCache(tmp_path / "cache", layers=[7]).get(up, records)
+
+
+def test_runs_on_a_layer_subset_agree_cached_and_live(sc_root: Path, tmp_path: Path):
+    import json  # noqa: PLC0415  (this test only)
+
+    from core.config import parse_overrides  # noqa: PLC0415  (this test only)
+    from downstream.runner import Experiment, RunSpec, resolve_config  # noqa: PLC0415  (this test only)
+
+    def run(name: str, cache: bool) -> dict:
+        overrides = ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all",
+                     f"cache.root={tmp_path / 'cache'}", f"cache.enabled={str(cache).lower()}", "cache.layers=[0,-1]",
+                     "train.total_steps=12", "train.eval_every=6", "train.save_every=6", "train.batch_size=8"]
+        spec = RunSpec("ks", "apc")
+        cfg = resolve_config(spec, {"upstream": {"preset": "tiny", "hidden_size": 16, "num_layers": 3}},
+                             parse_overrides(overrides))
+        return Experiment.create(tmp_path / "exp", name, spec, cfg).train()
+
+    cached, live = run("cached", True), run("live", False)
+    for split in cached["splits"]:
+        assert cached["splits"][split]["accuracy"] == live["splits"][split]["accuracy"]
+    weights = json.loads((tmp_path / "exp" / "cached" / "layer_weights.json").read_text())
+    assert len(weights["weights"]) == 2 and weights["layers"][0] == 0 and weights["layers"][1] > 1
