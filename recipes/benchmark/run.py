@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 import yaml
 
-from core import distributed
+from core import distributed, signals
 from core.config import ConfigError, load_yaml, parse_overrides
 from core.logs import setup_console_logging
 from downstream.config import ExperimentConfig
@@ -229,12 +229,17 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
             for future in finished:
                 for stage, seconds in future.result():  # a failed run raises here, naming its error
                     timer.record(stage, seconds, reused=False)
+    except signals.Interrupted:  # pass the stop on: each worker saves its run's checkpoint and ends
+        for process in list(pool._processes.values()):  # noqa: SLF001  (the executor's workers: no public handle)
+            process.terminate()
+        raise
     finally:
         pool.shutdown(cancel_futures=True)  # after a failure: no new group starts, running ones finish
         os.environ.pop("TQDM_DISABLE", None)
 
 
 def _worker_init(device: str) -> None:
+    signals.handle_stop_signals()
     torch.set_num_threads(1)
     setup_console_logging(logging.WARNING)
     distributed.init(device)
@@ -244,7 +249,10 @@ def _train_group(runs: list[Run]) -> list[tuple[str, float]]:
     out = []
     for run in runs:
         t0 = time.perf_counter()
-        Experiment(run.folder, run.spec, run.cfg).train()
+        try:
+            Experiment(run.folder, run.spec, run.cfg).train()
+        except signals.Interrupted:  # the run saved its checkpoint; the parent is stopping
+            return out
         out.append((run.stage, time.perf_counter() - t0))
     return out
 
@@ -338,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     distributed.add_device_option(p)
     args = p.parse_args(argv)
     setup_console_logging(logging.WARNING)
+    signals.handle_stop_signals()
     started = time.perf_counter()
     config = PRESETS.get(args.data, Path(args.data))
     try:
@@ -354,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except signals.Interrupted as err:
+        print(f"{err}; run the same command again to go on (finished runs are kept, stopped ones resume)",
+              file=sys.stderr)
+        return err.exit_code
     print(markdown)
     print(stage_times(expdir / "timing.tsv"))
     print(f"wall time {(time.perf_counter() - started) / 60:.1f} min -> {expdir}/leaderboard.csv, leaderboard.md, "
