@@ -93,7 +93,9 @@ _HF_PREFIXES = (
 )
 
 
-def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
+def hf_state(folder: Path, prefix: str = "hubert.") -> dict[str, torch.Tensor]:
+    """The weights of a Hugging Face folder, without the ``prefix`` of models with heads (``hubert.`` of
+    ``HubertForCTC``; ``wav2vec2.`` of ``Wav2Vec2ForPreTraining``), whose other weights are dropped."""
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file  # noqa: PLC0415  (safetensors folders only)
 
@@ -102,21 +104,20 @@ def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
         state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise checkpoint_error(folder, "no model.safetensors or pytorch_model.bin")
-    # HubertForCTC and friends keep the encoder under "hubert."
-    if any(k.startswith("hubert.") for k in state):
-        state = {k[len("hubert."):]: v for k, v in state.items() if k.startswith("hubert.")}
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
-def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
-    """A Hugging Face ``HubertModel`` folder (``save_pretrained``); transformers is not needed."""
-    folder = Path(folder)
+def hf_encoder_settings(folder: Path, model_type: str, name: str) -> tuple[dict, dict]:
+    """(config.json, the encoder's settings in torchaudio's terms) of a Hugging Face HuBERT / wav2vec 2.0
+    folder whose ``model_type`` must be ``model_type`` (``name`` in errors); errors name the folder."""
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise checkpoint_error(folder, f"cannot read config.json ({e})") from None
-    if cfg.get("model_type") not in (None, "hubert"):
-        raise checkpoint_error(folder, f"config.json describes a {cfg.get('model_type')!r} model, not HuBERT")
+    if cfg.get("model_type") not in (None, model_type):
+        raise checkpoint_error(folder, f"config.json describes a {cfg.get('model_type')!r} model, not {name}")
     if not cfg.get("feat_proj_layer_norm", True):
         raise checkpoint_error(folder, "feat_proj_layer_norm=false is not supported "
                                        "(torchaudio's projection has a layer norm)")
@@ -145,9 +146,16 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
         pos_conv_groups=int(cfg["num_conv_pos_embedding_groups"]),
         normalize_waveform=normalize,
     )
+    return cfg, settings
+
+
+def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
+    """A Hugging Face ``HubertModel`` folder (``save_pretrained``); transformers is not needed."""
+    folder = Path(folder)
+    _, settings = hf_encoder_settings(folder, "hubert", "HuBERT")
     model = build_hubert("base", **settings)
     mapped = {}
-    for key, value in _hf_state(folder).items():
+    for key, value in hf_state(folder).items():
         for src, dst in _HF_PREFIXES:
             if key.startswith(src):
                 mapped[dst + key[len(src):]] = value
