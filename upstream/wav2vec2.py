@@ -338,11 +338,11 @@ class Wav2Vec2Upstream(TorchaudioEncoderUpstream, Pretrainable):
         loss = contrastive + c.diversity_weight * terms["diversity"] + c.feature_penalty * terms["penalty"]
         ids = terms["code_ids"][valid]  # (N, G)
         used = sum(len(torch.unique(ids[:, g])) for g in range(c.codebook_groups))
-        stats = {"loss_contrastive": float(contrastive), "diversity": float(terms["diversity"]),
-                 "feature_penalty": float(terms["penalty"]), "acc_masked": float(terms["accuracy"]),
+        stats = {"loss_contrastive": contrastive.item(), "diversity": terms["diversity"].item(),
+                 "feature_penalty": terms["penalty"].item(), "acc_masked": terms["accuracy"].item(),
                  "masked_fraction": masked / float(valid.sum()), "gumbel_temperature": self.gumbel_temperature,
                  "codes_used_fraction": used / (c.codebook_groups * c.codebook_entries),
-                 **{f"perplexity_g{g}": float(p) for g, p in enumerate(terms["perplexity_groups"])}}
+                 **{f"perplexity_g{g}": p.item() for g, p in enumerate(terms["perplexity_groups"])}}
         if self.training and torch.is_grad_enabled():  # an update (pre-training validates without gradients)
             self.updates += 1
         return loss, stats
