@@ -25,8 +25,10 @@ def atomic_save(obj: object, path: str | Path, keep_previous: bool = False) -> P
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous and path.is_file():
-            os.replace(path, previous_checkpoint(path))
+        if keep_previous and path.is_file():  # a hard link: there is a last.pt at every moment
+            previous = previous_checkpoint(path)
+            previous.unlink(missing_ok=True)
+            os.link(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

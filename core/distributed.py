@@ -162,6 +162,15 @@ def global_mean(local_mean: float, weight: float) -> float:
     return float(total) / world_size()
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (one collective; every process must call it)."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=_device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def data_parallel(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
     """``module`` (already on :func:`device`) wrapped in DistributedDataParallel when several
     processes train, else itself.

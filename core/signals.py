@@ -26,6 +26,9 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"stopped by {signal.Signals(signum).name}"
                          + (f"; checkpoint saved: {saved}" if saved else ""))
 
+    def __reduce__(self):  # crosses process boundaries (benchmark workers)
+        return type(self), (self.signum, self.saved)
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)

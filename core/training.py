@@ -19,9 +19,11 @@ saves, and raises :class:`core.signals.Interrupted` (:mod:`core.signals`).
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import signal
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,27 +101,28 @@ class TrainingLoop:
 
         A checkpoint that cannot be read (truncated, e.g. by a full disk) is passed over with a warning
         for the one before it (``last.prev.pt``); with neither readable, training starts afresh."""
-        ckpt = None
+        ckpt, loaded, unreadable = None, None, []
         for path in (self.checkpoint, previous_checkpoint(self.checkpoint)):
             if not path.is_file():
                 continue
             try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+                ckpt, loaded = torch.load(path, map_location="cpu", weights_only=False), path
                 break
-            except Exception as e:  # noqa: BLE001  (any unreadable file: fall back, never crash on resume)
+            except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:  # truncated, damaged
+                unreadable.append(path)
                 self.log.warning("cannot read checkpoint %s (%s: %s); trying the one before it",
                                  path, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         if ckpt is None:
-            if self.checkpoint.is_file():
-                self.log.warning("no readable checkpoint in %s: training starts from the beginning",
-                                 self.checkpoint.parent)
+            if unreadable:
+                raise ValueError(f"no readable checkpoint to resume from ({', '.join(map(str, unreadable))}); "
+                                 f"delete them to train from the beginning")
             return None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         distributed.set_rng_state(ckpt["rng"])
         self.position.update(ckpt["position"])
-        self.log.info("resumed from %s at step %d", self.checkpoint, self.position["step"])
+        self.log.info("resumed from %s at step %d", loaded, self.position["step"])
         return ckpt
 
     def save(self, path: Path, **states) -> None:
@@ -127,7 +130,7 @@ class TrainingLoop:
         schedule, random-number states and position, atomically, to ``path``."""
         extra = {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
         atomic_save({**states, "optimizer": self.optimizer.state_dict(), **extra, "rng": distributed.rng_state(),
-                     "position": dict(self.position)}, path, keep_previous=True)
+                     "position": dict(self.position)}, path, keep_previous=Path(path) == self.checkpoint)
 
     def run(self, epoch_losses: Callable[[int, int], Losses], *, evaluate: Callable[[int, float, dict], None],
             save: Callable[[], None], regroup_at: int | None = None) -> None:
@@ -149,6 +152,8 @@ class TrainingLoop:
         """
         with signals.deferred() as stop:
             self._run(epoch_losses, evaluate, save, regroup_at, stop)
+        if stop:  # arrived after the last update: the run is complete and saved, but was asked to stop
+            raise signals.Interrupted(stop.signum, str(self.checkpoint))
 
     def _run(self, epoch_losses, evaluate, save, regroup_at, stop: signals.StopFlag) -> None:
         cfg, position = self.cfg, self.position
@@ -183,8 +188,9 @@ class TrainingLoop:
                     self.writer.add_scalar("train/loss", mean, step)
                     bar.set_postfix(loss=f"{mean:.4f}")
                     self.log.debug("step %d loss %.4f", step, mean)
+                stopping = distributed.any_process(bool(stop))  # every process stops at the same update
                 evaluate_now = step % cfg.eval_every == 0 or done
-                save_now = step % cfg.save_every == 0 or done or bool(stop)
+                save_now = step % cfg.save_every == 0 or done or stopping
                 if evaluate_now or save_now:
                     position["train_seconds"] += time.perf_counter() - started
                     if main and evaluate_now:
@@ -197,13 +203,14 @@ class TrainingLoop:
                         save()
                     distributed.barrier()
                     started = time.perf_counter()
-                if stop and not done:
+                if stopping and not done:
                     bar.close()
                     if main:
                         self.writer.close()
+                    signum = stop.signum or signal.SIGTERM  # a process told by another
                     self.log.warning("stopped by %s at step %d; the checkpoint is saved, run again to resume",
-                                     signal_name(stop.signum), step)
-                    raise signals.Interrupted(stop.signum, str(self.checkpoint))
+                                     signal_name(signum), step)
+                    raise signals.Interrupted(signum, str(self.checkpoint))
                 if done or step == regroup_at:
                     break
             else:

@@ -47,8 +47,23 @@ def audio_info(path: str | Path) -> tuple[float, int]:
     return info.frames / info.samplerate, info.samplerate
 
 
-_HEADER_DAMAGE = re.compile(r"should be|> file length", re.IGNORECASE)
-"""libsndfile's notes on a header that disagrees with the file (a WAV chunk size larger or smaller than the data)."""
+_DATA_SIZE_NOTE = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
+_PAST_END_NOTE = re.compile(r"chunk size \d+ > file length", re.IGNORECASE)
+_STREAMED = (0, 0xFFFFFFFF)
+"""Data sizes a streaming writer leaves in a WAV header: not damage."""
+SHORTFALL_SECONDS = 0.02
+"""How much shorter than its manifest asks a segment may decode (durations are rounded) before it is an error."""
+
+
+def _header_damage(extra_info: str) -> list[str]:
+    """libsndfile's notes that a header disagrees with the file: a data chunk claiming more bytes than
+    there are (not a streamed 0 / 0xFFFFFFFF size), or a chunk running past the end of the file."""
+    notes = []
+    for line in extra_info.splitlines():
+        size = _DATA_SIZE_NOTE.search(line)
+        if (size and int(size[1]) > int(size[2]) and int(size[1]) not in _STREAMED) or _PAST_END_NOTE.search(line):
+            notes.append(line.strip())
+    return notes
 BLOCK_FRAMES = 1 << 20
 """Frames decoded at a time by :func:`check_audio` (bounded memory on hour-long files)."""
 
@@ -64,7 +79,7 @@ def check_audio(path: str | Path) -> float:
     path = str(path)
     with _reading(path):
         info = sf.info(path)
-        damage = [line.strip() for line in info.extra_info.splitlines() if _HEADER_DAMAGE.search(line)]
+        damage = _header_damage(info.extra_info)
         if damage:
             raise AudioError(path, f"damaged header (libsndfile: {'; '.join(damage)})")
         if info.frames == 0:
@@ -108,11 +123,13 @@ def load_audio(
             f.seek(first)
         frames = -1 if duration is None else int(round(duration * sr))
         data = f.read(frames=frames, dtype="float32", always_2d=True)
-        expected = max(f.frames - first, 0) if frames < 0 else frames
+        available = max(f.frames - first, 0)
     if data.shape[0] == 0:
         raise AudioError(path, "empty audio (0 samples)" if start == 0 else f"no samples at offset {start:.3f} s")
-    if data.shape[0] < expected - sr // 1000:  # shorter than asked (beyond rounding): changed since preparation
-        raise AudioError(path, f"truncated: {data.shape[0]} of the {expected} samples asked for decode")
+    if data.shape[0] < (available if frames < 0 else min(frames, available)):
+        raise AudioError(path, f"truncated: {data.shape[0]} of the {available} samples its header promises decode")
+    if frames > available + int(SHORTFALL_SECONDS * sr):  # the file is shorter than its manifest says: changed since
+        raise AudioError(path, f"truncated: {available} samples from {start:.3f} s, {frames} asked for")
     if not np.isfinite(data).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
     wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])

@@ -155,8 +155,13 @@ class Experiment:
             samples = torch.tensor([round(r.duration * SAMPLE_RATE) for r in records])
             self.task.check_frames(name, records, upstream.num_frames(samples).tolist())
         layers = kept_layers(self.cfg.cache.layers, upstream.num_layers)
+        layer = self.cfg.featurizer.layer  # an upstream layer; with a subset, its place among the kept ones
+        if layers and self.cfg.featurizer.mode == "layer":
+            if layer % upstream.num_layers not in layers:
+                raise ConfigError(f"featurizer.layer {layer} is not among cache.layers {self.cfg.cache.layers}")
+            layer = layers.index(layer % upstream.num_layers)
         featurizer = Featurizer(len(layers) if layers else upstream.num_layers, self.cfg.featurizer.mode,
-                                self.cfg.featurizer.layer, self.cfg.featurizer.layer_norm)
+                                layer, self.cfg.featurizer.layer_norm)
         head = self.task.build_head(upstream.hidden_size)
         device = distributed.device()
         return splits, upstream.to(device), featurizer.to(device), head.to(device)

@@ -52,6 +52,19 @@ def test_check_audio_finds_damage_that_the_header_hides(tmp_path: Path):
         assert str(tmp_path / name) in str(err.value)
 
 
+def test_valid_wavs_with_unusual_headers_pass(tmp_path: Path):
+    """An 8-bit WAV with an odd number of samples (libsndfile notes the missing pad byte) and a WAV
+    streamed with a 0xFFFFFFFF data size decode fully: not damage."""
+    sf.write(tmp_path / "u8.wav", tone(300.0, 0.25, np.random.default_rng(0))[:3201], SR, subtype="PCM_U8")
+    assert check_audio(tmp_path / "u8.wav") == pytest.approx(3201 / SR)
+    sf.write(tmp_path / "stream.wav", tone(300.0, 0.5, np.random.default_rng(0)), SR, subtype="PCM_16")
+    data = bytearray((tmp_path / "stream.wav").read_bytes())
+    at = data.find(b"data")
+    data[at + 4:at + 8] = struct.pack("<I", 0xFFFFFFFF)
+    (tmp_path / "stream.wav").write_bytes(bytes(data))
+    assert check_audio(tmp_path / "stream.wav") == pytest.approx(0.5, abs=1e-3)
+
+
 def test_a_file_cut_after_preparation_is_an_error_naming_it(tmp_path: Path):
     path = tmp_path / "a.wav"
     sf.write(path, tone(300.0, 1.0, np.random.default_rng(0)), SR, subtype="PCM_16")
@@ -71,6 +84,7 @@ def test_parallel_and_serial_checks_agree(tmp_path: Path, monkeypatch):
     paths.append(str(tmp_path / "cut.flac"))
     serial = manifest.check_files(paths)
     monkeypatch.setattr(manifest, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(manifest.os, "cpu_count", lambda: 2)  # worker processes even on a one-core machine
     assert manifest.check_files(paths) == serial and list(serial) == [str(tmp_path / "cut.flac")]
 
 

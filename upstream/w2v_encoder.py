@@ -52,8 +52,7 @@ class TorchaudioEncoderUpstream(Upstream):
         (fairseq's task ``normalize``); refuses inputs shorter than :attr:`min_samples`."""
         shortest = int(wav_lengths.min())
         if shortest < self.min_samples:
-            raise ValueError(f"an utterance has {shortest} samples; {type(self).__name__} needs at least "
-                             f"{self.min_samples}")
+            raise ValueError(f"an utterance has {shortest} samples; {self.name} needs at least {self.min_samples}")
         if not self.config.normalize_waveform:
             return wavs
         return nn.utils.rnn.pad_sequence(

@@ -18,8 +18,8 @@ fairseq and Hugging Face's ``Wav2Vec2ForPreTraining``:
   *other* masked frames of the same utterance; cosine-similarity logits at temperature
   ``logit_temp``; a distractor identical to the target gets −inf;
 * **diversity loss**: (G·V − perplexity) / (G·V), the perplexity being that of the average soft
-  code distribution over masked frames, summed over groups (Hugging Face's; fairseq averages over
-  every frame); weight ``diversity_weight``;
+  code distribution over masked frames, summed over groups, as in fairseq and Hugging Face; weight
+  ``diversity_weight``;
 * **feature penalty**: the mean squared CNN feature, weight ``feature_penalty``; the gradient into
   the CNN is scaled by ``feature_grad_mult``.
 
@@ -195,7 +195,8 @@ class GumbelQuantizer(nn.Module):
         else:
             ids = logits.argmax(-1)
             probs = torch.zeros_like(logits).scatter_(-1, ids[:, None], 1.0)
-        vectors = (probs.view(n, -1, 1) * self.codevectors).view(n, self.groups, self.entries, -1).sum(-2)
+        vectors = torch.einsum("ngv,gvd->ngd", probs.view(n, self.groups, self.entries),
+                               self.codevectors.view(self.groups, self.entries, -1))
         distribution = logits.view(n, self.groups, self.entries).float().softmax(-1)
         return vectors.reshape(n, -1), distribution, ids.view(n, self.groups)
 
@@ -297,9 +298,9 @@ class Wav2Vec2Upstream(TorchaudioEncoderUpstream, Pretrainable):
         c = self.config
         feats, lengths = self.input_features(wavs, wav_lengths)
         batch, frames, channels = feats.shape
-        penalty = feats.float().pow(2).sum() / (lengths.sum() * channels)
-        if c.feature_grad_mult < 1:
+        if c.feature_grad_mult < 1:  # before the penalty, whose gradient into the CNN is scaled too (fairseq)
             feats = components.GradMultiply.apply(feats, c.feature_grad_mult)
+        penalty = feats.float().pow(2).sum() / (lengths.sum() * channels)
         normed = self.model.wav2vec2.encoder.feature_projection.layer_norm(feats)
         x, attention_mask = self.model.wav2vec2.encoder._preprocess(feats, lengths)
         x = torch.where(mask[:, :, None], self.mask_embedding.to(x.dtype), x)

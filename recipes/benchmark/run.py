@@ -239,6 +239,7 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
 
 
 def _worker_init(device: str) -> None:
+    os.setpgrp()  # out of the terminal's process group: a Ctrl-C reaches the parent, which passes one SIGTERM on
     signals.handle_stop_signals()
     torch.set_num_threads(1)
     setup_console_logging(logging.WARNING)
@@ -249,10 +250,7 @@ def _train_group(runs: list[Run]) -> list[tuple[str, float]]:
     out = []
     for run in runs:
         t0 = time.perf_counter()
-        try:
-            Experiment(run.folder, run.spec, run.cfg).train()
-        except signals.Interrupted:  # the run saved its checkpoint; the parent is stopping
-            return out
+        Experiment(run.folder, run.spec, run.cfg).train()  # a stop (Interrupted) reaches the parent, which exits
         out.append((run.stage, time.perf_counter() - t0))
     return out
 
