@@ -133,3 +133,39 @@ def test_pretraining_resumes_to_identical_weights(sc_root: Path, tmp_path: Path)
     model = build_upstream("wav2vec2", tmp_path / "whole" / "upstream.pt")
     out = model(*noise_batch([16000]))
     assert len(out.hidden_states) == 3 and out.hidden_states[0].shape[-1] == 32
+
+
+@pytest.mark.parametrize("fmt", ["fairseq", "s3prl"])
+def test_fairseq_checkpoint_loads_with_its_quantiser(tmp_path: Path, fmt: str):
+    """A fairseq-format file of S3PRL's own (fairseq-code) Wav2Vec2Model: every weight lands, quantiser
+    included, and the hidden states equal S3PRL's expert's."""
+    pytest.importorskip("s3prl")
+    from s3prl.upstream.wav2vec2.expert import UpstreamExpert  # noqa: PLC0415  (after importorskip)
+    from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model  # noqa: PLC0415  (as above)
+
+    cfg = dict(_name="wav2vec2", extractor_mode="default", encoder_layers=2, encoder_embed_dim=32,
+               encoder_ffn_embed_dim=64, encoder_attention_heads=2,
+               conv_feature_layers="[(16,10,5)] + [(16,3,4)] + [(16,2,4)]", conv_pos=8, conv_pos_groups=2,
+               final_dim=16, latent_vars=8, latent_groups=2, latent_dim=0, quantize_targets=True, num_negatives=7,
+               encoder_layerdrop=0.0)
+    task = dict(normalize=False, sample_rate=16000)
+    torch.manual_seed(0)
+    reference = Wav2Vec2Model(Wav2Vec2Config(**{k: v for k, v in cfg.items() if k != "_name"}))
+    state = reference.state_dict()
+    torch.save({"task_cfg": task, "model_cfg": cfg, "model_weight": state}, tmp_path / "s3prl.pt")
+    path = tmp_path / "s3prl.pt"
+    if fmt == "fairseq":
+        path = tmp_path / "fairseq.pt"
+        torch.save({"cfg": {"model": cfg, "task": task}, "model": state}, path)
+    ours = build_upstream("wav2vec2", path)
+    assert ours.config.codebook_entries == 8 and ours.config.num_negatives == 7 and ours.config.final_dim == 16
+    assert torch.equal(ours.model.quantizer.codevectors, state["quantizer.vars"])
+    assert torch.equal(ours.model.project_hid.weight, state["final_proj.weight"])
+    assert torch.equal(ours.mask_embedding, state["mask_emb"])
+    expert = UpstreamExpert(str(tmp_path / "s3prl.pt")).eval()
+    wavs, lengths = noise_batch([3000])
+    with torch.no_grad():
+        ref, out = expert([wavs[0]])["hidden_states"], ours(wavs, lengths)
+    assert len(ref) == len(out.hidden_states)
+    for i, (r, got) in enumerate(zip(ref, out.hidden_states, strict=True)):
+        assert (r[0] - got[0, :r.shape[1]]).abs().max() <= 1e-5, f"layer {i}"

@@ -76,7 +76,8 @@ register_upstream("bestrq", _lazy(".bestrq", "build_bestrq"),
 register_upstream("wav2vec2", _lazy(".wav2vec2", "build_wav2vec2"),
                   "contrastive prediction of quantised CNN features among distractors (wav2vec 2.0), torchaudio's "
                   "encoder (presets tiny/base/large; Hugging Face Wav2Vec2 folders load, ForPreTraining with "
-                  "its quantiser)", _lazy(".interop.wav2vec2_checkpoints", "load_huggingface_wav2vec2"))
+                  "its quantiser; fairseq and S3PRL files too)",
+                  _lazy(".interop.wav2vec2_checkpoints", "load_wav2vec2"))
 register_upstream("hf", _lazy(".huggingface", "build_hf"),
                   "a speech encoder transformers implements (wav2vec 2.0, XLS-R, HuBERT, DistilHuBERT, WavLM, "
                   "data2vec, UniSpeech(-SAT), Wav2Vec2-Conformer, Whisper's encoder): -k a Hugging Face folder, a "

@@ -1,15 +1,24 @@
-"""Hugging Face wav2vec 2.0 folders -> :class:`upstream.wav2vec2.Wav2Vec2Upstream` (``-u wav2vec2 -k FOLDER``).
+"""wav2vec 2.0 checkpoints people have -> :class:`upstream.wav2vec2.Wav2Vec2Upstream` (``-u wav2vec2 -k PATH``).
 
-A ``Wav2Vec2ForPreTraining`` folder carries the quantiser and both projections, so pre-training can
-continue from it; a ``Wav2Vec2Model`` or ``Wav2Vec2ForCTC`` folder gives the encoder (the
-pre-training heads keep their random initialisation). Encoder names map onto torchaudio's as for
-HuBERT (:data:`upstream.interop.hubert_checkpoints._HF_PREFIXES`); transformers is not needed.
+* **Hugging Face folders**: a ``Wav2Vec2ForPreTraining`` folder carries the quantiser and both
+  projections, so pre-training can continue from it; a ``Wav2Vec2Model`` or ``Wav2Vec2ForCTC`` folder
+  gives the encoder (the pre-training heads keep their random initialisation). Encoder names map
+  onto torchaudio's as for HuBERT (:data:`upstream.interop.hubert_checkpoints._HF_PREFIXES`);
+  transformers is not needed.
+* **fairseq and S3PRL files** (:func:`upstream.interop.fairseq_checkpoint.read_fairseq_checkpoint`,
+  no fairseq needed): the encoder through torchaudio's own fairseq name table, the quantiser
+  (``quantizer.vars`` → ``codevectors``), ``project_q``, ``final_proj`` (→ ``project_hid``) and
+  ``mask_emb``; the objective's settings from the model config (``latent_*``, ``final_dim``,
+  ``num_negatives``, ``logit_temp``, the Gumbel schedule ``latent_temp``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
+
 from ..wav2vec2 import Wav2Vec2Upstream, build_wav2vec2
+from .fairseq_checkpoint import parse_conv_layers, read_fairseq_checkpoint
 from .hubert_checkpoints import _HF_PREFIXES, hf_encoder_settings, hf_state
 from .s3prl_checkpoint import checkpoint_error
 
@@ -63,3 +72,62 @@ def load_huggingface_wav2vec2(folder: str | Path) -> Wav2Vec2Upstream:
         raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
                                        f"unexpected {unexpected[:5]}")
     return model
+
+
+BASE_CONV_SPEC = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+"""fairseq's default ``conv_feature_layers``."""
+_FAIRSEQ_HEADS = {"quantizer.vars": "quantizer.codevectors",
+                  "quantizer.weight_proj.weight": "quantizer.weight_proj.weight",
+                  "quantizer.weight_proj.bias": "quantizer.weight_proj.bias", "project_q.weight": "project_q.weight",
+                  "project_q.bias": "project_q.bias", "final_proj.weight": "project_hid.weight",
+                  "final_proj.bias": "project_hid.bias", "mask_emb": "mask_embedding"}
+
+
+def load_fairseq_wav2vec2(path: str | Path) -> Wav2Vec2Upstream:
+    """A fairseq or S3PRL wav2vec 2.0 file (pre-trained, or the encoder of a fine-tuned CTC model)."""
+    path = Path(path)
+    model_cfg, task_cfg, state = read_fairseq_checkpoint(path, "wav2vec 2.0")
+    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
+    if name and "wav2vec2" not in name:
+        raise checkpoint_error(path, f"holds a {name!r} model, not wav2vec 2.0")
+    get = model_cfg.get
+    final_dim = int(get("final_dim", 0)) or int(get("encoder_embed_dim", 768))
+    temp = list(get("latent_temp", (2.0, 0.5, 0.999995)))
+    try:
+        model = build_wav2vec2(
+            "base", extractor_mode="group_norm" if get("extractor_mode", "default") == "default" else "layer_norm",
+            conv_layers=parse_conv_layers(get("conv_feature_layers", BASE_CONV_SPEC)),
+            conv_bias=bool(get("conv_bias", False)), embed_dim=int(get("encoder_embed_dim", 768)),
+            num_layers=int(get("encoder_layers", 12)), num_heads=int(get("encoder_attention_heads", 12)),
+            ffn_dim=int(get("encoder_ffn_embed_dim", 3072)), layer_norm_first=bool(get("layer_norm_first", False)),
+            pos_conv_kernel=int(get("conv_pos", 128)), pos_conv_groups=int(get("conv_pos_groups", 16)),
+            dropout=float(get("dropout", 0.1)), attention_dropout=float(get("attention_dropout", 0.1)),
+            activation_dropout=float(get("activation_dropout", 0.0)),
+            projection_dropout=float(get("dropout_input", 0.0)), layer_drop=float(get("encoder_layerdrop", 0.0)),
+            normalize_waveform=bool(task_cfg.get("normalize", False)),
+            mask_start_prob=float(get("mask_prob", 0.65)) / int(get("mask_length", 10)),
+            mask_length=int(get("mask_length", 10)), codebook_groups=int(get("latent_groups", 2)),
+            codebook_entries=int(get("latent_vars", 320)), codevector_dim=int(get("latent_dim", 0)) or final_dim,
+            final_dim=final_dim, num_negatives=int(get("num_negatives", 100)), logit_temp=float(get("logit_temp", 0.1)),
+            feature_grad_mult=float(get("feature_grad_mult", 0.1)) or 1.0,
+            features_dropout=float(get("dropout_features", 0.0)),
+            gumbel_start=float(temp[0]), gumbel_end=float(temp[1]), gumbel_decay=float(temp[2]))
+    except ValueError as e:
+        raise checkpoint_error(path, str(e)) from None
+    mapped = {f"wav2vec2.{k}": v for k, v in _convert_state_dict(state).items()}
+    mapped.update({dst: state[src] for src, dst in _FAIRSEQ_HEADS.items() if src in state})
+    try:
+        missing, unexpected = model.model.load_state_dict(mapped, strict=False)
+    except RuntimeError as e:
+        raise checkpoint_error(path, f"weights do not fit the configured model ({e})") from None
+    missing = [k for k in missing if k.startswith("wav2vec2.")]
+    if missing or unexpected:
+        raise checkpoint_error(path, f"weights do not fit the configured model: missing {missing[:5]}, "
+                                     f"unexpected {unexpected[:5]}")
+    return model
+
+
+def load_wav2vec2(path: str | Path) -> Wav2Vec2Upstream:
+    """A folder is Hugging Face's, a file fairseq's or S3PRL's."""
+    path = Path(path)
+    return load_huggingface_wav2vec2(path) if path.is_dir() else load_fairseq_wav2vec2(path)
