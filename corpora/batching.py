@@ -1,6 +1,8 @@
 """Datasets that stream audio from disk, and length-bucketed batches bounded by padded duration."""
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -89,11 +91,19 @@ class DurationBatcher:
 
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a loader's worker process: SIGTERM and SIGINT are the main process's to handle (a scheduler
+    signals the whole process group); the workers end when it shuts the loader down."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def ordered_loader(dataset: Dataset, batches: list[list[int]], collate_fn, num_workers: int = 0) -> DataLoader:
     """A DataLoader yielding exactly ``batches`` in order.
 
     It has its own random generator, so creating it does not draw from torch's global RNG: a resumed
-    run's dropout and masking see the same random stream as an uninterrupted run.
+    run's dropout and masking see the same random stream as an uninterrupted run. Its worker processes
+    ignore stop signals, so a stop reaches the training loop, which saves (:mod:`core.signals`).
     """
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                      generator=torch.Generator())
+                      generator=torch.Generator(), worker_init_fn=_ignore_stop_signals if num_workers else None)

@@ -117,3 +117,19 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(sc_root: Path,
     last.write_bytes(last.read_bytes()[:1000])  # e.g. a disk that filled up while it was copied
     assert _metrics(_ks(tmp_path, sc_root, "broken").train()) == _metrics(reference)
     assert "cannot read checkpoint" in caplog.text and "last.pt" in caplog.text
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process():
+    """A scheduler signals the whole process group: a loader's workers ignore the stop, so the main
+    process's training loop gets to save (a worker killed by it would crash the run instead)."""
+    from corpora.batching import ordered_loader  # noqa: PLC0415  (this test only)
+
+    class Handlers(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return all(signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGINT))
+
+    batches = list(ordered_loader(Handlers(), [[0], [1]], lambda items: items, num_workers=1))
+    assert batches == [[True], [True]]
