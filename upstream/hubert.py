@@ -36,9 +36,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -49,12 +49,10 @@ from torchaudio.models.wav2vec2 import components
 from .base import Pretrainable
 from .frontend import HOP, WINDOW, MelFrontEnd
 from .presets import config_from_preset
-from .w2v_encoder import TorchaudioEncoderUpstream
+from .w2v_encoder import TINY_CONV, EncoderConfig, TorchaudioEncoderUpstream
 
 log = logging.getLogger(__name__)
 
-BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
-"""The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
 MEL_SETTINGS = ("front_end", "mel_bins", "mel_stack")
 """The log-mel front end's settings: absent from a CNN model's :meth:`HubertUpstream.settings`."""
 FIT_UTTERANCES = 500
@@ -62,29 +60,18 @@ FIT_UTTERANCES = 500
 
 
 @dataclass
-class HubertConfig:
+class HubertConfig(EncoderConfig):
     """Everything that defines a HuBERT model (its :meth:`HubertUpstream.settings`).
 
     Front end:
-        front_end: ``cnn`` (the waveform CNN below) or ``mel`` (MelHuBERT: ``mel_bins`` Kaldi log-mel
+        front_end: ``cnn`` (the encoder's waveform CNN) or ``mel`` (MelHuBERT: ``mel_bins`` Kaldi log-mel
             channels every 10 ms, normalised by a global mean and standard deviation fitted on training
             audio, ``mel_stack`` consecutive frames concatenated per encoder frame; 2 gives the CNN's
             20 ms frames). With ``mel``, the CNN settings (extractor_mode, conv_layers, conv_bias,
             feature_grad_mult, feature_penalty) are unused.
         mel_bins, mel_stack: the log-mel front end's channels and frames per encoder frame.
 
-    Architecture (names follow :func:`torchaudio.models.hubert_pretrain_model`):
-        extractor_mode: ``group_norm`` (Base: one GroupNorm after the first conv) or ``layer_norm``
-            (Large: a LayerNorm after every conv).
-        conv_layers: (channels, kernel, stride) of each CNN layer.
-        conv_bias: bias in the CNN convolutions.
-        embed_dim, num_layers, num_heads, ffn_dim: the Transformer.
-        layer_norm_first: pre-LN Transformer layers (Large) instead of post-LN (Base).
-        pos_conv_kernel, pos_conv_groups: the convolutional position embedding.
-        dropout, attention_dropout, activation_dropout, projection_dropout, layer_drop: training-mode
-            regularisation (no effect on extracted features).
-        normalize_waveform: normalise each waveform to zero mean and unit variance over its valid
-            samples first (fairseq's task ``normalize``; the Large models were trained with it).
+    Encoder: the fields of :class:`upstream.w2v_encoder.EncoderConfig`.
 
     Pre-training objective:
         num_classes: k-means clusters of the targets (100 for MFCC targets, 500 for iteration 2).
@@ -100,26 +87,11 @@ class HubertConfig:
         logit_temp: temperature of the cosine-similarity logits.
     """
 
+    model_name: ClassVar[str] = "HuBERT"
+
     front_end: str = "cnn"
     mel_bins: int = 80
     mel_stack: int = 2
-
-    extractor_mode: str = "group_norm"
-    conv_layers: list = field(default_factory=lambda: [list(c) for c in BASE_CONV])
-    conv_bias: bool = False
-    embed_dim: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    layer_norm_first: bool = False
-    pos_conv_kernel: int = 128
-    pos_conv_groups: int = 16
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    projection_dropout: float = 0.1
-    layer_drop: float = 0.05
-    normalize_waveform: bool = False
     num_classes: int = 100
     final_dim: int = 256
     mask_start_prob: float = 0.08
@@ -132,38 +104,16 @@ class HubertConfig:
     def __post_init__(self):
         if self.front_end not in ("cnn", "mel"):
             raise ValueError(f"HuBERT setting front_end must be 'cnn' or 'mel', not {self.front_end!r}")
-        if self.extractor_mode not in ("group_norm", "layer_norm"):
-            raise ValueError(f"HuBERT setting extractor_mode must be 'group_norm' or 'layer_norm', "
-                             f"not {self.extractor_mode!r}")
-        if not self.conv_layers or not all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and v > 0 for v in c)
-            for c in self.conv_layers
-        ):
-            raise ValueError(f"HuBERT setting conv_layers must be [channels, kernel, stride] triples, "
-                             f"got {self.conv_layers!r}")
-        self.conv_layers = [list(c) for c in self.conv_layers]
-        for key in ("mel_bins", "mel_stack", "embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel",
-                    "pos_conv_groups", "num_classes", "final_dim", "mask_length"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"HuBERT setting {key} must be an integer >= 1, got {value!r}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"HuBERT embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop",
-                    "mask_start_prob"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"HuBERT setting {key} must be a number in [0, 1), got {value!r}")
+        self.check(integers=("mel_bins", "mel_stack", "num_classes", "final_dim", "mask_length"),
+                   fractions=("mask_start_prob",))
         if not 0 < self.feature_grad_mult <= 1:
             raise ValueError(f"HuBERT setting feature_grad_mult must be in (0, 1], got {self.feature_grad_mult!r}")
 
 
-_TINY_CONV = [[128, 10, 5]] + [[128, 3, 2]] * 4 + [[128, 2, 2]] * 2
-
 PRESETS: dict[str, dict] = {
     # About 3.7 M parameters: the paper's CNN geometry (20 ms frames) at 128 channels and a
     # 4 x 256 Transformer; pre-trains in tens of minutes on 2 CPU cores.
-    "tiny": dict(conv_layers=_TINY_CONV, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
+    "tiny": dict(conv_layers=TINY_CONV, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
                  pos_conv_kernel=64, pos_conv_groups=16, final_dim=64, layer_drop=0.0),
     # HuBERT Base (95 M parameters): 12 x 768, 12 heads, FFN 3072, post-LN, GroupNorm CNN.
     "base": dict(),

@@ -11,11 +11,13 @@ CNN feature extractor, feature projection, convolutional position embedding, Tra
   channel over the *whole* (padded) input, so the CNN runs per utterance there;
 * fine-tuning: the CNN frozen, the model's own span and channel masking.
 
-Subclasses set ``self.config`` (with ``extractor_mode``, ``conv_layers``, ``embed_dim``,
-``layer_norm_first``, ``normalize_waveform``) and ``self.model.wav2vec2``, and name their learnt mask
-embedding (:attr:`mask_embedding`).
+Subclasses set ``self.config`` (an :class:`EncoderConfig`) and ``self.model.wav2vec2``, and name
+their learnt mask embedding (:attr:`mask_embedding`).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,78 @@ from torch import nn
 from torchaudio.models.wav2vec2 import components
 
 from .base import FinetuneMasking, Upstream, UpstreamOutput
+
+BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
+"""The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
+TINY_CONV = [[128, 10, 5]] + [[128, 3, 2]] * 4 + [[128, 2, 2]] * 2
+"""The tiny presets' CNN: the same geometry (20 ms frames) at 128 channels."""
+
+
+@dataclass
+class EncoderConfig:
+    """The encoder's settings, shared by HuBERT's and wav2vec 2.0's configs (names follow
+    :func:`torchaudio.models.wav2vec2_model`).
+
+    Attributes:
+        extractor_mode: ``group_norm`` (Base: one GroupNorm after the first conv) or ``layer_norm``
+            (Large: a LayerNorm after every conv).
+        conv_layers: (channels, kernel, stride) of each CNN layer.
+        conv_bias: bias in the CNN convolutions.
+        embed_dim, num_layers, num_heads, ffn_dim: the Transformer.
+        layer_norm_first: pre-LN Transformer layers (Large) instead of post-LN (Base).
+        pos_conv_kernel, pos_conv_groups: the convolutional position embedding.
+        dropout, attention_dropout, activation_dropout, projection_dropout, layer_drop: training-mode
+            regularisation (no effect on extracted features).
+        normalize_waveform: normalise each waveform to zero mean and unit variance over its valid
+            samples first (fairseq's task ``normalize``; the Large models were trained with it).
+    """
+
+    model_name: ClassVar[str] = "encoder"
+    """How errors name the model."""
+
+    extractor_mode: str = "group_norm"
+    conv_layers: list = field(default_factory=lambda: [list(c) for c in BASE_CONV])
+    conv_bias: bool = False
+    embed_dim: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    layer_norm_first: bool = False
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    projection_dropout: float = 0.1
+    layer_drop: float = 0.05
+    normalize_waveform: bool = False
+
+    def check(self, integers: tuple[str, ...] = (), fractions: tuple[str, ...] = ()) -> None:
+        """Validate the encoder's settings and the subclass's ``integers`` (each >= 1) and ``fractions``
+        (each in [0, 1)); normalise ``conv_layers`` to lists. Raises ValueError naming the setting."""
+        name = self.model_name
+        if self.extractor_mode not in ("group_norm", "layer_norm"):
+            raise ValueError(f"{name} setting extractor_mode must be 'group_norm' or 'layer_norm', "
+                             f"not {self.extractor_mode!r}")
+        if not self.conv_layers or not all(
+            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and v > 0 for v in c)
+            for c in self.conv_layers
+        ):
+            raise ValueError(f"{name} setting conv_layers must be [channels, kernel, stride] triples, "
+                             f"got {self.conv_layers!r}")
+        self.conv_layers = [list(c) for c in self.conv_layers]
+        for key in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups",
+                    *integers):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} setting {key} must be an integer >= 1, got {value!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"{name} embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop",
+                    *fractions):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} setting {key} must be a number in [0, 1), got {value!r}")
 
 
 class TorchaudioEncoderUpstream(Upstream):

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,20 +43,14 @@ from torchaudio.models.wav2vec2 import components
 
 from .base import Pretrainable
 from .presets import config_from_preset
-from .w2v_encoder import TorchaudioEncoderUpstream
-
-BASE_CONV = [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2
-"""The paper's CNN: (channels, kernel, stride) per layer, 400-sample receptive field, stride 320."""
+from .w2v_encoder import TINY_CONV, EncoderConfig, TorchaudioEncoderUpstream
 
 
 @dataclass
-class Wav2Vec2Config:
+class Wav2Vec2Config(EncoderConfig):
     """Everything that defines a wav2vec 2.0 model (its :meth:`Wav2Vec2Upstream.settings`).
 
-    Encoder (names follow :func:`torchaudio.models.wav2vec2_model`; as HuBERT's, see
-    :class:`upstream.hubert.HubertConfig`): extractor_mode, conv_layers, conv_bias, embed_dim,
-    num_layers, num_heads, ffn_dim, layer_norm_first, pos_conv_kernel, pos_conv_groups, dropout,
-    attention_dropout, activation_dropout, projection_dropout, layer_drop, normalize_waveform.
+    Encoder: the fields of :class:`upstream.w2v_encoder.EncoderConfig`.
 
     Objective:
         mask_start_prob, mask_length: span masking (fairseq's ``mask_prob`` is their product).
@@ -71,22 +66,8 @@ class Wav2Vec2Config:
         gumbel_start, gumbel_end, gumbel_decay: the Gumbel temperature, ``max(start * decay^updates, end)``.
     """
 
-    extractor_mode: str = "group_norm"
-    conv_layers: list = field(default_factory=lambda: [list(c) for c in BASE_CONV])
-    conv_bias: bool = False
-    embed_dim: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    layer_norm_first: bool = False
-    pos_conv_kernel: int = 128
-    pos_conv_groups: int = 16
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    projection_dropout: float = 0.1
-    layer_drop: float = 0.05
-    normalize_waveform: bool = False
+    model_name: ClassVar[str] = "wav2vec 2.0"
+
     mask_start_prob: float = 0.065
     mask_length: int = 10
     codebook_groups: int = 2
@@ -104,32 +85,11 @@ class Wav2Vec2Config:
     gumbel_decay: float = 0.999995
 
     def __post_init__(self):
-        if self.extractor_mode not in ("group_norm", "layer_norm"):
-            raise ValueError(f"wav2vec 2.0 setting extractor_mode must be 'group_norm' or 'layer_norm', "
-                             f"not {self.extractor_mode!r}")
-        if not self.conv_layers or not all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and v > 0 for v in c)
-            for c in self.conv_layers
-        ):
-            raise ValueError(f"wav2vec 2.0 setting conv_layers must be [channels, kernel, stride] triples, "
-                             f"got {self.conv_layers!r}")
-        self.conv_layers = [list(c) for c in self.conv_layers]
-        for key in ("embed_dim", "num_layers", "num_heads", "ffn_dim", "pos_conv_kernel", "pos_conv_groups",
-                    "mask_length", "codebook_groups", "codebook_entries", "codevector_dim", "final_dim",
-                    "num_negatives"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"wav2vec 2.0 setting {key} must be an integer >= 1, got {value!r}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"wav2vec 2.0 embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        self.check(integers=("mask_length", "codebook_groups", "codebook_entries", "codevector_dim", "final_dim",
+                             "num_negatives"), fractions=("mask_start_prob", "features_dropout"))
         if self.codevector_dim % self.codebook_groups:
             raise ValueError(f"wav2vec 2.0 codevector_dim {self.codevector_dim} is not divisible by codebook_groups "
                              f"{self.codebook_groups}")
-        for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop",
-                    "mask_start_prob", "features_dropout"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"wav2vec 2.0 setting {key} must be a number in [0, 1), got {value!r}")
         if not 0 < self.feature_grad_mult <= 1:
             raise ValueError(f"wav2vec 2.0 setting feature_grad_mult must be in (0, 1], got {self.feature_grad_mult!r}")
         if not 0 < self.gumbel_end <= self.gumbel_start or not 0 < self.gumbel_decay <= 1:
@@ -137,12 +97,10 @@ class Wav2Vec2Config:
                              "0 < gumbel_decay <= 1")
 
 
-_TINY_CONV = [[128, 10, 5]] + [[128, 3, 2]] * 4 + [[128, 2, 2]] * 2
-
 PRESETS: dict[str, dict] = {
     # About 3.7 M parameters: the paper's CNN geometry (20 ms frames) at 128 channels and a 4 x 256
     # Transformer, as HuBERT tiny; 2 x 64 codes, 50 distractors; pre-trains on 2 CPU cores.
-    "tiny": dict(conv_layers=_TINY_CONV, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024, pos_conv_kernel=64,
+    "tiny": dict(conv_layers=TINY_CONV, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024, pos_conv_kernel=64,
                  pos_conv_groups=16, codebook_entries=64, codevector_dim=128, final_dim=64, num_negatives=50,
                  layer_drop=0.0),
     # wav2vec 2.0 Base (95 M parameters): 12 x 768, GroupNorm CNN, 2 x 320 codes of 256, K = 100.

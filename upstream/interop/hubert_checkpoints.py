@@ -24,6 +24,7 @@ import torch
 from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
 from ..hubert import HubertUpstream, build_hubert
+from ..w2v_encoder import TorchaudioEncoderUpstream
 from .fairseq_checkpoint import parse_conv_layers, read_fairseq_checkpoint
 from .s3prl_checkpoint import checkpoint_error
 
@@ -52,6 +53,35 @@ def _fairseq_settings(model_cfg: dict, task_cfg: dict, state: dict) -> dict:
     return settings
 
 
+def load_encoder_weights(model: TorchaudioEncoderUpstream, mapped: dict[str, torch.Tensor],
+                         where: Path | None, source: str) -> None:
+    """Load ``mapped`` into ``model.model``: every encoder weight (``wav2vec2.*``) must be among them and
+    none of them left over (pre-training heads may be absent). Errors say that the weights do not fit
+    ``source`` and name the file ``where`` (a plain ValueError without it)."""
+    def error(why: str) -> ValueError:
+        return checkpoint_error(where, why) if where is not None else ValueError(why)
+
+    try:
+        missing, unexpected = model.model.load_state_dict(mapped, strict=False)
+    except RuntimeError as e:
+        raise error(f"weights do not fit {source} ({e})") from None
+    missing = [k for k in missing if k.startswith("wav2vec2.")]
+    if missing or unexpected:
+        raise error(f"weights do not fit {source}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def renamed(state: dict[str, torch.Tensor], prefixes) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` whose names start with the source of a ``(source, target)`` prefix pair,
+    with it replaced by the target (the first pair that matches); the others are left out."""
+    out = {}
+    for key, value in state.items():
+        for src, dst in prefixes:
+            if key.startswith(src):
+                out[dst + key[len(src):]] = value
+                break
+    return out
+
+
 def _from_fairseq_state(settings: dict, state: dict) -> HubertUpstream:
     model = build_hubert("base", **settings)
     mapped = {f"wav2vec2.{k}": v for k, v in _convert_state_dict(state).items() if k != "label_embs_concat"}
@@ -63,10 +93,7 @@ def _from_fairseq_state(settings: dict, state: dict) -> HubertUpstream:
                      ("mask_emb", "mask_generator.mask_embedding")):
         if src in state and state[src].shape == model.model.state_dict()[dst].shape:
             mapped[dst] = state[src]
-    missing, unexpected = model.model.load_state_dict(mapped, strict=False)
-    missing = [k for k in missing if k.startswith("wav2vec2.")]
-    if missing or unexpected:
-        raise ValueError(f"weights do not fit the configured model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_encoder_weights(model, mapped, None, "the configured model")
     return model
 
 
@@ -154,17 +181,7 @@ def load_huggingface_hubert(folder: str | Path) -> HubertUpstream:
     folder = Path(folder)
     _, settings = hf_encoder_settings(folder, "hubert", "HuBERT")
     model = build_hubert("base", **settings)
-    mapped = {}
-    for key, value in hf_state(folder).items():
-        for src, dst in _HF_PREFIXES:
-            if key.startswith(src):
-                mapped[dst + key[len(src):]] = value
-                break
-    missing, unexpected = model.model.load_state_dict(mapped, strict=False)
-    missing = [k for k in missing if k.startswith("wav2vec2.")]
-    if missing or unexpected:
-        raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
-                                       f"unexpected {unexpected[:5]}")
+    load_encoder_weights(model, renamed(hf_state(folder), _HF_PREFIXES), folder, "config.json")
     return model
 
 

@@ -19,7 +19,7 @@ from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
 from ..wav2vec2 import Wav2Vec2Upstream, build_wav2vec2
 from .fairseq_checkpoint import parse_conv_layers, read_fairseq_checkpoint
-from .hubert_checkpoints import _HF_PREFIXES, hf_encoder_settings, hf_state
+from .hubert_checkpoints import _HF_PREFIXES, hf_encoder_settings, hf_state, load_encoder_weights, renamed
 from .s3prl_checkpoint import checkpoint_error
 
 _HEADS = (("quantizer.", "quantizer."), ("project_q.", "project_q."), ("project_hid.", "project_hid."))
@@ -50,27 +50,8 @@ def load_huggingface_wav2vec2(folder: str | Path) -> Wav2Vec2Upstream:
         raise checkpoint_error(folder, str(e)) from None
     full = hf_state(folder, prefix="")  # keep heads and the "wav2vec2." prefix to sort them here
     encoder = {k[len("wav2vec2."):]: v for k, v in full.items() if k.startswith("wav2vec2.")} or full
-    mapped = {}
-    for key, value in encoder.items():
-        if key == "masked_spec_embed":
-            mapped["mask_embedding"] = value
-            continue
-        for src, dst in _HF_PREFIXES:
-            if key.startswith(src):
-                mapped[dst + key[len(src):]] = value
-                break
-    for key, value in full.items():
-        for src, dst in _HEADS:
-            if key.startswith(src):
-                mapped[dst + key[len(src):]] = value
-    try:
-        missing, unexpected = model.model.load_state_dict(mapped, strict=False)
-    except RuntimeError as e:
-        raise checkpoint_error(folder, f"weights do not fit config.json ({e})") from None
-    missing = [k for k in missing if k.startswith("wav2vec2.")]
-    if missing or unexpected:
-        raise checkpoint_error(folder, f"weights do not fit config.json: missing {missing[:5]}, "
-                                       f"unexpected {unexpected[:5]}")
+    mapped = {**renamed(encoder, (("masked_spec_embed", "mask_embedding"), *_HF_PREFIXES)), **renamed(full, _HEADS)}
+    load_encoder_weights(model, mapped, folder, "config.json")
     return model
 
 
@@ -116,14 +97,7 @@ def load_fairseq_wav2vec2(path: str | Path) -> Wav2Vec2Upstream:
         raise checkpoint_error(path, str(e)) from None
     mapped = {f"wav2vec2.{k}": v for k, v in _convert_state_dict(state).items()}
     mapped.update({dst: state[src] for src, dst in _FAIRSEQ_HEADS.items() if src in state})
-    try:
-        missing, unexpected = model.model.load_state_dict(mapped, strict=False)
-    except RuntimeError as e:
-        raise checkpoint_error(path, f"weights do not fit the configured model ({e})") from None
-    missing = [k for k in missing if k.startswith("wav2vec2.")]
-    if missing or unexpected:
-        raise checkpoint_error(path, f"weights do not fit the configured model: missing {missing[:5]}, "
-                                     f"unexpected {unexpected[:5]}")
+    load_encoder_weights(model, mapped, path, "the configured model")
     return model
 
 
