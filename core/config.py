@@ -143,9 +143,13 @@ def _coerce(value, annotation, path: str):
     raise ConfigError(f"config key '{path}': expected {annotation.__name__}, got {value!r} ({type(value).__name__})")
 
 
-def claim_folder(folder: Path, snapshot: dict, what: str) -> None:
+def claim_folder(folder: Path, snapshot: dict, what: str, defaults: dict | None = None) -> None:
     """Make ``folder`` hold an experiment whose resolved config is ``snapshot``: write
     ``config.yaml`` in a new folder, or check that an existing one records the same config.
+
+    ``defaults``, the snapshot of the default config (same nesting), lets a folder made before a
+    config key existed resume: a key its ``config.yaml`` lacks is accepted when the new value is that
+    key's default, and ``config.yaml`` is rewritten with the key added.
 
     Raises:
         ConfigError: the folder holds ``what`` (e.g. ``experiment 'ks1'``) with another config; the
@@ -154,21 +158,30 @@ def claim_folder(folder: Path, snapshot: dict, what: str) -> None:
     cfg_file = Path(folder) / "config.yaml"
     if cfg_file.is_file():
         previous = yaml.safe_load(cfg_file.read_text())
-        if previous != snapshot:
+        if previous == snapshot:
+            return
+        differences = config_diff(previous, snapshot, defaults=defaults or {})
+        if differences:
             raise ConfigError(f"{what} already exists in {folder} with a different config; use another name or "
-                              f"delete the folder (differences: {'; '.join(config_diff(previous, snapshot))})")
-        return
+                              f"delete the folder (differences: {'; '.join(differences)})")
     cfg_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_file, yaml.safe_dump(snapshot, sort_keys=False))
 
 
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every key (dotted, nested) whose value differs."""
+_MISSING = object()
+
+
+def config_diff(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """``key: old -> new`` for every key (dotted, nested) whose value differs; with ``defaults``, a
+    key absent from ``old`` whose new value equals its default there is not a difference."""
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        default = defaults.get(key, _MISSING) if isinstance(defaults, dict) else _MISSING
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{key}.")
+            out += config_diff(a, b, f"{prefix}{key}.", default if isinstance(default, dict) else None)
+        elif a is _MISSING and default is not _MISSING and b == default:
+            continue
         elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+            out.append(f"{prefix}{key}: {None if a is _MISSING else a!r} -> {None if b is _MISSING else b!r}")
     return out

@@ -116,7 +116,8 @@ class Experiment:
         """A new experiment, or the existing one of that name if its config is identical (to resume)."""
         exp_dir = Path(output_root) / name
         with distributed.main_first():
-            claim_folder(exp_dir, {"run": spec.__dict__, "config": to_dict(cfg)}, f"experiment '{name}'")
+            claim_folder(exp_dir, {"run": spec.__dict__, "config": to_dict(cfg)}, f"experiment '{name}'",
+                         defaults={"config": to_dict(resolve_config(spec, {}, {}))})
         return cls(exp_dir, spec, cfg)
 
     @classmethod

@@ -2,8 +2,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from core.config import ConfigError, load_yaml, merge, parse_overrides
+from core.config import ConfigError, claim_folder, load_yaml, merge, parse_overrides, to_dict
 from downstream.runner import RunSpec, resolve_config
 
 
@@ -47,3 +48,25 @@ def test_yaml_file_errors(tmp_path: Path):
         _cfg(load_yaml(tmp_path / "bad.yaml"))
     with pytest.raises(ConfigError, match="'train': expected a mapping"):
         merge(_cfg(), {"train": 3})
+
+
+def test_folder_made_before_a_key_existed_resumes_with_its_default(tmp_path: Path):
+    """A run folder whose config.yaml lacks a key added since (here ``cache.layers``) is the same run when
+    the new config holds that key's default; config.yaml then records the key. Another value is refused."""
+    spec = RunSpec("ks", "fbank")
+    snapshot = {"run": spec.__dict__, "config": to_dict(_cfg())}
+    defaults = {"config": to_dict(_cfg())}
+    old = yaml.safe_load(yaml.safe_dump(snapshot))
+    del old["config"]["cache"]["layers"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=r"cache.layers: None -> \[\]"):
+        claim_folder(tmp_path, snapshot, "experiment 'x'")  # without the defaults: a difference
+    claim_folder(tmp_path, snapshot, "experiment 'x'", defaults=defaults)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == snapshot
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    other = {"run": spec.__dict__, "config": to_dict(_cfg(overrides=["cache.layers=[0]"]))}
+    with pytest.raises(ConfigError, match=r"cache.layers: None -> \[0\]"):
+        claim_folder(tmp_path, other, "experiment 'x'", defaults=defaults)
+    changed = {"run": spec.__dict__, "config": to_dict(_cfg(overrides=["train.lr=0.5"]))}
+    with pytest.raises(ConfigError, match="train.lr"):
+        claim_folder(tmp_path, changed, "experiment 'x'", defaults=defaults)

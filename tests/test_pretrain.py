@@ -114,12 +114,16 @@ def test_augmentation_changes_training_batches_only(sc_root: Path, tmp_path: Pat
     assert config["augment"]["enabled"] and config["augment"]["seed"] == 5
 
 
-def test_disabled_augmentation_keeps_old_snapshots(sc_root: Path, tmp_path: Path):
-    """Folders made before the ``augment`` section existed record no such section; they still resume."""
+def test_folder_made_before_the_augment_section_resumes(sc_root: Path, tmp_path: Path):
+    """Folders made before the ``augment`` section existed record no such section: they resume with
+    augmentation disabled (config.yaml then records the section) and refuse it enabled."""
     cfg = _cfg("apc")
     Pretrainer(tmp_path / "old", "apc", cfg, [sc_root])
-    snapshot = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
-    assert set(snapshot["config"]) == {"upstream", "targets", "train"}
-    Pretrainer(tmp_path / "old", "apc", merge(cfg, {"augment": {"seed": 9}}), [sc_root])  # disabled: same run
+    cfg_file = tmp_path / "old" / "config.yaml"
+    snapshot = yaml.safe_load(cfg_file.read_text())
+    del snapshot["config"]["augment"]
+    cfg_file.write_text(yaml.safe_dump(snapshot))
     with pytest.raises(ConfigError, match="augment"):
         Pretrainer(tmp_path / "old", "apc", _cfg("apc", AUGMENT), [sc_root])
+    Pretrainer(tmp_path / "old", "apc", cfg, [sc_root])
+    assert yaml.safe_load(cfg_file.read_text())["config"]["augment"]["enabled"] is False

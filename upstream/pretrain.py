@@ -132,14 +132,10 @@ class Pretrainer:
         if not isinstance(self.model, Pretrainable):
             raise ValueError(f"upstream {upstream!r} cannot be pre-trained here")
         self.augmenter = Augmenter(cfg.augment) if cfg.augment.enabled else None  # checks its settings
-        config = dataclasses.asdict(cfg)
-        if self.augmenter is None:
-            # Disabled augmentation changes nothing in the run, and folders made before the section
-            # existed have none: leaving it out keeps their snapshots equal, so they still resume.
-            del config["augment"]
-        snapshot = {"upstream": upstream, "data": self.data, "config": config}
-        with distributed.main_first():
-            claim_folder(self.dir, snapshot, f"pre-training experiment '{self.dir.name}'")
+        snapshot = {"upstream": upstream, "data": self.data, "config": dataclasses.asdict(cfg)}
+        with distributed.main_first():  # a folder made before a config key existed resumes with its default
+            claim_folder(self.dir, snapshot, f"pre-training experiment '{self.dir.name}'",
+                         defaults={"config": dataclasses.asdict(PretrainConfig())})
         if distributed.world_size() > 1:  # same initial weights everywhere, different masks per process
             torch.manual_seed(cfg.train.seed + distributed.rank())
 
