@@ -100,6 +100,20 @@ def test_masking_statistics_and_distractors():
     assert 0.38 <= sum(fractions) / len(fractions) <= 0.58
 
 
+def test_new_model_starts_with_unit_scale_features_and_confident_codes():
+    """fairseq's pre-training initialisation: with PyTorch's defaults the tiny CNN's output had std 5e-4,
+    below the LayerNorm's epsilon, so every frame quantised alike and the loss stayed at chance."""
+    torch.manual_seed(0)
+    model = build_wav2vec2("tiny").eval()
+    wavs, lengths = noise_batch([16000, 16000])
+    with torch.no_grad():
+        feats, _ = model.input_features(wavs, lengths)
+        normed = model.model.wav2vec2.encoder.feature_projection.layer_norm(feats)
+        _, distribution, _ = model.model.quantizer(normed.flatten(0, 1), model.gumbel_temperature)
+    assert feats.std() > 0.05
+    assert distribution.max(-1).values.mean() > 0.5  # each frame picks its code clearly
+
+
 def test_gumbel_temperature_anneals_per_training_update():
     model = build_wav2vec2("tiny", **{k: v for k, v in SMALL.items() if k not in ("conv_layers",)})
     assert model.gumbel_temperature == 2.0

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.models import wav2vec2_model
 from torchaudio.models.wav2vec2 import components
+from torchaudio.models.wav2vec2.model import _init_hubert_pretrain_model
 
 from .base import Pretrainable
 from .presets import config_from_preset
@@ -188,6 +189,12 @@ class Wav2Vec2Upstream(TorchaudioEncoderUpstream, Pretrainable):
             encoder_ff_interm_features=c.ffn_dim, encoder_ff_interm_dropout=c.activation_dropout,
             encoder_dropout=c.dropout, encoder_layer_norm_first=c.layer_norm_first, encoder_layer_drop=c.layer_drop,
             aux_num_out=None)
+        # fairseq's initialisation for pre-training, which torchaudio's hubert_pretrain_model applies and
+        # wav2vec2_model (made to load trained weights) does not: Kaiming-normal convolutions, BERT's
+        # N(0, 0.02) Transformer weights. With PyTorch's defaults the tiny CNN's output starts at
+        # std 5e-4, below the feature LayerNorm's epsilon; the quantiser then sees constant frames and
+        # the contrastive loss never leaves chance (issue 17's note).
+        self.model.wav2vec2.apply(_init_hubert_pretrain_model)
         cnn_dim = c.conv_layers[-1][0]
         self.model.quantizer = GumbelQuantizer(cnn_dim, c.codebook_groups, c.codebook_entries, c.codevector_dim)
         self.model.project_q = nn.Linear(c.codevector_dim, c.final_dim)
