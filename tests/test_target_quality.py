@@ -17,6 +17,8 @@ HUBERT = dict(preset="base", conv_layers=[[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32
               num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16, pos_conv_groups=4, final_dim=16,
               num_classes=8)
 BESTRQ = dict(preset="tiny", embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=5, codebook_size=64)
+WAV2VEC2 = {**{k: v for k, v in HUBERT.items() if k != "num_classes"}, "preset": "tiny", "codebook_entries": 8,
+            "codevector_dim": 16, "num_negatives": 5}
 LOOP = {"total_steps": 2, "eval_every": 2, "save_every": 2, "log_every": 1, "batch_size": 8, "batch_seconds": 8.0,
         "valid_fraction": 0.15, "num_workers": 0, "warmup_fraction": 0.5}
 
@@ -77,10 +79,10 @@ def _alignments_for(sc_root: Path, path: Path) -> Path:
                                             (0.6, 5.0, SILENCE)] for p in clips})
 
 
-@pytest.mark.parametrize("upstream", ["hubert", "bestrq"])
+@pytest.mark.parametrize("upstream", ["hubert", "bestrq", "wav2vec2"])
 def test_a_runs_targets_against_alignments(upstream: str, sc_root: Path, tmp_path: Path, capsys):
     sections = {"upstream": HUBERT, "targets": {"sample_fraction": 0.5, "n_init": 1}} if upstream == "hubert" \
-        else {"upstream": BESTRQ}
+        else {"upstream": BESTRQ if upstream == "bestrq" else WAV2VEC2}
     cfg = merge(PretrainConfig(), {**sections, "train": LOOP})
     Pretrainer(tmp_path / "run", upstream, cfg, [sc_root]).run()
     alignments = _alignments_for(sc_root, tmp_path / "align.tsv")

@@ -114,6 +114,19 @@ def test_new_model_starts_with_unit_scale_features_and_confident_codes():
     assert distribution.max(-1).values.mean() > 0.5  # each frame picks its code clearly
 
 
+def test_target_ids_are_the_quantisers_evaluation_codes():
+    torch.manual_seed(0)
+    model = build_wav2vec2("tiny").eval()
+    wavs, lengths = noise_batch([16000])
+    valid = torch.ones(1, int(model.num_frames(lengths)), dtype=torch.bool)
+    with torch.no_grad():
+        terms = model.contrastive_terms(wavs, lengths, valid, torch.zeros(1, valid.shape[1], 1, dtype=torch.long))
+    (ids,) = model.target_ids(wavs, lengths)
+    groups = terms["code_ids"][0]  # (T, G)
+    assert ids.shape == (valid.shape[1],)
+    assert torch.equal(ids, groups[:, 0] * model.config.codebook_entries + groups[:, 1])
+
+
 def test_gumbel_temperature_anneals_per_training_update():
     model = build_wav2vec2("tiny", **{k: v for k, v in SMALL.items() if k not in ("conv_layers",)})
     assert model.gumbel_temperature == 2.0

@@ -291,6 +291,20 @@ class Wav2Vec2Upstream(TorchaudioEncoderUpstream, Pretrainable):
                 "accuracy": (logits.argmax(-1) == 0).float().mean(), "code_ids": ids.view(batch, frames, -1),
                 "targets": targets}
 
+    @torch.no_grad()
+    def target_ids(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """The quantiser's code of every valid frame, as evaluation picks it (the argmax per group), the G
+        group ids combined into one (``sum_g id_g * V^(G-1-g)``, V^G possible): B (T_b,) int64 tensors.
+        What :mod:`upstream.target_quality` scores against phone alignments."""
+        c = self.config
+        feats, lengths = self.input_features(wavs, wav_lengths)
+        normed = self.model.wav2vec2.encoder.feature_projection.layer_norm(feats)
+        ids = self.model.quantizer.weight_proj(normed).view(*normed.shape[:2], c.codebook_groups,
+                                                            c.codebook_entries).argmax(-1)
+        weights = c.codebook_entries ** torch.arange(c.codebook_groups - 1, -1, -1, device=ids.device)
+        combined = (ids * weights).sum(-1)
+        return [combined[b, :n] for b, n in enumerate(lengths.tolist())]
+
     def pretrain_loss(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Contrastive + diversity + feature-penalty loss of a batch (mask, distractors and Gumbel noise
         drawn here); with gradients in training mode (an update) the Gumbel temperature's count moves on."""
