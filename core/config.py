@@ -160,7 +160,7 @@ def claim_folder(folder: Path, snapshot: dict, what: str, defaults: dict | None 
         previous = yaml.safe_load(cfg_file.read_text())
         if previous == snapshot:
             return
-        differences = config_diff(previous, snapshot, defaults=defaults or {})
+        differences = config_diff(previous, snapshot, defaults=defaults)
         if differences:
             raise ConfigError(f"{what} already exists in {folder} with a different config; use another name or "
                               f"delete the folder (differences: {'; '.join(differences)})")

@@ -159,6 +159,10 @@ class GumbelQuantizer(nn.Module):
         distribution = logits.view(n, self.groups, self.entries).float().softmax(-1)
         return vectors.reshape(n, -1), distribution, ids.view(n, self.groups)
 
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) frames -> (..., groups) code ids as evaluation picks them (the argmax per group)."""
+        return self.weight_proj(x).view(*x.shape[:-1], self.groups, self.entries).argmax(-1)
+
 
 def perplexity_per_group(distribution: torch.Tensor) -> torch.Tensor:
     """(N, G, V) code distributions -> (G,) perplexity of each group's average distribution."""
@@ -299,8 +303,7 @@ class Wav2Vec2Upstream(TorchaudioEncoderUpstream, Pretrainable):
         c = self.config
         feats, lengths = self.input_features(wavs, wav_lengths)
         normed = self.model.wav2vec2.encoder.feature_projection.layer_norm(feats)
-        ids = self.model.quantizer.weight_proj(normed).view(*normed.shape[:2], c.codebook_groups,
-                                                            c.codebook_entries).argmax(-1)
+        ids = self.model.quantizer.codes(normed)
         weights = c.codebook_entries ** torch.arange(c.codebook_groups - 1, -1, -1, device=ids.device)
         combined = (ids * weights).sum(-1)
         return [combined[b, :n] for b, n in enumerate(lengths.tolist())]
