@@ -11,7 +11,7 @@ from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.phonemes import ARPABET, PhonemeLexicon, espeak_arpabet, ipa_to_arpabet
-from downstream.tasks.pr import PhonemeHead, phone_error_rate
+from downstream.tasks.pr import PhonemeHead, phone_errors
 from tests.conftest import shared_data, tone_transcripts
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
@@ -87,10 +87,14 @@ def test_every_librispeech_mini_transcript_converts():
 # ------------------------------------------------------------------ metric and folds
 def test_per_against_a_hand_count():
     # "AH B K" -> "AH K": one deletion; "DH AH" -> "DH AH AH": one insertion; 2 errors / 5 reference phones
-    assert phone_error_rate(["AH B K", "DH AH"], ["AH K", "DH AH AH"]) == pytest.approx(40.0)
-    assert phone_error_rate(["AH B"], ["IY"]) == pytest.approx(100.0)  # a substitution and a deletion
+    assert phone_errors(["AH B K", "DH AH"], ["AH K", "DH AH AH"]) == pytest.approx(
+        {"per": 40.0, "sub": 0.0, "del": 20.0, "ins": 20.0})
+    # a substitution and a deletion; an empty hypothesis deletes every phone
+    assert phone_errors(["AH B"], ["IY"]) == pytest.approx({"per": 100.0, "sub": 50.0, "del": 50.0, "ins": 0.0})
+    assert phone_errors(["AH B", "K"], ["", "K"]) == pytest.approx(
+        {"per": 100 * 2 / 3, "sub": 0.0, "del": 100 * 2 / 3, "ins": 0.0})
     with pytest.raises(ValueError, match="empty"):
-        phone_error_rate([""], ["AH"])
+        phone_errors([""], ["AH"])
 
 
 def _records(speakers: int, per_speaker: int) -> list[Record]:
@@ -141,7 +145,9 @@ def test_pr_trains_a_linear_probe_and_writes_phone_hypotheses(tmp_path: Path):
     assert len(rows) == 7
     refs, hyps = zip(*(r.split("\t")[1:] for r in rows[1:]), strict=True)
     assert set(" ".join(refs).split()) <= {"AY", "AH", "OW"}
-    assert phone_error_rate(list(refs), list(hyps)) == pytest.approx(test["per"])
+    errors = phone_errors(list(refs), list(hyps))
+    assert errors["per"] == pytest.approx(test["per"]) and test["del"] == pytest.approx(errors["del"])
+    assert test["sub"] + test["del"] + test["ins"] == pytest.approx(test["per"])
     assert results["metric_info"]["phonemes"]["oov_tokens"] == 0 and results["learning_rate"] == 0.05
     head = torch.load(tmp_path / "exp/pr/checkpoints/best.pt", weights_only=False)["head"]
     assert list(head) == ["linear.weight", "linear.bias"]  # SUPERB's PR head: one linear layer

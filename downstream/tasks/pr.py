@@ -4,7 +4,8 @@ The head is SUPERB's: so light that it cannot learn the job on its own, which ma
 where what a representation holds shows most. Targets are ARPAbet phones from the word transcripts
 (:mod:`downstream.tasks.phonemes`: the CMU dictionary, espeak-ng for the words it lacks, counted in
 ``results.json`` under ``metric_info``). Greedy CTC decoding; PER is jiwer's word error rate over
-phone sequences (edit distance / reference phones), in %.
+phone sequences (edit distance / reference phones), in %, with its substitutions, deletions and
+insertions beside it.
 
 A linear probe trained on a few minutes of speech memorises: ``folds: N`` pools every split of the
 corpus and re-splits it (:func:`corpora.folds.heldout_fold`, by speaker, or by utterance for a
@@ -62,11 +63,16 @@ class PhonemeHead(nn.Module):
         return F.log_softmax(self.linear(x), dim=-1), lengths
 
 
-def phone_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus PER in %: edit distance over space-separated phone sequences / reference phones (jiwer)."""
+def phone_errors(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    """Corpus PER in % (edit distance over space-separated phone sequences / reference phones, jiwer's
+    alignment) and its parts, each in % of the reference phones, summing to it: ``sub`` (substituted),
+    ``del`` (deleted: a probe still near CTC's blank-only start emits too few phones) and ``ins``."""
     if any(not r.split() for r in references):
         raise ValueError("a reference phone sequence is empty; PER is undefined for it")
-    return 100.0 * jiwer.wer(references, hypotheses)
+    out = jiwer.process_words(references, hypotheses)
+    phones = out.hits + out.substitutions + out.deletions
+    return {"per": 100.0 * out.wer, "sub": 100.0 * out.substitutions / phones, "del": 100.0 * out.deletions / phones,
+            "ins": 100.0 * out.insertions / phones}
 
 
 class PhonemeRecognition(CTCTask):
@@ -111,7 +117,7 @@ class PhonemeRecognition(CTCTask):
                 for b in range(best.shape[0])]
 
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
-        return {"per": phone_error_rate([self.reference(r) for r in records], predictions)}
+        return phone_errors([self.reference(r) for r in records], predictions)
 
     def reference(self, record: Record) -> str:
         return self.phone_text[record.id]
