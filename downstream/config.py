@@ -26,6 +26,7 @@ class FeaturizerConfig:
     mode: str = "weighted_sum"
     layer: int = -1
     layer_norm: bool = False
+    utterance_mean_norm: bool = False
 
 
 @dataclass

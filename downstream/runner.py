@@ -97,7 +97,7 @@ class Downstream(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         """(B, T, L, D) stacked layers, (B,) lengths -> the head's output."""
-        return self.head(self.featurizer(features), lengths)
+        return self.head(self.featurizer(features, lengths), lengths)
 
 
 class Experiment:
@@ -162,7 +162,7 @@ class Experiment:
                 raise ConfigError(f"featurizer.layer {layer} is not among cache.layers {self.cfg.cache.layers}")
             layer = layers.index(layer % upstream.num_layers)
         featurizer = Featurizer(len(layers) if layers else upstream.num_layers, self.cfg.featurizer.mode,
-                                layer, self.cfg.featurizer.layer_norm)
+                                layer, self.cfg.featurizer.layer_norm, self.cfg.featurizer.utterance_mean_norm)
         head = self.task.build_head(upstream.hidden_size)
         device = distributed.device()
         return splits, upstream.to(device), featurizer.to(device), head.to(device)
@@ -322,7 +322,7 @@ class Experiment:
                                   self.cfg.train.batch_size, seed=0)
         predictions: list = [None] * len(records)
         for idx, feats, lengths in source.batches(batcher.sequential()):
-            for i, p in zip(idx.tolist(), self.task.predict(head(featurizer(feats), lengths)), strict=True):
+            for i, p in zip(idx.tolist(), self.task.predict(head(featurizer(feats, lengths), lengths)), strict=True):
                 predictions[i] = p
         return self.task.score(predictions, records), predictions
 
@@ -354,7 +354,7 @@ class Experiment:
         batches = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds,
                                   self.cfg.train.batch_size, seed=0).sequential()
         for idx, feats, lengths in source.batches(batches):
-            yield [records[i] for i in idx.tolist()], head(featurizer(feats), lengths)
+            yield [records[i] for i in idx.tolist()], head(featurizer(feats, lengths), lengths)
 
     def evaluate(self, split_names=("test",), summary: dict | None = None, prepared=None) -> dict:
         """Score the best checkpoint on ``split_names``; write predictions, layer weights and results.json."""

@@ -86,6 +86,22 @@ def test_featurizer_modes():
         f(x[:, :, :2])
 
 
+def test_featurizer_utterance_mean_norm_centres_valid_frames_only():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 4) + torch.tensor([10.0, -3.0])[:, None, None, None]  # a constant per utterance
+    lengths = torch.tensor([5, 3])
+    x[1, 3:] = 99.0  # padding must not enter utterance 1's mean
+    out = Featurizer(3, "layer", layer=2, utterance_mean_norm=True)(x, lengths)
+    torch.testing.assert_close(out[0], x[0, :, 2] - x[0, :, 2].mean(0))
+    torch.testing.assert_close(out[1, :3], x[1, :3, 2] - x[1, :3, 2].mean(0))
+    assert torch.equal(out[1, 3:], torch.zeros(2, 4))
+    summed = Featurizer(3, utterance_mean_norm=True, layer_norm=True)(x, lengths)
+    centred = x[0] - x[0].mean(0)
+    torch.testing.assert_close(summed[0], torch.nn.functional.layer_norm(centred, (4,)).mean(1))
+    with pytest.raises(ValueError, match="lengths"):
+        Featurizer(3, utterance_mean_norm=True)(x)
+
+
 def test_mean_pooling_ignores_padding():
     torch.manual_seed(0)
     head = KeywordHead(4, 3, proj_dim=8)
