@@ -79,6 +79,30 @@ def test_contract_batch_equals_single_and_needs_fit():
         model(torch.zeros(1, 879), torch.tensor([879]))
 
 
+def test_utterance_input_norm_needs_no_fit_and_ignores_gain_and_padding(tmp_path: Path):
+    model = build_bestrq("tiny", **SMALL, input_norm="utterance").eval()
+    assert not model.needs_fit
+    assert model.settings()["input_norm"] == "utterance" and "input_norm" not in _fitted().settings()
+    save_upstream(model, tmp_path / "u.pt")
+    assert build_upstream("bestrq", tmp_path / "u.pt").config.input_norm == "utterance"
+    wavs, lengths = noise_batch([16000, 9000], seed=3)
+    feats, frames = model.log_mel(wavs, lengths)
+    for f, t in zip(feats, frames.tolist(), strict=True):  # each utterance: zero mean, unit std per channel
+        valid = f[: t * model.config.stack]
+        torch.testing.assert_close(valid.mean(0), torch.zeros(valid.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(valid.std(0, unbiased=False), torch.ones(valid.shape[1]), atol=1e-3, rtol=0)
+    loud = model.target_ids(wavs * 4.0, lengths)  # a gain is a constant log-mel offset: the codes do not move
+    for a, b in zip(model.target_ids(wavs, lengths), loud, strict=True):
+        assert torch.equal(a, b)
+    alone = model.target_ids(wavs[1:, : lengths[1]], lengths[1:])[0]
+    assert torch.equal(alone, model.target_ids(wavs, lengths)[1])
+    fitted = _fitted()
+    assert not all(torch.equal(a, b) for a, b in
+                   zip(fitted.target_ids(wavs, lengths), fitted.target_ids(wavs * 4.0, lengths), strict=True))
+    with pytest.raises(ValueError, match="input_norm"):
+        build_bestrq("tiny", **SMALL, input_norm="speaker")
+
+
 def test_span_mask_probability_and_span_length():
     model = build_bestrq("tiny", **SMALL)
     lengths = torch.tensor([4000, 4000, 2000])

@@ -296,8 +296,8 @@ def test_mel_checkpoint_round_trip(tmp_path: Path):
     model = _fitted_mel(normalize_waveform=True)
     model.name = "hubert"
     save_upstream(model, tmp_path / "mel.pt")
-    assert {k: checkpoint_settings(tmp_path / "mel.pt")[k] for k in MEL_SETTINGS} == dict(front_end="mel", mel_bins=80,
-                                                                                         mel_stack=2)
+    settings = checkpoint_settings(tmp_path / "mel.pt")  # mel_norm left out at its default (global)
+    assert {k: settings[k] for k in MEL_SETTINGS if k in settings} == dict(front_end="mel", mel_bins=80, mel_stack=2)
     loaded = build_upstream("hubert", tmp_path / "mel.pt")
     assert loaded.config == model.config and loaded.fingerprint() == model.fingerprint() and not loaded.needs_fit
     wavs, lengths = noise_batch([12000, 7000])
@@ -307,6 +307,39 @@ def test_mel_checkpoint_round_trip(tmp_path: Path):
     # The random-weights twin of a checkpoint: its settings build the same architecture, needing statistics.
     twin = build_upstream("hubert", **checkpoint_settings(tmp_path / "mel.pt"))
     assert twin.needs_fit and twin.state_dict().keys() == model.state_dict().keys()
+
+
+def test_mel_utterance_norm_needs_no_fit_ignores_gain_and_round_trips(tmp_path: Path):
+    model = build_hubert("base", **SMALL_MEL, mel_norm="utterance").eval()
+    assert not model.needs_fit and model.settings()["mel_norm"] == "utterance"
+    wavs, lengths = noise_batch([16000, 9000], seed=2)
+    feats, frames = model.input_features(wavs, lengths)
+    for f, t in zip(feats, frames.tolist(), strict=True):  # 98 and 54 log-mel frames: whole stacks of 2
+        unstacked = f[:t].reshape(-1, 80)
+        torch.testing.assert_close(unstacked.mean(0), torch.zeros(80), atol=1e-4, rtol=0)
+        torch.testing.assert_close(unstacked.std(0, unbiased=False), torch.ones(80), atol=1e-3, rtol=0)
+    with torch.no_grad():
+        for a, b in zip(model(wavs, lengths).hidden_states, model(wavs * 5.0, lengths).hidden_states, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    model.name = "hubert"
+    save_upstream(model, tmp_path / "utt.pt")
+    assert checkpoint_settings(tmp_path / "utt.pt")["mel_norm"] == "utterance"
+    twin = build_upstream("hubert", **checkpoint_settings(tmp_path / "utt.pt"))
+    assert twin.config.mel_norm == "utterance" and not twin.needs_fit
+    with pytest.raises(ValueError, match="mel_norm"):
+        build_hubert("base", **SMALL_MEL, mel_norm="speaker")
+
+
+def test_kmeans_features_with_per_utterance_cmvn():
+    student = build_hubert("base", **SMALL)
+    wavs, lengths = noise_batch([16000, 9600], seed=4)
+    plain = kt.FeatureSource(KMeansTargetConfig(), student)
+    normed = kt.FeatureSource(KMeansTargetConfig(cmvn=True), student)
+    assert "per-utterance CMVN" in normed.describe() and "CMVN" not in plain.describe()
+    for raw, f, loud in zip(plain.batch(wavs, lengths), normed.batch(wavs, lengths),
+                            normed.batch(wavs * 3.0, lengths), strict=True):
+        torch.testing.assert_close(f, (raw - raw.mean(0)) / raw.std(0, unbiased=False), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(f, loud, atol=1e-3, rtol=1e-3)  # a gain moves MFCC c0 only: CMVN removes it
 
 
 def test_mel_pretrain_loss_decreases_and_finetune_masking():

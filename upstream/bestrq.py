@@ -2,8 +2,10 @@
 
 Input: 80-dim Kaldi log-mel frames (25 ms / 10 ms), normalised with a global mean and standard
 deviation estimated on training audio (:meth:`BestRQUpstream.fit`; the paper stresses that this
-normalisation keeps the quantizer from collapsing onto a few codes), then ``stack`` consecutive
-frames concatenated (4 x 80 = 320 dims, one frame per 40 ms; a trailing partial stack is dropped).
+normalisation keeps the quantizer from collapsing onto a few codes) or, with ``input_norm:
+utterance``, with each utterance's own (per-channel CMVN: the codes then ignore gain and a fixed
+channel colouring), then ``stack`` consecutive frames concatenated (4 x 80 = 320 dims, one frame per
+40 ms; a trailing partial stack is dropped).
 
 Targets (:class:`RandomProjectionQuantizer`, buffers only, never trained): the stacked clean frame
 times a Xavier-initialised (320, 16) projection, l2-normalised, matched by cosine similarity to the
@@ -55,6 +57,8 @@ class BestRQConfig:
         mask_span_ms: masked span length in milliseconds.
         mask_noise_std: standard deviation of the noise that replaces masked (normalised) frames.
         fit_utterances: training utterances used to estimate the normalisation statistics.
+        input_norm: ``global`` (the fitted mean and standard deviation) or ``utterance`` (each
+            utterance's own, over its frames; nothing to fit).
     """
 
     feat_dim: int = 80
@@ -71,6 +75,7 @@ class BestRQConfig:
     mask_span_ms: float = 400.0
     mask_noise_std: float = 0.1
     fit_utterances: int = 500
+    input_norm: str = "global"
 
     def __post_init__(self):
         for key in ("feat_dim", "stack", "codebook_dim", "codebook_size", "embed_dim", "num_layers", "num_heads",
@@ -86,6 +91,8 @@ class BestRQConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"BEST-RQ setting {key} must be a number in [0, 1), got {value!r}")
+        if self.input_norm not in ("global", "utterance"):
+            raise ValueError(f"BEST-RQ setting input_norm must be 'global' or 'utterance', not {self.input_norm!r}")
         if self.mask_span_ms < 10 or self.mask_noise_std < 0:
             raise ValueError("BEST-RQ settings: mask_span_ms must be >= 10 and mask_noise_std >= 0")
 
@@ -126,7 +133,7 @@ class BestRQUpstream(Upstream, Pretrainable):
 
     Submodules: ``quantizer`` (buffers), ``input_proj`` (Linear, stack x feat_dim -> D),
     ``conformer`` (torchaudio), ``classifier`` (Linear, D -> codebook_size); buffers ``mean``,
-    ``std`` and ``fitted`` for the input normalisation.
+    ``std`` and ``fitted`` for the global input normalisation (unused with ``input_norm: utterance``).
     """
 
     name = "bestrq"
@@ -157,11 +164,16 @@ class BestRQUpstream(Upstream, Pretrainable):
         return (args[0] * self._valid[:, None, :].to(args[0].dtype),)
 
     def settings(self) -> dict:
-        return dataclasses.asdict(self.config)
+        """The config as a dict, without ``input_norm`` when it is ``global``: a model of the default keeps the
+        settings, checkpoints and fingerprint (feature caches) it had before the option existed."""
+        settings = dataclasses.asdict(self.config)
+        if self.config.input_norm == "global":
+            del settings["input_norm"]
+        return settings
 
     @property
     def needs_fit(self) -> bool:
-        return not bool(self.fitted)
+        return self.config.input_norm == "global" and not bool(self.fitted)
 
     def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
         return torch.div(kaldi_num_frames(num_samples), self.config.stack, rounding_mode="floor")
@@ -186,9 +198,15 @@ class BestRQUpstream(Upstream, Pretrainable):
         if shortest < self.min_samples:
             raise ValueError(f"an utterance has {shortest} samples; BEST-RQ needs at least {self.min_samples}")
         lengths = self.num_frames(wav_lengths)
-        feats = [(log_mel_fbank(w[:n], self.config.feat_dim)[: int(t) * self.config.stack] - self.mean) / self.std
+        feats = [self.normalise(log_mel_fbank(w[:n], self.config.feat_dim)[: int(t) * self.config.stack])
                  for w, n, t in zip(wavs, wav_lengths.tolist(), lengths.tolist(), strict=True)]
         return nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths.to(wavs.device)
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, F) log-mel of one utterance -> (T, F), by the global or the utterance's statistics (``input_norm``)."""
+        if self.config.input_norm == "utterance":
+            return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
+        return (feats - self.mean) / self.std
 
     def stack(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, T * stack, F) -> (B, T, stack * F)."""
@@ -217,13 +235,15 @@ class BestRQUpstream(Upstream, Pretrainable):
 
     # -- pre-training -----------------------------------------------------------------------------
     def prepare_pretraining(self, work_dir: Path, train: list, valid: list, settings: dict) -> None:
-        """Fit the input normalisation on ``fit_utterances`` training utterances (seeded choice)."""
+        """Fit the global input normalisation (when used) on ``fit_utterances`` training utterances (seeded choice),
+        and record the quantizer's code usage on them."""
         from corpora.batching import AudioDataset  # noqa: PLC0415  (pre-training only)
 
         super().prepare_pretraining(work_dir, train, valid, settings)
         chosen = random.Random(0).sample(train, min(len(train), self.config.fit_utterances))
         data = AudioDataset(chosen)
-        self.fit(data[i][1] for i in range(len(chosen)))
+        if self.needs_fit:
+            self.fit(data[i][1] for i in range(len(chosen)))
         counts = sum(self.code_usage(w[None], torch.tensor([len(w)])) for _, w in (data[i] for i in range(len(chosen))))
         usage = {**id_usage(counts), "utterances": len(chosen)}
         Path(work_dir).mkdir(parents=True, exist_ok=True)

@@ -82,27 +82,31 @@ class RunningMoments:
 
 
 class MelFrontEnd(torch.nn.Module):
-    """Globally normalised Kaldi log-mel with ``stack`` consecutive 10 ms frames per output frame (MelHuBERT's input).
+    """Normalised Kaldi log-mel with ``stack`` consecutive 10 ms frames per output frame (MelHuBERT's input).
 
     A padded batch (B, S) -> (B, T, stack * num_mel_bins), zero after each utterance's T frames:
     each utterance's :func:`log_mel_fbank` frames (m = :func:`kaldi_num_frames` of its length) minus
-    the ``mean`` buffer, divided by the ``std`` buffer ((num_mel_bins,) each, estimated by :meth:`fit`),
-    then groups of ``stack`` consecutive frames concatenated. A trailing partial group is completed
+    the ``mean`` buffer, divided by the ``std`` buffer ((num_mel_bins,) each, estimated by :meth:`fit`)
+    with ``norm="global"``, or minus the utterance's own per-channel mean, divided by its own standard
+    deviation with ``norm="utterance"`` (nothing to fit), then groups of ``stack`` consecutive frames
+    concatenated. A trailing partial group is completed
     by repeating the utterance's last frame, so T = ceil(m / stack); with ``stack=2`` that is
     ``floor((S - 400) / 320) + 1`` for S >= 400, the frame count of HuBERT's CNN and of its 20 ms
     MFCC targets. Every utterance needs at least one 25 ms window (400 samples).
     """
 
-    def __init__(self, num_mel_bins: int = 80, stack: int = 2):
+    def __init__(self, num_mel_bins: int = 80, stack: int = 2, norm: str = "global"):
         super().__init__()
-        self.num_mel_bins, self.stack = num_mel_bins, stack
+        if norm not in ("global", "utterance"):
+            raise ValueError(f"log-mel normalisation must be 'global' or 'utterance', not {norm!r}")
+        self.num_mel_bins, self.stack, self.norm = num_mel_bins, stack, norm
         self.register_buffer("mean", torch.zeros(num_mel_bins))
         self.register_buffer("std", torch.ones(num_mel_bins))
         self.register_buffer("fitted", torch.tensor(False))
 
     @property
     def needs_fit(self) -> bool:
-        return not bool(self.fitted)
+        return self.norm == "global" and not bool(self.fitted)
 
     def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
         """(B,) samples -> (B,) output frames, ceil(kaldi_num_frames / stack)."""
@@ -122,7 +126,11 @@ class MelFrontEnd(torch.nn.Module):
             raise RuntimeError("the log-mel front end has no normalisation statistics: call fit() or load a checkpoint")
         stacked = []
         for wav, n in zip(wavs, wav_lengths.tolist(), strict=True):
-            feats = (log_mel_fbank(wav[:n], self.num_mel_bins) - self.mean) / self.std
+            feats = log_mel_fbank(wav[:n], self.num_mel_bins)
+            if self.norm == "utterance":
+                feats = (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
+            else:
+                feats = (feats - self.mean) / self.std
             feats = torch.cat([feats, feats[-1:].expand(-len(feats) % self.stack, -1)])
             stacked.append(feats.reshape(-1, self.stack * self.num_mel_bins))
         return torch.nn.utils.rnn.pad_sequence(stacked, batch_first=True), self.num_frames(wav_lengths)

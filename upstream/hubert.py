@@ -19,8 +19,9 @@ fairseq and Hugging Face weights onto it. What this module adds:
   (positive first, other classes as negatives) and is computed as one matrix product.
 * a log-mel front end instead of the CNN (``front_end: mel``, MelHuBERT, Lin et al. 2022):
   :class:`upstream.frontend.MelFrontEnd` (80 Kaldi log-mel channels every 10 ms, globally
-  normalised with statistics fitted on training audio, 2 frames stacked per 20 ms) takes the CNN's
-  place as ``model.wav2vec2.feature_extractor``; the feature projection takes its 160-d frames.
+  normalised with statistics fitted on training audio or per utterance, 2 frames stacked per 20 ms)
+  takes the CNN's place as ``model.wav2vec2.feature_extractor``; the feature projection takes its
+  160-d frames.
   Pre-training is then plain cross-entropy (no CNN feature penalty or gradient scaling).
 
 Frames are 20 ms (320 samples). Valid frames of an ``S``-sample input: the CNN's
@@ -53,7 +54,7 @@ from .w2v_encoder import TINY_CONV, EncoderConfig, TorchaudioEncoderUpstream
 
 log = logging.getLogger(__name__)
 
-MEL_SETTINGS = ("front_end", "mel_bins", "mel_stack")
+MEL_SETTINGS = ("front_end", "mel_bins", "mel_stack", "mel_norm")
 """The log-mel front end's settings: absent from a CNN model's :meth:`HubertUpstream.settings`."""
 FIT_UTTERANCES = 500
 """Training utterances (a seeded sample) the log-mel statistics are fitted on before pre-training."""
@@ -66,10 +67,12 @@ class HubertConfig(EncoderConfig):
     Front end:
         front_end: ``cnn`` (the encoder's waveform CNN) or ``mel`` (MelHuBERT: ``mel_bins`` Kaldi log-mel
             channels every 10 ms, normalised by a global mean and standard deviation fitted on training
-            audio, ``mel_stack`` consecutive frames concatenated per encoder frame; 2 gives the CNN's
-            20 ms frames). With ``mel``, the CNN settings (extractor_mode, conv_layers, conv_bias,
-            feature_grad_mult, feature_penalty) are unused.
+            audio or by each utterance's own (``mel_norm``), ``mel_stack`` consecutive frames concatenated
+            per encoder frame; 2 gives the CNN's 20 ms frames). With ``mel``, the CNN settings
+            (extractor_mode, conv_layers, conv_bias, feature_grad_mult, feature_penalty) are unused.
         mel_bins, mel_stack: the log-mel front end's channels and frames per encoder frame.
+        mel_norm: ``global`` (the fitted statistics) or ``utterance`` (each utterance's own mean and
+            standard deviation per channel; nothing to fit).
 
     Encoder: the fields of :class:`upstream.w2v_encoder.EncoderConfig`.
 
@@ -92,6 +95,7 @@ class HubertConfig(EncoderConfig):
     front_end: str = "cnn"
     mel_bins: int = 80
     mel_stack: int = 2
+    mel_norm: str = "global"
     num_classes: int = 100
     final_dim: int = 256
     mask_start_prob: float = 0.08
@@ -104,6 +108,8 @@ class HubertConfig(EncoderConfig):
     def __post_init__(self):
         if self.front_end not in ("cnn", "mel"):
             raise ValueError(f"HuBERT setting front_end must be 'cnn' or 'mel', not {self.front_end!r}")
+        if self.mel_norm not in ("global", "utterance"):
+            raise ValueError(f"HuBERT setting mel_norm must be 'global' or 'utterance', not {self.mel_norm!r}")
         self.check(integers=("mel_bins", "mel_stack", "num_classes", "final_dim", "mask_length"),
                    fractions=("mask_start_prob",))
         if not 0 < self.feature_grad_mult <= 1:
@@ -177,7 +183,7 @@ class HubertUpstream(TorchaudioEncoderUpstream, Pretrainable):
             feature_grad_mult=c.feature_grad_mult if c.feature_grad_mult < 1 else None,
         )
         if mel:
-            self.model.wav2vec2.feature_extractor = MelFrontEnd(c.mel_bins, c.mel_stack)
+            self.model.wav2vec2.feature_extractor = MelFrontEnd(c.mel_bins, c.mel_stack, c.mel_norm)
             self.downsample_rate = HOP * c.mel_stack
         else:
             self.downsample_rate = 1
@@ -189,11 +195,14 @@ class HubertUpstream(TorchaudioEncoderUpstream, Pretrainable):
     def settings(self) -> dict:
         """The config as a dict. A CNN model leaves out :data:`MEL_SETTINGS` (they do not apply to it),
         so its settings, checkpoints and fingerprint are those it had before the log-mel front end existed;
-        a checkpoint without them loads as a CNN model."""
+        a checkpoint without them loads as a CNN model. A log-mel model leaves out ``mel_norm`` when it is
+        ``global``, for the same reason."""
         settings = dataclasses.asdict(self.config)
         if self.config.front_end == "cnn":
             for key in MEL_SETTINGS:
                 del settings[key]
+        elif self.config.mel_norm == "global":
+            del settings["mel_norm"]
         return settings
 
     @property

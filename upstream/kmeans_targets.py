@@ -56,6 +56,8 @@ class KMeansTargetConfig:
         source: ``mfcc``, or the path of an upstream checkpoint whose hidden state ``layer`` is clustered.
         teacher: registry name of the upstream in ``source`` (when it is a checkpoint).
         layer: hidden state index of the teacher (0 = its first state; HuBERT Base: 6).
+        cmvn: normalise each utterance's features by its own per-dimension mean and standard deviation
+            before clustering and labelling (the ids then ignore a fixed channel and gain).
         sample_fraction: share of training utterances whose frames the k-means sees (paper: ~10 %).
         max_sample_frames: cap on those frames (a seeded random subset beyond it).
         kmeans: reuse these centroids (a ``kmeans.npy`` of an earlier run); empty: fit new ones.
@@ -67,6 +69,7 @@ class KMeansTargetConfig:
     source: str = "mfcc"
     teacher: str = "hubert"
     layer: int = 6
+    cmvn: bool = False
     sample_fraction: float = 0.1
     max_sample_frames: int = 300_000
     kmeans: str = ""
@@ -108,7 +111,8 @@ class FeatureSource:
                                  f"{self.teacher.num_layers} hidden states (0..{self.teacher.num_layers - 1})")
 
     def describe(self) -> str:
-        return "39-d MFCC" if self.teacher is None else f"layer {self.cfg.layer} of {self.cfg.source}"
+        source = "39-d MFCC" if self.teacher is None else f"layer {self.cfg.layer} of {self.cfg.source}"
+        return source + (", per-utterance CMVN" if self.cfg.cmvn else "")
 
     @torch.no_grad()
     def batch(self, wavs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
@@ -123,6 +127,8 @@ class FeatureSource:
             if f.shape[0] != n:
                 raise ValueError(f"label rate mismatch: {self.describe()} gives {f.shape[0]} frames where the "
                                  f"model has {n}; targets must be at the model's frame rate")
+        if self.cfg.cmvn:
+            feats = [(f - f.mean(0)) / f.std(0, unbiased=False).clamp_min(1e-5) for f in feats]
         return feats
 
 
