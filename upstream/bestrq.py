@@ -37,7 +37,7 @@ from torch import nn
 from torchaudio.models import Conformer
 
 from .base import Pretrainable, Upstream, UpstreamOutput
-from .frontend import HOP, WINDOW, kaldi_num_frames, log_mel_fbank, log_mel_moments
+from .frontend import HOP, WINDOW, kaldi_num_frames, log_mel_fbank, log_mel_moments, utterance_standardise
 from .presets import config_from_preset
 from .target_usage import id_usage
 
@@ -205,7 +205,7 @@ class BestRQUpstream(Upstream, Pretrainable):
     def normalise(self, feats: torch.Tensor) -> torch.Tensor:
         """(T, F) log-mel of one utterance -> (T, F), by the global or the utterance's statistics (``input_norm``)."""
         if self.config.input_norm == "utterance":
-            return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
+            return utterance_standardise(feats)
         return (feats - self.mean) / self.std
 
     def stack(self, feats: torch.Tensor) -> torch.Tensor:

@@ -47,8 +47,16 @@ class Deltas(torch.nn.Module):
 
 
 def utterance_cmvn(feats: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Per-utterance mean and variance normalisation over time of (T, D) features."""
+    """Per-utterance mean and variance normalisation over time of (T, D) features (S3PRL's: the sample
+    standard deviation plus ``eps``; the APC and FBANK parity tests rely on it)."""
     return (feats - feats.mean(dim=0, keepdim=True)) / (eps + feats.std(dim=0, keepdim=True))
+
+
+def utterance_standardise(feats: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """(T, D) features -> zero mean and unit population standard deviation per dimension over the
+    utterance's frames, the deviation floored at ``floor``: the per-utterance option of pre-training
+    (BEST-RQ's ``input_norm``, MelHuBERT's ``mel_norm``, k-means ``targets.cmvn``)."""
+    return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(floor)
 
 
 def log_mel_moments(wavs: Iterable[torch.Tensor], num_mel_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,10 +135,7 @@ class MelFrontEnd(torch.nn.Module):
         stacked = []
         for wav, n in zip(wavs, wav_lengths.tolist(), strict=True):
             feats = log_mel_fbank(wav[:n], self.num_mel_bins)
-            if self.norm == "utterance":
-                feats = (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
-            else:
-                feats = (feats - self.mean) / self.std
+            feats = utterance_standardise(feats) if self.norm == "utterance" else (feats - self.mean) / self.std
             feats = torch.cat([feats, feats[-1:].expand(-len(feats) % self.stack, -1)])
             stacked.append(feats.reshape(-1, self.stack * self.num_mel_bins))
         return torch.nn.utils.rnn.pad_sequence(stacked, batch_first=True), self.num_frames(wav_lengths)

@@ -39,7 +39,7 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.manifest import Record
 
 from .base import Upstream
-from .frontend import Deltas
+from .frontend import Deltas, utterance_standardise
 from .target_usage import id_usage
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class FeatureSource:
                 raise ValueError(f"label rate mismatch: {self.describe()} gives {f.shape[0]} frames where the "
                                  f"model has {n}; targets must be at the model's frame rate")
         if self.cfg.cmvn:
-            feats = [(f - f.mean(0)) / f.std(0, unbiased=False).clamp_min(1e-5) for f in feats]
+            feats = [utterance_standardise(f) for f in feats]
         return feats
 
 
