@@ -80,6 +80,23 @@ def test_bad_benchmark_configs_name_the_key(tmp_path: Path, sc_root: Path):
     assert main(["--data", str(_config(tmp_path, sc_root)), "--tasks", "asr"]) == 2
 
 
+def test_a_checkpoint_of_an_unfinished_pretraining_run_is_refused(tmp_path: Path, sc_root: Path, capsys):
+    """upstream.pt of a pre-training folder without summary.json is rewritten at every save; results
+    trained on it would be reused after it changed, so the benchmark refuses it, naming the key."""
+    run = tmp_path / "pretrain" / "apc_running"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "upstream.pt").write_bytes(b"")
+    config = _config(tmp_path, sc_root)
+    bench = yaml.safe_load(config.read_text())
+    bench["pretrain"]["upstreams"]["apc_small"] = {"upstream": "apc", "checkpoint": str(run / "upstream.pt")}
+    config.write_text(yaml.safe_dump(bench))
+    assert main(["--data", str(config), "--expdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain.upstreams.apc_small.checkpoint" in err and "has not finished" in err
+    assert not (tmp_path / "out" / "downstream").exists()  # refused before any experiment folder is made
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_are_valid(preset: str):
     bench = load_benchmark(PRESETS[preset])

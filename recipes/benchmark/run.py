@@ -8,8 +8,9 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 1. **corpora**: each task's corpus is built when it is a demo corpus and absent (TTS);
 2. **pre-training**: each upstream of the config's ``pretrain`` section is pre-trained on
    ``pretrain.data`` into ``<expdir>/pretrain/<name>/`` unless it has a ``summary.json`` (or the
-   config gives its ``checkpoint``); ``{pretrain}`` in overrides names that folder's parent, so
-   HuBERT's second iteration finds the first;
+   config gives its ``checkpoint``: not the ``upstream.pt`` of a pre-training run that has not
+   finished); ``{pretrain}`` in overrides names that folder's parent, so HuBERT's second iteration
+   finds the first;
 3. **downstream**: every task (a leaderboard track) × upstream × seed (× fold, where a task sets
    ``folds``; × learning rate, where it sets ``lrs``) trains into
    ``<expdir>/downstream/<track>-<upstream>-seed<N>[-fold<k>][-lr<rate>]/`` unless it has a
@@ -269,6 +270,12 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             path = Path(job.checkpoint)
             if not path.exists() and not takes_model_ids(job.upstream):
                 raise FileNotFoundError(f"pretrain.upstreams.{name}.checkpoint not found: {job.checkpoint}")
+            if _unfinished_pretraining(path):
+                raise ConfigError(f"pretrain.upstreams.{name}.checkpoint: {job.checkpoint} belongs to a pre-training "
+                                  f"run that has not finished (no summary.json in {path.parent}), and its "
+                                  "upstream.pt is rewritten at every save: results trained on it would be kept "
+                                  "after it changes. Wait for the run to finish, or copy the file elsewhere to use "
+                                  "this state of the model")
             checkpoints[name] = str(path.resolve()) if path.exists() else job.checkpoint  # else a model id
             continue
         folder = root / name
@@ -276,6 +283,14 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
         timer.run(f"pretrain {name}", pretrainer.run, done_already=(folder / "summary.json").is_file())
         checkpoints[name] = str((folder / "upstream.pt").resolve())
     return checkpoints
+
+
+def _unfinished_pretraining(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is the ``upstream.pt`` of a ``python -m upstream.pretrain`` folder that is
+    still training or was stopped: a resumable ``checkpoints/last.pt`` beside it and no ``summary.json``."""
+    folder = checkpoint.parent
+    return (checkpoint.name == "upstream.pt" and (folder / "checkpoints" / "last.pt").is_file()
+            and not (folder / "summary.json").is_file())
 
 
 def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstreams: list[str],
