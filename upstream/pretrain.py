@@ -121,6 +121,19 @@ def lr_factor(step: int, cfg: PretrainLoopConfig) -> float:
     return max(0.0, (cfg.total_steps - step) / max(1, cfg.total_steps - warmup))
 
 
+def pretraining_finished(run_dir: Path) -> bool:
+    """Whether the pre-training run in ``run_dir`` has finished: ``summary.json`` is its last write."""
+    return (Path(run_dir) / "summary.json").is_file()
+
+
+def unfinished_run_checkpoint(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is the ``upstream.pt`` of a pre-training run that is still training or was
+    stopped (a resumable ``checkpoints/last.pt`` beside it, not finished): every save rewrites it."""
+    checkpoint = Path(checkpoint)
+    return (checkpoint.name == "upstream.pt" and (checkpoint.parent / "checkpoints" / "last.pt").is_file()
+            and not pretraining_finished(checkpoint.parent))
+
+
 class Pretrainer:
     """One pre-training experiment: data, model, optimiser, loop, checkpoints."""
 

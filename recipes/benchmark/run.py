@@ -55,7 +55,7 @@ from downstream.tasks import get_task
 from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.cli import write_outputs
 from upstream import build_upstream
-from upstream.pretrain import Pretrainer, resolve_pretrain_config
+from upstream.pretrain import Pretrainer, pretraining_finished, resolve_pretrain_config, unfinished_run_checkpoint
 from upstream.registry import checkpoint_settings, takes_model_ids
 
 HERE = Path(__file__).parent
@@ -270,7 +270,7 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             path = Path(job.checkpoint)
             if not path.exists() and not takes_model_ids(job.upstream):
                 raise FileNotFoundError(f"pretrain.upstreams.{name}.checkpoint not found: {job.checkpoint}")
-            if _unfinished_pretraining(path):
+            if unfinished_run_checkpoint(path):
                 raise ConfigError(f"pretrain.upstreams.{name}.checkpoint: {job.checkpoint} belongs to a pre-training "
                                   f"run that has not finished (no summary.json in {path.parent}), and its "
                                   "upstream.pt is rewritten at every save: results trained on it would be kept "
@@ -280,17 +280,9 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             continue
         folder = root / name
         pretrainer = _pretrainer(job, folder, bench.pretrain_data, root)  # a changed config is an error here
-        timer.run(f"pretrain {name}", pretrainer.run, done_already=(folder / "summary.json").is_file())
+        timer.run(f"pretrain {name}", pretrainer.run, done_already=pretraining_finished(folder))
         checkpoints[name] = str((folder / "upstream.pt").resolve())
     return checkpoints
-
-
-def _unfinished_pretraining(checkpoint: Path) -> bool:
-    """Whether ``checkpoint`` is the ``upstream.pt`` of a ``python -m upstream.pretrain`` folder that is
-    still training or was stopped: a resumable ``checkpoints/last.pt`` beside it and no ``summary.json``."""
-    folder = checkpoint.parent
-    return (checkpoint.name == "upstream.pt" and (folder / "checkpoints" / "last.pt").is_file()
-            and not (folder / "summary.json").is_file())
 
 
 def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstreams: list[str],
