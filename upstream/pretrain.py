@@ -51,6 +51,9 @@ from .base import Pretrainable
 from .registry import available_upstreams, build_upstream, save_upstream
 
 log = logging.getLogger("upstream.pretrain")
+# The run folder's last write (a finished run has it) and the resumable training state, relative to the folder.
+SUMMARY_FILE = "summary.json"
+RESUME_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 class PretrainObjective(torch.nn.Module):
@@ -123,14 +126,14 @@ def lr_factor(step: int, cfg: PretrainLoopConfig) -> float:
 
 def pretraining_finished(run_dir: Path) -> bool:
     """Whether the pre-training run in ``run_dir`` has finished: ``summary.json`` is its last write."""
-    return (Path(run_dir) / "summary.json").is_file()
+    return (Path(run_dir) / SUMMARY_FILE).is_file()
 
 
 def unfinished_run_checkpoint(checkpoint: Path) -> bool:
     """Whether ``checkpoint`` is the ``upstream.pt`` of a pre-training run that is still training or was
     stopped (a resumable ``checkpoints/last.pt`` beside it, not finished): every save rewrites it."""
     checkpoint = Path(checkpoint)
-    return (checkpoint.name == "upstream.pt" and (checkpoint.parent / "checkpoints" / "last.pt").is_file()
+    return (checkpoint.name == "upstream.pt" and (checkpoint.parent / RESUME_CHECKPOINT).is_file()
             and not pretraining_finished(checkpoint.parent))
 
 
@@ -194,7 +197,7 @@ class Pretrainer:
             raise ConfigError(f"train.optimizer must be 'adamw' or 'adam', not {tcfg.optimizer!r}")
         optimizer = opt_cls(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay if tcfg.optimizer == "adamw" else 0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, tcfg))
-        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.dir / "checkpoints" / "last.pt",
+        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.dir / RESUME_CHECKPOINT,
                             tensorboard=self.dir / "tb", desc=f"pretrain {self.upstream_name}", log=log)
         if self.augmenter is not None:  # utterances seen and changed per transform, saved with the position
             loop.position["augmented"] = dict.fromkeys(["utterances", *TRANSFORMS], 0)
@@ -261,7 +264,7 @@ class Pretrainer:
             header = curve.read_text().splitlines()[0].split("\t")
             # strict=False: the header names the first evaluation's statistics; the last one may have others
             summary["final_train_stats"] = {k: float(v) for k, v in zip(header[5:], rows[-1][5:], strict=False)}
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
         return summary
 
     def _loss(self, objective, records: list[Record], idx: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor):
