@@ -41,7 +41,7 @@ from corpora.alignments import phones_at, read_alignments
 from corpora.audio import SAMPLE_RATE, load_audio
 from corpora.manifest import Record
 
-from .pretrain import PretrainConfig, Pretrainer
+from .pretrain import SUMMARY_FILE, PretrainConfig, Pretrainer
 from .registry import build_upstream
 
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     (args.run / "target_quality.json").write_text(json.dumps(quality, indent=1))
-    summary_file = args.run / "summary.json"
+    summary_file = args.run / SUMMARY_FILE
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
         summary["target_quality"] = quality
