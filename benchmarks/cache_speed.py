@@ -27,6 +27,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.tensors import lengths_to_mask  # noqa: E402  (after sys.path setup)
 from corpora.demo import build_demo_keywords  # noqa: E402  (after sys.path setup)
 from upstream.base import Upstream, UpstreamOutput  # noqa: E402  (after sys.path setup)
 from upstream.frontend import HOP, kaldi_num_frames, log_mel_fbank, utterance_cmvn  # noqa: E402  (after sys.path setup)
@@ -55,7 +56,7 @@ class RandomTransformer(Upstream):
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> UpstreamOutput:
         feats, lengths = self.pad_frames([utterance_cmvn(log_mel_fbank(w[:n]))
                                           for w, n in zip(wavs, wav_lengths.tolist(), strict=True)])
-        pad = torch.arange(feats.shape[1])[None] >= lengths[:, None]
+        pad = ~lengths_to_mask(lengths, feats.shape[1])
         x = self.input_proj(feats)
         states = [x]
         for layer in self.layers:

@@ -33,6 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from core.tensors import lengths_to_mask  # noqa: E402  (after sys.path setup)
+
 LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech_mini" / "LibriSpeech"
 MODELS = ("mockingjay", "apc", "hubert", "wav2vec2", "wavlm")
 IMPLS = {"mockingjay": ("s3prl", "ours"), "apc": ("s3prl", "ours"), "hubert": ("s3prl", "huggingface", "ours"),
@@ -56,7 +59,7 @@ def _export_hubert(path: Path) -> None:
     from transformers import HubertConfig as HFConfig, HubertModel as HFModel  # noqa: PLC0415  (optional dev dependency)
 
     from upstream import build_upstream  # noqa: PLC0415  (each process loads only what it measures)
-    from upstream.interop.hubert_checkpoints import _HF_PREFIXES  # noqa: PLC0415  (each process loads only what it measures)
+    from upstream.wav2vec2.checkpoints import HF_PREFIXES  # noqa: PLC0415  (each process loads only what it measures)
 
     mc, tc = HubertConfig(label_rate=50), HubertPretrainingConfig()
     ref = HubertModel(mc, tc, [list(range(504))])
@@ -66,7 +69,7 @@ def _export_hubert(path: Path) -> None:
     hf = HFModel(HFConfig())
     state = {}
     for key, value in ours.items():
-        for hf_prefix, our_prefix in _HF_PREFIXES:
+        for hf_prefix, our_prefix in HF_PREFIXES:
             if key.startswith(our_prefix):
                 state[hf_prefix + key[len(our_prefix):]] = value
     hf.load_state_dict(state, strict=True)
@@ -99,13 +102,13 @@ def _export(model_name: str, path: Path) -> None:
     elif model_name == "hubert":
         _export_hubert(path)
     elif model_name == "apc":
-        from upstream.apc import build_apc  # noqa: PLC0415  (each process loads only what it measures)
-        from upstream.interop.s3prl_apc import export_s3prl_apc  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.apc.model import build_apc  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.apc.s3prl import export_s3prl_apc  # noqa: PLC0415  (each process loads only what it measures)
 
         export_s3prl_apc(build_apc(preset="base"), path)
     else:
-        from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
-        from upstream.mockingjay import build_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.mockingjay.model import build_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
+        from upstream.mockingjay.s3prl import export_s3prl_mockingjay  # noqa: PLC0415  (each process loads only what it measures)
 
         export_s3prl_mockingjay(build_mockingjay(preset="base"), path)
 
@@ -125,7 +128,7 @@ def _worker(model_name: str, impl: str, ckpt: Path, n: int, batch: int, threads:
 
         def run(chunk):
             lengths = torch.tensor([len(w) for w in chunk])
-            mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()
+            mask = lengths_to_mask(lengths).long()
             return hf(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), attention_mask=mask,
                       output_hidden_states=True).hidden_states
     else:

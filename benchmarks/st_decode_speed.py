@@ -18,6 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core import runs  # noqa: E402  (after sys.path setup)
 from corpora.batching import DurationBatcher  # noqa: E402  (after sys.path setup)
 from downstream.runner import Experiment, FeatureSource  # noqa: E402  (after sys.path setup)
 from downstream.tasks.st_decoding import beam_search, greedy  # noqa: E402  (after sys.path setup)
@@ -33,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     exp = Experiment.load(args.expdir, args.name)
-    ckpt = torch.load(exp.ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(exp.ckpt_dir / runs.BEST_CHECKPOINT, map_location="cpu", weights_only=True)
     exp.task.load_state(ckpt["task"])
     splits, upstream, featurizer, head = exp._setup()
     featurizer.load_state_dict(ckpt["featurizer"])
@@ -48,20 +49,20 @@ def main() -> None:
                               seed=0).sequential()
     encoded = []
     for _, feats, lengths in source.batches(batches):
-        memory, mask = head(featurizer(feats), lengths)
-        encoded.append((memory, mask,
-                        min(cfg.task.max_len, int(cfg.task.max_len_ratio * int((~mask).sum(1).max())) + 10)))
+        memory, memory_len = head(featurizer(feats), lengths)
+        encoded.append((memory, memory_len,
+                        min(cfg.task.max_len, int(cfg.task.max_len_ratio * int(memory_len.max())) + 10)))
 
     def timed(decode):
         t0 = time.perf_counter()
-        out = [hyp for memory, mask, max_len in encoded for hyp in decode(memory, mask, max_len)]
+        out = [hyp for memory, memory_len, max_len in encoded for hyp in decode(memory, memory_len, max_len)]
         return out, time.perf_counter() - t0
 
-    def one_at_a_time(memory, mask, max_len):
+    def one_at_a_time(memory, memory_len, max_len):
         out = []
         for b in range(memory.shape[0]):
-            n = int((~mask[b]).sum())
-            out += beam_search(head, memory[b:b + 1, :n], mask[b:b + 1, :n], args.beam, max_len,
+            n = int(memory_len[b])
+            out += beam_search(head, memory[b:b + 1, :n], memory_len[b:b + 1], args.beam, max_len,
                                cfg.task.length_penalty)
         return out
 

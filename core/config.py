@@ -14,6 +14,7 @@ name with other settings is an error that lists the differences, never a silent 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -81,11 +82,42 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+RECIPE_PACKAGE = "recipes"
+"""The package whose YAML files are reachable by name (``-c ks/fsdd``), in a checkout or installed."""
+
+
+def recipe_root() -> Path | None:
+    """The folder of the :data:`RECIPE_PACKAGE` (found, not imported), or None when it is not installed."""
+    spec = importlib.util.find_spec(RECIPE_PACKAGE)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def list_recipes() -> list[str]:
+    """Every recipe name ``load_yaml`` accepts: ``ks/fsdd`` for ``recipes/ks/fsdd.yaml``."""
+    root = recipe_root()
+    if root is None:
+        return []
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def config_file(name: str | Path) -> Path:
+    """``name`` when it is a file; else the recipe of that name (``ks/fsdd``, ``pr/librispeech_mini.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    root = recipe_root()
+    if root is not None and not path.is_absolute():
+        recipe = root / (path if path.suffix == ".yaml" else path.with_name(path.name + ".yaml"))
+        if recipe.is_file():
+            return recipe
+    raise ConfigError(f"config file not found: {path} (not a file, nor a recipe name; recipes: "
+                      f"{', '.join(list_recipes()) or 'none installed'})")
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file into a dict (an empty file is an empty dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Read a YAML config file, or the recipe of that name (:func:`config_file`), into a dict (an
+    empty file is an empty dict)."""
+    path = config_file(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -106,7 +106,7 @@ class TrainingLoop:
             if not path.is_file():
                 continue
             try:
-                ckpt, loaded = torch.load(path, map_location="cpu", weights_only=False), path
+                ckpt, loaded = torch.load(path, map_location="cpu", weights_only=True), path  # runs no code
                 break
             except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:  # truncated, damaged
                 unreadable.append(path)

@@ -4,7 +4,7 @@ Columns ``id start end phone``: the utterance id (a LibriSpeech-style file stem)
 start and end in seconds from the start of the file, and its label (an ARPAbet phone, or ``SIL``
 for the silence around the speech). Segments of an utterance are in time order and do not overlap.
 Written by ``python -m recipes.pr.align``; read by the target diagnostics of pre-training
-(:mod:`upstream.target_quality`).
+(:mod:`upstream.pretrain.target_quality`).
 """
 from __future__ import annotations
 

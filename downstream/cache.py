@@ -153,7 +153,7 @@ def check_space(root: Path, need: int) -> None:
         raise CacheSpaceError(
             f"the feature cache needs about {need / gib:.2f} GiB in {root} but its filesystem has {free / gib:.2f} GiB "
             f"free (and a margin of {factor - 1:.0%} + {extra / 2**20:.0f} MiB is kept). Options: keep fewer layers "
-            f"(-o cache.layers=[0,4,8,12]), store bfloat16/float16 instead of float32 (-o cache.dtype=float16), "
+            f"(-o featurizer.layers=[0,4,8,12]), store bfloat16/float16 instead of float32 (-o cache.dtype=float16), "
             f"put the cache elsewhere (-o cache.root=PATH), or extract on the fly (-o cache.enabled=false)")
 
 
@@ -246,12 +246,12 @@ class FeatureCache:
 
 def kept_layers(layers: list[int] | None, num_layers: int) -> list[int] | None:
     """``layers`` as sorted distinct indices in 0 .. num_layers-1 (negative ones count from the end);
-    None for all. Raises ValueError naming ``cache.layers`` for an index out of range."""
+    None for all. Raises ValueError naming ``featurizer.layers`` for an index out of range."""
     if not layers:
         return None
     bad = [i for i in layers if not isinstance(i, int) or not -num_layers <= i < num_layers]
     if bad:
-        raise ValueError(f"cache.layers {list(layers)}: {bad} out of range for an upstream with {num_layers} "
+        raise ValueError(f"featurizer.layers {list(layers)}: {bad} out of range for an upstream with {num_layers} "
                          f"hidden states (0 .. {num_layers - 1})")
     kept = sorted({i % num_layers for i in layers})
     return None if len(kept) == num_layers else kept

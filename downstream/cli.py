@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from core import distributed, signals
-from core.config import ConfigError, load_yaml, override_items, parse_overrides
+from core import distributed
+from core.cli import run_main
+from core.config import ConfigError, list_recipes, load_yaml, override_items, parse_overrides
 from core.logs import setup_console_logging
+from core.runs import RESULTS_FILE, results_file
 from corpora.audio import AudioError
-from corpora.manifest import ManifestError
 from upstream import available_upstreams
 from upstream.registry import takes_model_ids
 
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-upstreams", action="store_true", help="print every upstream this toolkit knows and exit")
     p.add_argument("-d", "--downstream", help="task name (train)")
     p.add_argument("-n", "--name", help="experiment name: folder under -p (required unless listing)")
-    p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune)")
+    p.add_argument("-c", "--config", help="YAML config (sections: task, upstream, train, featurizer, cache, finetune): "
+                                          "a file, or a recipe name such as ks/fsdd (see --list-recipes)")
+    p.add_argument("--list-recipes", action="store_true", help="print the recipe names -c accepts and exit")
     p.add_argument("-o", "--override", action="append", default=[],
                    help="section.key=value, repeatable (or several joined by ',,'); checked against the config. "
                         "With -m evaluate only decoding settings (e.g. task.decoder=beam), "
@@ -53,46 +55,50 @@ def main(argv: list[str] | None = None) -> int:
         for name, description in available_upstreams().items():
             print(f"{name:14s} {description}")
         return 0
+    if args.list_recipes:
+        print("\n".join(list_recipes()))
+        return 0
     if not args.mode or not args.name:
         parser.error("-m/--mode and -n/--name are required")
-    results_name = "results.json"
-    signals.handle_stop_signals()
-    try:
-        distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
-        setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
-        if args.mode == "train":
-            if not args.upstream or not args.downstream:
-                raise ConfigError("-m train needs -u UPSTREAM and -d TASK")
-            if args.upstream not in available_upstreams():
-                raise ConfigError(f"unknown upstream {args.upstream!r}; "
-                                  f"available: {', '.join(sorted(available_upstreams()))}")
-            if args.downstream not in TASKS:
-                raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
-            ckpt = args.upstream_ckpt
-            if ckpt and Path(ckpt).exists():
-                ckpt = str(Path(ckpt).resolve())
-            elif ckpt and not takes_model_ids(args.upstream):
-                raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
-            items = override_items(args.override)
-            if args.finetune:
-                items.append("finetune.enabled=true")
-            spec = RunSpec(args.downstream, args.upstream, ckpt or None)
-            cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
-            results = Experiment.create(Path(args.expdir), args.name, spec, cfg).train()
-        else:
-            splits = tuple(s for s in args.split.split(",") if s)
-            exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(override_items(args.override)))
-            results = exp.evaluate(splits)
-            if exp.variant:
-                results_name = f"results-{exp.variant}.json"
-    except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except signals.Interrupted as e:
-        print(f"{e}; run the same command again to resume", file=sys.stderr)
-        return e.exit_code
+    return run_main(lambda: _run(args), log_level=None, user_errors=(AudioError,))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Train or evaluate as ``args`` say; print the results' summary."""
+    distributed.init(args.device)  # under torchrun: one process per rank, data-parallel training
+    setup_console_logging(logging.INFO if distributed.is_main() else logging.WARNING)
+    if args.mode == "train":
+        results = _train(args)
+        results_name = RESULTS_FILE
+    else:
+        splits = tuple(s for s in args.split.split(",") if s)
+        exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(override_items(args.override)))
+        results = exp.evaluate(splits)
+        results_name = results_file(exp.variant)
     if not distributed.is_main():
         return 0
     print(json.dumps({k: results[k] for k in ("task", "upstream", "experiment", "splits", "layer_weights")}, indent=1))
     print(f"results: {Path(args.expdir) / args.name / results_name}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> dict:
+    """``-m train``: check the names, resolve the config, train (or resume) the experiment."""
+    if not args.upstream or not args.downstream:
+        raise ConfigError("-m train needs -u UPSTREAM and -d TASK")
+    if args.upstream not in available_upstreams():
+        raise ConfigError(f"unknown upstream {args.upstream!r}; "
+                          f"available: {', '.join(sorted(available_upstreams()))}")
+    if args.downstream not in TASKS:
+        raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
+    ckpt = args.upstream_ckpt
+    if ckpt and Path(ckpt).exists():
+        ckpt = str(Path(ckpt).resolve())
+    elif ckpt and not takes_model_ids(args.upstream):
+        raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
+    items = override_items(args.override)
+    if args.finetune:
+        items.append("finetune.enabled=true")
+    spec = RunSpec(args.downstream, args.upstream, ckpt or None)
+    cfg = resolve_config(spec, load_yaml(args.config) if args.config else {}, parse_overrides(items))
+    return Experiment.create(Path(args.expdir), args.name, spec, cfg).train()

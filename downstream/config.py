@@ -1,14 +1,20 @@
 """A downstream experiment's configuration: :class:`ExperimentConfig` and its sections.
 
-Defaults live here (and in each task's config class); YAML files and ``-o`` overrides are merged
-into them and checked by :func:`core.config.merge`.
+Defaults live here (and in each task's config class; a task's ``train_defaults``, its protocol's
+learning rate, batch and budget, replace the generic ``train`` ones); YAML files and ``-o`` overrides
+are merged into them and checked by :func:`core.config.merge` (:func:`downstream.runner.resolve_config`).
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.config import ConfigError
 from core.training import LoopConfig
+
+log = logging.getLogger("downstream")
 
 
 @dataclass
@@ -27,6 +33,9 @@ class FeaturizerConfig:
     layer: int = -1
     layer_norm: bool = False
     utterance_mean_norm: bool = False
+    layers: list[int] = field(default_factory=list)
+    """Hidden states the featurizer sees (indices; negative from the end); empty: all. The cache stores
+    only these, and live extraction (cache off, fine-tuning) passes only these on."""
 
 
 @dataclass
@@ -38,8 +47,7 @@ class CacheConfig:
     dtype: str = "float16"
     """float16, bfloat16 or float32."""
     layers: list[int] = field(default_factory=list)
-    """Hidden states the featurizer sees (indices; negative from the end); empty: all. The cache stores
-    only these, and live extraction (cache off, fine-tuning) passes only these on."""
+    """Deprecated: ``featurizer.layers``, where it is moved (with a warning) when set here."""
 
 
 @dataclass
@@ -90,3 +98,14 @@ class ExperimentConfig:
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self):
+        """Move the deprecated ``cache.layers`` to ``featurizer.layers`` (an error when both are set and differ)."""
+        if not self.cache.layers:
+            return
+        if self.featurizer.layers and self.featurizer.layers != self.cache.layers:
+            raise ConfigError(f"cache.layers {self.cache.layers} and featurizer.layers {self.featurizer.layers} "
+                              "differ; set featurizer.layers alone (cache.layers is deprecated)")
+        log.warning("cache.layers is deprecated: it is read as featurizer.layers=%s", self.cache.layers)
+        self.featurizer = dataclasses.replace(self.featurizer, layers=list(self.cache.layers))
+        self.cache = dataclasses.replace(self.cache, layers=[])

@@ -10,8 +10,8 @@ One experiment folder ``<output_root>/<name>/`` describes itself completely:
     ``train.log``, ``tb/``   the log and TensorBoard event files
     ``layer_weights.json``   the featurizer weights of the best checkpoint and the upstream layers they weigh
     ``results.json``         metrics per split with provenance; ``predictions-<split>.tsv``
-Checkpoints are written atomically; re-running ``train`` with the same name resumes from
-``last.pt`` and gives the same result as an uninterrupted run.
+The names are :mod:`core.runs`'s. Checkpoints are written atomically; re-running ``train`` with the
+same name resumes from ``last.pt`` and gives the same result as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -20,16 +20,17 @@ import logging
 import platform
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import yaml
 
-from core import distributed
+from core import distributed, runs
 from core.checkpoint import atomic_write_text
 from core.config import ConfigError, claim_folder, merge, to_dict
 from core.logs import log_to_file
+from core.runs import Results
 from core.training import TrainingLoop, seed_everything
 from corpora.audio import SAMPLE_RATE
 from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, ordered_loader
@@ -54,11 +55,18 @@ class RunSpec:
     upstream_ckpt: str | None = None
 
 
-def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict) -> ExperimentConfig:
-    """Defaults, then the YAML file, then ``-o`` overrides, each checked against the dataclasses."""
-    cfg = ExperimentConfig(task=get_task(spec.task).config_class())
-    cfg = merge(cfg, yaml_dict)
-    return merge(cfg, overrides)
+def resolve_config(spec: RunSpec, yaml_dict: dict, overrides: dict, *, corpus: bool = True) -> ExperimentConfig:
+    """The dataclasses' defaults with the task's own ``train`` defaults (``Task.train_defaults``: its
+    protocol), then the YAML file, then ``-o`` overrides, each checked against the dataclasses.
+
+    With ``corpus``, ``task.corpus: auto`` becomes the corpus that ``task.root`` holds, and any other
+    value is checked (``Task.resolve_corpus``: a ConfigError naming what was found and what to set);
+    without, the settings alone (the defaults a run folder's config is compared with).
+    """
+    task = get_task(spec.task)
+    cfg = merge(ExperimentConfig(task=task.config_class()), {"train": task.train_defaults})
+    cfg = merge(merge(cfg, yaml_dict), overrides)
+    return replace(cfg, task=task.resolve_corpus(cfg.task)) if corpus else cfg
 
 
 class FeatureSource:
@@ -80,7 +88,7 @@ class FeatureSource:
             return
         loader = ordered_loader(AudioDataset(self.records), index_batches, collate_waveforms,
                                 self.cfg.train.num_workers)
-        layers = kept_layers(self.cfg.cache.layers, self.upstream.num_layers)
+        layers = kept_layers(self.cfg.featurizer.layers, self.upstream.num_layers)
         for idx, wavs, lengths in loader:
             with torch.set_grad_enabled(grad):
                 out = self.upstream(wavs.to(device, non_blocking=True), lengths.to(device))
@@ -96,7 +104,7 @@ class Downstream(torch.nn.Module):
         self.featurizer, self.head = featurizer, head
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        """(B, T, L, D) stacked layers, (B,) lengths -> the head's output."""
+        """(B, T, L, D) stacked layers, (B,) lengths -> the head's ``(y, y_len)`` (:mod:`downstream.heads`)."""
         return self.head(self.featurizer(features, lengths), lengths)
 
 
@@ -105,7 +113,7 @@ class Experiment:
 
     def __init__(self, exp_dir: Path, spec: RunSpec, cfg: ExperimentConfig):
         self.dir, self.spec, self.cfg = Path(exp_dir), spec, cfg
-        self.ckpt_dir = self.dir / "checkpoints"
+        self.ckpt_dir = self.dir / runs.CHECKPOINT_DIR
         self.task: Task = get_task(spec.task)(cfg.task, self.dir)
         self.variant = ""
         """Non-empty when evaluating with decoding overrides: names the extra results and predictions files."""
@@ -117,7 +125,7 @@ class Experiment:
         exp_dir = Path(output_root) / name
         with distributed.main_first():
             claim_folder(exp_dir, {"run": spec.__dict__, "config": to_dict(cfg)}, f"experiment '{name}'",
-                         defaults={"config": to_dict(resolve_config(spec, {}, {}))})
+                         defaults={"config": to_dict(resolve_config(spec, {}, {}, corpus=False))})
         return cls(exp_dir, spec, cfg)
 
     @classmethod
@@ -129,7 +137,7 @@ class Experiment:
         ``results-<overrides>.json`` and ``predictions-<overrides>-<split>.tsv`` beside the main results.
         """
         exp_dir = Path(output_root) / name
-        cfg_file = exp_dir / "config.yaml"
+        cfg_file = exp_dir / runs.CONFIG_FILE
         if not cfg_file.is_file():
             raise FileNotFoundError(f"no experiment '{name}' in {output_root} ({cfg_file} missing)")
         snapshot = yaml.safe_load(cfg_file.read_text())
@@ -149,17 +157,18 @@ class Experiment:
 
     def _setup(self):
         if distributed.is_main():
-            log_to_file(log, self.dir / "train.log")
+            log_to_file(log, self.dir / runs.TRAIN_LOG)
         splits = self.task.prepare()
         upstream = self._upstream(splits["train"])
         for name, records in splits.items():
             samples = torch.tensor([round(r.duration * SAMPLE_RATE) for r in records])
             self.task.check_frames(name, records, upstream.num_frames(samples).tolist())
-        layers = kept_layers(self.cfg.cache.layers, upstream.num_layers)
+        layers = kept_layers(self.cfg.featurizer.layers, upstream.num_layers)
         layer = self.cfg.featurizer.layer  # an upstream layer; with a subset, its place among the kept ones
         if layers and self.cfg.featurizer.mode == "layer":
             if layer % upstream.num_layers not in layers:
-                raise ConfigError(f"featurizer.layer {layer} is not among cache.layers {self.cfg.cache.layers}")
+                raise ConfigError(f"featurizer.layer {layer} is not among featurizer.layers "
+                                  f"{self.cfg.featurizer.layers}")
             layer = layers.index(layer % upstream.num_layers)
         featurizer = Featurizer(len(layers) if layers else upstream.num_layers, self.cfg.featurizer.mode,
                                 layer, self.cfg.featurizer.layer_norm, self.cfg.featurizer.utterance_mean_norm)
@@ -168,7 +177,7 @@ class Experiment:
         return splits, upstream.to(device), featurizer.to(device), head.to(device)
 
     def _upstream(self, train_records: list[Record]) -> Upstream:
-        fitted = self.dir / "upstream.pt"
+        fitted = self.dir / runs.UPSTREAM_FILE
         if fitted.is_file():
             with torch.random.fork_rng():  # building it draws random weights: the head's start stays a fresh run's
                 return build_upstream(self.spec.upstream, fitted)
@@ -192,7 +201,7 @@ class Experiment:
         cfg = self.cfg
         if not cfg.cache.enabled or cfg.finetune.enabled:
             return {}
-        return FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.cache.layers).get_splits(
+        return FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.featurizer.layers).get_splits(
             upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
 
     # ---------------------------------------------------------------- train
@@ -226,8 +235,9 @@ class Experiment:
         optimizer = torch.optim.Adam(groups, lr=tcfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: tri_stage_scale(step, tcfg.total_steps, ft)) if ft.enabled else None
-        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.ckpt_dir / "last.pt",
-                            tensorboard=self.dir / "tb", desc=f"train {self.spec.upstream}/{self.task.name}", log=log)
+        loop = TrainingLoop(tcfg, params, optimizer, scheduler, checkpoint=self.ckpt_dir / runs.LAST_CHECKPOINT,
+                            tensorboard=self.dir / runs.TENSORBOARD_DIR,
+                            desc=f"train {self.spec.upstream}/{self.task.name}", log=log)
         loop.position.update(best=None, best_step=None)
         resumed = loop.resume()
         if resumed is not None:
@@ -264,7 +274,7 @@ class Experiment:
             log.info("step %d dev %s%s", step, json.dumps(metrics), " (best)" if better else "")
             if better:
                 loop.position.update(best=value, best_step=step)
-                loop.save(self.ckpt_dir / "best.pt", **states())
+                loop.save(self.ckpt_dir / runs.BEST_CHECKPOINT, **states())
 
         featurizer.train()
         head.train()
@@ -329,10 +339,10 @@ class Experiment:
     def _best(self, prepared=None) -> tuple[dict, tuple]:
         """The best checkpoint and (splits, upstream, featurizer, head) with its weights loaded
         (``prepared``: what :meth:`_setup` returned, when training has just built it)."""
-        best = self.ckpt_dir / "best.pt"
+        best = self.ckpt_dir / runs.BEST_CHECKPOINT
         if not best.is_file():
             raise FileNotFoundError(f"{best} missing: train experiment '{self.dir.name}' first")
-        ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)  # tensors and plain data: runs no code
         self.task.load_state(ckpt["task"])
         splits, upstream, featurizer, head = prepared or self._setup()
         featurizer.load_state_dict(ckpt["featurizer"])
@@ -343,7 +353,8 @@ class Experiment:
 
     @torch.no_grad()
     def head_outputs(self, split: str):
-        """The best checkpoint's head on ``split``: yields (the records of a batch, the head's output for them)."""
+        """The best checkpoint's head on ``split``: yields (the records of a batch, the head's ``(y, y_len)``
+        for them: raw scores, which a CTC task's ``log_probs`` turns into log-probabilities)."""
         _, (splits, upstream, featurizer, head) = self._best()
         if split not in splits:
             raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")
@@ -357,32 +368,12 @@ class Experiment:
             yield [records[i] for i in idx.tolist()], head(featurizer(feats, lengths), lengths)
 
     def evaluate(self, split_names=("test",), summary: dict | None = None, prepared=None) -> dict:
-        """Score the best checkpoint on ``split_names``; write predictions, layer weights and results.json."""
+        """Score the best checkpoint on ``split_names``; write predictions, layer weights and the results
+        record (:class:`core.runs.Results`; splits evaluated earlier are kept)."""
         ckpt, (splits, upstream, featurizer, head) = self._best(prepared)
-        suffix = f"-{self.variant}" if self.variant else ""
-        results_file = self.dir / f"results{suffix}.json"
-        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-        results.update({
-            "task": self.task.name, "track": self.task.track(), "dataset": self.task.dataset(),
-            "upstream": self.spec.upstream, "upstream_checkpoint": self.spec.upstream_ckpt,
-            "upstream_label": upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
-            + ("+finetuned" if self.cfg.finetune.enabled else ""), "finetuned": self.cfg.finetune.enabled,
-            "upstream_fingerprint": upstream.fingerprint(),
-            "upstream_parameters": sum(p.numel() for p in upstream.parameters()),
-            "pretrain_hours": pretrain_hours(self.spec.upstream_ckpt), "experiment": self.dir.name,
-            "seed": self.cfg.train.seed,
-            "learning_rate": self.cfg.train.lr,
-            "checkpoint_step": ckpt["position"]["step"], "layer_weights": ckpt["layer_weights"],
-            "primary_metric": self.task.primary_metric, "selection_metric": self.task.selection_metric,
-            "higher_is_better": self.task.higher_is_better, "torch": torch.__version__, "host": platform.node(),
-        })
-        if self.task.metric_info():
-            results["metric_info"] = self.task.metric_info()
-        if summary:
-            results["training"] = summary
-        if self.variant:
-            results["decoding"] = self.variant
-        metrics_by_split = results.setdefault("splits", {})
+        results_path = self.dir / runs.results_file(self.variant)
+        earlier = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        metrics_by_split = dict(earlier.get("splits") or {})
         cached = self._cached_splits(upstream, splits)
         for split in split_names:
             if split not in splits:
@@ -392,13 +383,30 @@ class Experiment:
             metrics, predictions = self._run_eval(source, splits[split], upstream, featurizer, head)
             metrics_by_split[split] = {**metrics, "utterances": len(splits[split]),
                                        "seconds": round(time.perf_counter() - t0, 3)}
-            self.task.write_predictions(self.dir / f"predictions{suffix}-{split}.tsv", predictions, splits[split])
+            self.task.write_predictions(self.dir / runs.predictions_file(split, self.variant), predictions,
+                                        splits[split])
             log.info("%s %s", split, json.dumps(metrics))
-        layers = kept_layers(self.cfg.cache.layers, upstream.num_layers) or list(range(upstream.num_layers))
-        (self.dir / "layer_weights.json").write_text(json.dumps(
+        layers = kept_layers(self.cfg.featurizer.layers, upstream.num_layers) or list(range(upstream.num_layers))
+        (self.dir / runs.LAYER_WEIGHTS_FILE).write_text(json.dumps(
             {"upstream": self.spec.upstream, "mode": self.cfg.featurizer.mode, "layers": layers,
              "weights": ckpt["layer_weights"]}, indent=1))
-        atomic_write_text(results_file, json.dumps(results, indent=1))
+        record = Results(
+            task=self.task.name, track=self.task.track(), dataset=self.task.dataset(),
+            upstream=self.spec.upstream, upstream_checkpoint=self.spec.upstream_ckpt,
+            upstream_label=upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
+            + ("+finetuned" if self.cfg.finetune.enabled else ""), finetuned=self.cfg.finetune.enabled,
+            upstream_fingerprint=upstream.fingerprint(),
+            upstream_parameters=sum(p.numel() for p in upstream.parameters()),
+            pretrain_hours=pretrain_hours(self.spec.upstream_ckpt), experiment=self.dir.name,
+            seed=self.cfg.train.seed, learning_rate=self.cfg.train.lr,
+            checkpoint_step=ckpt["position"]["step"], layer_weights=ckpt["layer_weights"],
+            primary_metric=self.task.primary_metric, selection_metric=self.task.selection_metric,
+            higher_is_better=self.task.higher_is_better, torch=torch.__version__, host=platform.node(),
+            metric_info=self.task.metric_info() or earlier.get("metric_info"),
+            training=summary or earlier.get("training"), decoding=self.variant or earlier.get("decoding"),
+            splits=metrics_by_split)
+        results = record.to_dict()
+        atomic_write_text(results_path, json.dumps(results, indent=1))
         return results
 
 
@@ -413,7 +421,7 @@ def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
             return f"{name}:{ckpt}"
         if path.is_dir():
             return f"{name}:{path.name}"
-        return f"{name}:{path.parent.name if path.name == 'upstream.pt' else path.stem}"
+        return f"{name}:{path.parent.name if path.name == runs.UPSTREAM_FILE else path.stem}"
     if not upstream.has_weights:
         return name
     family = getattr(upstream, "family", None)  # one upstream name, several model families (hf)
@@ -423,9 +431,9 @@ def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
 def pretrain_hours(ckpt: str | None) -> float | None:
     """Hours of audio the upstream was pre-trained on, from the ``summary.json`` that
     ``upstream.pretrain`` writes beside ``upstream.pt``; None when unknown (foreign checkpoints)."""
-    if not ckpt or Path(ckpt).name != "upstream.pt":
+    summary = runs.pretraining_summary_of(ckpt)
+    if summary is None:
         return None
-    summary = Path(ckpt).parent / "summary.json"
     try:
         return float(json.loads(summary.read_text())["train_hours_of_audio"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -13,8 +13,10 @@ Writes into ``--out`` (default: RESULTS_ROOT)::
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
+
+from core.cli import run_main
 
 from .collect import collect
 from .report import format_markdown, render_html
@@ -51,7 +53,7 @@ def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseli
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI; 0 on success, 1 when there is nothing to show."""
+    """CLI; 0 on success, 2 when there is nothing to show (``error: ...``)."""
     parser = argparse.ArgumentParser(prog="python -m leaderboard", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
@@ -63,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="value that scores 1000, replacing the published default (e.g. st:bleu=25.3); repeatable")
     parser.add_argument("--title", default=None, help="report title")
     args = parser.parse_args(argv)
-    try:
-        references = with_overrides(args.reference)
-        markdown = write_outputs(args.results_root, args.out or args.results_root, args.split, args.baseline,
-                                 references, args.title)
-    except ValueError as err:
-        print(f"leaderboard: {err}", file=sys.stderr)
-        return 1
+    return run_main(lambda: _board(args), log_level=logging.WARNING)
+
+
+def _board(args: argparse.Namespace) -> int:
+    """Write the outputs and print the table."""
+    references = with_overrides(args.reference)
+    markdown = write_outputs(args.results_root, args.out or args.results_root, args.split, args.baseline,
+                             references, args.title)
     out = args.out or args.results_root
     print(markdown)
     print(f"-> {', '.join(str(out / name) for name in OUTPUTS)}")

@@ -5,7 +5,7 @@ provenance (task, track, dataset, upstream, seed, checkpoint, parameters, ...), 
 weights and one metrics dict per evaluated split. The ``upstream`` column is the run's
 ``upstream_label`` (``apc:apc_tiny``, ``apc:random``, ``fbank``) where present, so pre-trained and
 random-weights runs of one architecture are ranked apart. Only results files are read; nothing is
-imported from the rest of the project.
+imported from the rest of the project but the record type, :class:`core.runs.Results`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.runs import RESULTS_FILE, Results
+
 COLUMNS = [
     "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
     "seed", "learning_rate", "utterances", "experiment", "upstream_checkpoint", "upstream_fingerprint",
@@ -25,7 +27,6 @@ COLUMNS = [
     "layer_weights", "path",
 ]
 SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
-REQUIRED_KEYS = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
 BOOKKEEPING_KEYS = ("utterances", "seconds")
 _DTYPES = {
     "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64",
@@ -45,8 +46,8 @@ def collect(results_root: str | Path) -> pd.DataFrame:
     :data:`COLUMNS`.
     """
     rows = []
-    found = (Path(folder) / "results.json" for folder, _, files in os.walk(results_root, followlinks=True)
-             if "results.json" in files)  # experiment folders may be symlinks (a board assembled from several roots)
+    found = (Path(folder) / RESULTS_FILE for folder, _, files in os.walk(results_root, followlinks=True)
+             if RESULTS_FILE in files)  # experiment folders may be symlinks (a board assembled from several roots)
     for path in sorted(found):
         try:
             rows.extend(_rows_of(path))
@@ -57,53 +58,28 @@ def collect(results_root: str | Path) -> pd.DataFrame:
 
 def _rows_of(path: Path) -> list[dict]:
     """The leaderboard rows of one results file; ValueError when its content is not usable."""
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(results, dict):
-        raise ValueError("top level is not a JSON object")
-    missing = [key for key in REQUIRED_KEYS if key not in results]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    for key in ("task", "upstream", "primary_metric"):
-        if not isinstance(results[key], str):
-            raise ValueError(f"{key!r} is not a string")
-    if not isinstance(results["higher_is_better"], bool):
-        raise ValueError("'higher_is_better' is not true or false")
-    splits, metric = results["splits"], results["primary_metric"]
-    if not isinstance(splits, dict) or not splits:
-        raise ValueError("'splits' is not a non-empty object")
-    training = results.get("training") or {}
-    if not isinstance(training, dict):
-        raise ValueError("'training' is not an object")
+    results = Results.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    training = results.training or {}
     provenance = {
-        "seed": _optional(results, "seed", int), "learning_rate": _optional(results, "learning_rate", Real),
-        "checkpoint_step": _optional(results, "checkpoint_step", int),
+        "seed": results.seed, "learning_rate": results.learning_rate, "checkpoint_step": results.checkpoint_step,
         "train_steps": _optional(training, "train_steps", int),
         "steps_per_second": _optional(training, "steps_per_second", Real),
         "train_seconds": _optional(training, "train_seconds", Real),
-        "upstream_parameters": _optional(results, "upstream_parameters", int),
-        "pretrain_hours": _optional(results, "pretrain_hours", Real),
+        "upstream_parameters": results.upstream_parameters, "pretrain_hours": results.pretrain_hours,
     }
-    weights = results.get("layer_weights")
-    if weights is not None and not (isinstance(weights, list) and all(_is_number(w, Real) for w in weights)):
-        raise ValueError("'layer_weights' is not a list of numbers")
-    track = results.get("track") or results["task"]
-    if not isinstance(track, str):
-        raise ValueError("'track' is not a string")
+    weights, metric = results.layer_weights, results.primary_metric
     rows = []
-    for split, metrics in splits.items():
-        value = metrics.get(metric) if isinstance(metrics, dict) else None
-        if not _is_number(value, Real):
-            raise ValueError(f"split {split!r} has no numeric {metric!r}")
+    for split, metrics in results.splits.items():
+        value = metrics[metric]
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
         utterances = _optional(metrics, "utterances", int)
         rows.append({
-            "upstream": results.get("upstream_label") or results["upstream"], "task": results["task"], "track": track,
-            "dataset": str(results.get("dataset") or "unspecified"), "split": split,
-            "metric": metric, "value": float(value), "higher_is_better": results["higher_is_better"],
+            "upstream": results.upstream_label or results.upstream, "task": results.task,
+            "track": results.track or results.task, "dataset": results.dataset or "unspecified", "split": split,
+            "metric": metric, "value": float(value), "higher_is_better": results.higher_is_better,
             "other_metrics": json.dumps(others, sort_keys=True), "utterances": utterances, **provenance,
-            "experiment": results.get("experiment", path.parent.name),
-            "upstream_checkpoint": results.get("upstream_checkpoint"),
-            "upstream_fingerprint": results.get("upstream_fingerprint"),
+            "experiment": results.experiment or path.parent.name,
+            "upstream_checkpoint": results.upstream_checkpoint, "upstream_fingerprint": results.upstream_fingerprint,
             "layer_weights": None if weights is None else json.dumps(weights), "path": str(path),
         })
     return rows

@@ -10,8 +10,8 @@ import torch
 
 from core.config import ConfigError
 from corpora.audio import load_audio
-from upstream.apc import APCConfig, APCUpstream, build_apc
-from upstream.interop.s3prl_apc import export_s3prl_apc, load_s3prl_apc
+from upstream.apc.model import APCConfig, APCUpstream, build_apc
+from upstream.apc.s3prl import export_s3prl_apc, load_s3prl_apc
 from upstream.registry import save_upstream
 
 from .conftest import shared_data

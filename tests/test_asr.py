@@ -14,8 +14,9 @@ from corpora.librispeech import read_librispeech_dir
 from corpora.manifest import ManifestError, Record
 from downstream.cli import main
 from downstream.config import FinetuneConfig, tri_stage_scale
+from downstream.heads.frame import BiLSTMHead, BiLSTMOptions
 from downstream.runner import Experiment, RunSpec, resolve_config
-from downstream.tasks.asr import ASRConfig, BiLSTM, CTCHead, SpeechRecognition
+from downstream.tasks.asr import ASRConfig, SpeechRecognition
 from downstream.tasks.ctc_text import (
     BeamSearchDecoder,
     CharVocabulary,
@@ -203,35 +204,24 @@ def test_real_transcripts_fit_every_upstreams_frame_rate(name: str, downsample: 
     assert out.lengths.tolist() == upstream.num_frames(torch.tensor([24000, 17000])).tolist()
 
 
-def test_bilstm_output_does_not_depend_on_padding():
-    torch.manual_seed(0)
-    lstm = BiLSTM(8, 16, num_layers=2, dropout=0.0).eval()
-    x = torch.randn(3, 20, 8)
-    lengths = torch.tensor([20, 13, 7])
-    x[1, 13:] = 0
-    x[2, 7:] = 0
-    batch = lstm(x, lengths)
-    for b, n in enumerate(lengths.tolist()):
-        alone = lstm(x[b:b + 1, :n], lengths[b:b + 1])
-        assert torch.allclose(batch[b, :n], alone[0], atol=1e-6)
-
-
-def test_linear_ctc_head_without_lstm():
-    head = CTCHead(12, 29, ASRConfig(lstm_layers=0, downsample=2, specaug=False))
+def test_linear_ctc_head_without_lstm(tmp_path: Path):
+    task = SpeechRecognition(ASRConfig(corpus="demo", root=str(tmp_path / "demo"), lstm_layers=0, downsample=2,
+                                       specaug=False), tmp_path)
+    head = task.make_head(12, 29)
     assert [name for name, _ in head.named_parameters()] == ["out.weight", "out.bias"]
-    log_probs, lengths = head(torch.randn(2, 9, 12), torch.tensor([9, 4]))
+    log_probs, lengths = task.log_probs(head(torch.randn(2, 9, 12), torch.tensor([9, 4])))
     assert log_probs.shape == (2, 5, 29) and lengths.tolist() == [5, 2]
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 5))
 
 
 def test_upsampling_repeats_coarse_frames_for_ctc(tmp_path: Path):
-    head = CTCHead(12, 29, ASRConfig(lstm_layers=0, upsample=2, specaug=False))
+    head = BiLSTMHead(12, 29, BiLSTMOptions(lstm_layers=0, upsample=2, specaug=False))
     x = torch.randn(2, 5, 12)
-    log_probs, lengths = head(x, torch.tensor([5, 3]))
-    assert log_probs.shape == (2, 10, 29) and lengths.tolist() == [10, 6]
-    assert torch.equal(log_probs[:, 0::2], log_probs[:, 1::2])  # each 40-ms frame twice
+    scores, lengths = head(x, torch.tensor([5, 3]))
+    assert scores.shape == (2, 10, 29) and lengths.tolist() == [10, 6]
+    assert torch.equal(scores[:, 0::2], scores[:, 1::2])  # each 40-ms frame twice
     with pytest.raises(ValueError, match="one of them 1"):
-        CTCHead(12, 29, ASRConfig(downsample=2, upsample=2))
+        BiLSTMHead(12, 29, BiLSTMOptions(downsample=2, upsample=2))
     task = SpeechRecognition(ASRConfig(upsample=2), tmp_path)
     task.targets = {"u": [3, 4, 5, 6, 7]}
     record = Record(id="u", path="u.flac", duration=1.0)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from core.config import ConfigError, merge
-from upstream.augment import TRANSFORMS, AugmentConfig, Augmenter
 from upstream.pretrain import resolve_pretrain_config
+from upstream.pretrain.augment import TRANSFORMS, AugmentConfig, Augmenter
 
 from .conftest import noise_batch
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from upstream import build_upstream
-from upstream.bestrq import RandomProjectionQuantizer, build_bestrq
+from upstream.bestrq.model import RandomProjectionQuantizer, build_bestrq
 from upstream.registry import save_upstream
 
 from .conftest import mask_runs, noise_batch

@@ -96,7 +96,8 @@ def test_disk_guard_refuses_with_the_estimate_and_leaves_nothing(records, tmp_pa
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=need))  # fits, but not with the margin
     cache = FeatureCache(tmp_path / "cache")
-    with pytest.raises(CacheSpaceError, match=r"needs about .* GiB .* free .*cache.layers.*cache.dtype.*cache.root"):
+    with pytest.raises(CacheSpaceError,
+                       match=r"needs about .* GiB .* free .*featurizer.layers.*cache.dtype.*cache.root"):
         cache.get(up, records)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
@@ -116,7 +117,7 @@ def test_layer_subsets_and_bfloat16_store_less_and_read_back(records, tmp_path: 
     assert size["some"] == size["half"] == size["whole"] * 2 // up.num_layers  # float16 and bfloat16: 2 bytes each
     everything = list(range(up.num_layers))
     assert FeatureCache(tmp_path / "cache", layers=everything).lookup(up, records) == whole.entry  # all: same entry
-    with pytest.raises(ValueError, match=r"cache.layers \[7\]"):
+    with pytest.raises(ValueError, match=r"featurizer.layers \[7\]"):
         FeatureCache(tmp_path / "cache", layers=[7]).get(up, records)
 
 
@@ -128,7 +129,8 @@ def test_runs_on_a_layer_subset_agree_cached_and_live(sc_root: Path, tmp_path: P
 
     def run(name: str, cache: bool) -> dict:
         overrides = ["task.corpus=speech_commands", f"task.root={sc_root}", "task.classes=all",
-                     f"cache.root={tmp_path / 'cache'}", f"cache.enabled={str(cache).lower()}", "cache.layers=[0,-1]",
+                     f"cache.root={tmp_path / 'cache'}", f"cache.enabled={str(cache).lower()}",
+                     "featurizer.layers=[0,-1]",
                      "train.total_steps=12", "train.eval_every=6", "train.save_every=6", "train.batch_size=8"]
         spec = RunSpec("ks", "apc")
         cfg = resolve_config(spec, {"upstream": {"preset": "tiny", "hidden_size": 16, "num_layers": 3}},

@@ -1,4 +1,5 @@
 """Typed configs: YAML and -o overrides are checked against the dataclasses."""
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,22 +52,34 @@ def test_yaml_file_errors(tmp_path: Path):
 
 
 def test_folder_made_before_a_key_existed_resumes_with_its_default(tmp_path: Path):
-    """A run folder whose config.yaml lacks a key added since (here ``cache.layers``) is the same run when
+    """A run folder whose config.yaml lacks a key added since (here ``featurizer.layers``) is the same run when
     the new config holds that key's default; config.yaml then records the key. Another value is refused."""
     spec = RunSpec("ks", "fbank")
     snapshot = {"run": spec.__dict__, "config": to_dict(_cfg())}
     defaults = {"config": to_dict(_cfg())}
     old = yaml.safe_load(yaml.safe_dump(snapshot))
-    del old["config"]["cache"]["layers"]
+    del old["config"]["featurizer"]["layers"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    with pytest.raises(ConfigError, match=r"cache.layers: None -> \[\]"):
+    with pytest.raises(ConfigError, match=r"featurizer.layers: None -> \[\]"):
         claim_folder(tmp_path, snapshot, "experiment 'x'")  # without the defaults: a difference
     claim_folder(tmp_path, snapshot, "experiment 'x'", defaults=defaults)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == snapshot
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    other = {"run": spec.__dict__, "config": to_dict(_cfg(overrides=["cache.layers=[0]"]))}
-    with pytest.raises(ConfigError, match=r"cache.layers: None -> \[0\]"):
+    other = {"run": spec.__dict__, "config": to_dict(_cfg(overrides=["featurizer.layers=[0]"]))}
+    with pytest.raises(ConfigError, match=r"featurizer.layers: None -> \[0\]"):
         claim_folder(tmp_path, other, "experiment 'x'", defaults=defaults)
     changed = {"run": spec.__dict__, "config": to_dict(_cfg(overrides=["train.lr=0.5"]))}
     with pytest.raises(ConfigError, match="train.lr"):
         claim_folder(tmp_path, changed, "experiment 'x'", defaults=defaults)
+
+
+def test_cache_layers_is_read_as_featurizer_layers(caplog):
+    """The deprecated ``cache.layers`` still works: moved to ``featurizer.layers`` with a warning; both set
+    and different is an error naming both."""
+    with caplog.at_level(logging.WARNING, logger="downstream"):
+        cfg = _cfg(overrides=["cache.layers=[0,-1]"])
+    assert cfg.featurizer.layers == [0, -1] and cfg.cache.layers == []
+    assert "cache.layers is deprecated" in caplog.text
+    assert _cfg(overrides=["featurizer.layers=[0,-1]", "cache.layers=[0,-1]"]).featurizer.layers == [0, -1]
+    with pytest.raises(ConfigError, match=r"cache.layers \[1\] and featurizer.layers \[0\] differ"):
+        _cfg(overrides=["featurizer.layers=[0]", "cache.layers=[1]"])

@@ -7,13 +7,13 @@ import pytest
 import sklearn.cluster
 import torch
 
-import upstream.kmeans_targets as kt
+import upstream.hubert.targets as kt
 from core.config import merge
 from corpora.folder import scan_audio
 from upstream import build_upstream
 from upstream.base import FinetuneMasking
-from upstream.hubert import MEL_SETTINGS, HubertConfig, build_hubert
-from upstream.kmeans_targets import KMeansTargetConfig, KMeansTargets, mfcc_39
+from upstream.hubert.model import MEL_SETTINGS, HubertConfig, build_hubert
+from upstream.hubert.targets import KMeansTargetConfig, KMeansTargets, mfcc_39
 from upstream.pretrain import PretrainConfig, Pretrainer, main
 from upstream.registry import checkpoint_settings, save_upstream
 

@@ -10,7 +10,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from upstream import build_upstream  # noqa: E402  (after importorskip)
-from upstream.huggingface import FAMILIES, HFUpstream, normalize_waveforms, resolve_model  # noqa: E402  (as above)
+from upstream.base import FinetuneMasking  # noqa: E402  (after importorskip)
+from upstream.hf.hub import resolve_model  # noqa: E402  (as above)
+from upstream.hf.model import FAMILIES, HFUpstream, normalize_waveforms  # noqa: E402  (as above)
+from upstream.hf.whisper import WhisperUpstream  # noqa: E402  (as above)
 from upstream.registry import save_upstream  # noqa: E402  (after importorskip)
 
 from .conftest import noise_batch  # noqa: E402  (after importorskip)
@@ -197,6 +200,22 @@ def test_refusals_name_what_is_wrong(tmp_path: Path):
     assert set(FAMILIES) >= {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "whisper"}
     with pytest.raises(ValueError, match="adapter"):
         build_upstream("hf", config=dict(_config("wav2vec2", "layer").to_dict(), add_adapter=True))
+    with pytest.raises(ValueError, match="'bert' is not a speech encoder this upstream takes; supported: .*whisper"):
+        build_upstream("hf", config={"model_type": "bert"})
+
+
+def test_whisper_is_its_own_class_picked_by_the_config():
+    """A Whisper config builds :class:`WhisperUpstream` (log-mel input, no fine-tuning masks, still upstream
+    ``hf``); a waveform config the base class; neither class takes the other's configs."""
+    whisper, wav2vec2 = _config("whisper", "-").to_dict(), _config("wav2vec2", "group").to_dict()
+    ours = build_upstream("hf", config=whisper)
+    assert type(ours) is WhisperUpstream and ours.name == "hf" and ours.family == "whisper"
+    assert not ours.set_finetune_masking(FinetuneMasking()) and ours.min_samples == 1 and ours.max_samples == 480000
+    assert type(build_upstream("hf", config=wav2vec2, preprocessing={})) is HFUpstream
+    with pytest.raises(ValueError, match="'whisper' is not a speech encoder HFUpstream takes"):
+        HFUpstream(whisper)
+    with pytest.raises(ValueError, match="'wav2vec2' is not a speech encoder WhisperUpstream takes"):
+        WhisperUpstream(wav2vec2)
 
 
 # -- model ids ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""upstream.layer_stats: per-layer within-utterance variance share, adjacent-frame cosine, effective rank."""
+"""upstream.pretrain.layer_stats: per-layer within-utterance variance share, adjacent-frame cosine, effective rank."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from upstream.layer_stats import layer_statistics, main
+from upstream.pretrain.layer_stats import layer_statistics, main
 from upstream.registry import build_upstream, save_upstream
 
 from .conftest import SR, tone

@@ -251,17 +251,17 @@ def test_report_plots_layer_weights_and_pretraining_curves(tmp_path):
     assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
-def test_cli_empty_folder_exits_1(tmp_path, capsys):
+def test_cli_empty_folder_exits_2(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main([str(empty)]) == 1
+    assert main([str(empty)]) == 2
     assert str(empty) in capsys.readouterr().err
     assert not (empty / "leaderboard.csv").exists()
 
 
-def test_cli_unknown_split_exits_1(root, capsys):
+def test_cli_unknown_split_exits_2(root, capsys):
     with pytest.warns(UserWarning):
-        assert main([str(root), "--split", "eval"]) == 1
+        assert main([str(root), "--split", "eval"]) == 2
     assert "eval" in capsys.readouterr().err
 
 

@@ -11,9 +11,9 @@ import torch
 
 from core.config import ConfigError
 from corpora.audio import load_audio
-from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay, load_s3prl_mockingjay
 from upstream.masking import band_mask, expected_masked_fraction, max_span_start, span_mask, spans_to_mask
-from upstream.mockingjay import MockingjayUpstream, build_mockingjay, chunk_bounds
+from upstream.mockingjay.model import MockingjayUpstream, build_mockingjay, chunk_bounds
+from upstream.mockingjay.s3prl import export_s3prl_mockingjay, load_s3prl_mockingjay
 from upstream.registry import save_upstream
 
 from .conftest import shared_data

@@ -9,9 +9,11 @@ import torch
 from core.config import parse_overrides
 from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
+from downstream.heads.frame import FrameLinear, FrameOptions
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.phonemes import ARPABET, PhonemeLexicon, espeak_arpabet, ipa_to_arpabet
-from downstream.tasks.pr import PhonemeHead, phone_errors
+from downstream.tasks.pr import PhonemeRecognition, phone_errors
+from recipes.pr.align import align_split
 from tests.conftest import shared_data, tone_transcripts
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
@@ -137,7 +139,8 @@ def _pr_run(tmp_path: Path, name: str, *extra: str):
 
 def test_pr_trains_a_linear_probe_and_writes_phone_hypotheses(tmp_path: Path):
     tone_transcripts(tmp_path / "corpus", TONES, tones_per_word=1, words=3)
-    results = _pr_run(tmp_path, "pr", "train.total_steps=120").train()
+    exp = _pr_run(tmp_path, "pr", "train.total_steps=120")
+    results = exp.train()
     test = results["splits"]["test"]
     assert results["primary_metric"] == "per" and results["track"] == "pr"
     assert test["per"] < 40.0, test  # three tones are easy to tell apart; an untrained head gives 100
@@ -151,6 +154,9 @@ def test_pr_trains_a_linear_probe_and_writes_phone_hypotheses(tmp_path: Path):
     assert results["metric_info"]["phonemes"]["oov_tokens"] == 0 and results["learning_rate"] == 0.05
     head = torch.load(tmp_path / "exp/pr/checkpoints/best.pt", weights_only=False)["head"]
     assert list(head) == ["linear.weight", "linear.bias"]  # SUPERB's PR head: one linear layer
+    alignments, failed = align_split(exp, "test")  # the head's scores through recipes.pr.align
+    assert len(alignments) + len(failed) == 6 and alignments
+    assert all(label in {"AY", "AH", "OW", "SIL"} for segments in alignments.values() for *_, label in segments)
 
 
 def test_pr_folds_pool_the_corpus(tmp_path: Path):
@@ -165,8 +171,8 @@ def test_pr_folds_pool_the_corpus(tmp_path: Path):
 
 
 def test_phoneme_head_repeats_coarse_frames():
-    head = PhonemeHead(input_dim=4, num_labels=40, upsample=2)
-    log_probs, lengths = head(torch.randn(2, 5, 4), torch.tensor([5, 3]))
+    head = FrameLinear(4, 40, FrameOptions(upsample=2))
+    log_probs, lengths = PhonemeRecognition.log_probs(head(torch.randn(2, 5, 4), torch.tensor([5, 3])))
     assert log_probs.shape == (2, 10, 40) and lengths.tolist() == [10, 6]
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 10))
 

@@ -13,11 +13,12 @@ from upstream.registry import available_upstreams, build_upstream
 
 
 def _preset_modules() -> dict[str, object]:
-    """Registered upstream name -> its module ``upstream.<name>``, for those that define ``PRESETS``."""
+    """Registered upstream name -> its model module ``upstream.<name>.model``, for those that define ``PRESETS``
+    (the ``hf`` upstream's named configs live in ``upstream.hf.load``: not size presets)."""
     found = {}
     for name in available_upstreams():
         if importlib.util.find_spec(f"upstream.{name}") is not None:
-            module = importlib.import_module(f"upstream.{name}")
+            module = importlib.import_module(f"upstream.{name}.model")
             if hasattr(module, "PRESETS"):
                 found[name] = module
     return found
@@ -27,7 +28,7 @@ PRESET_MODULES = _preset_modules()
 
 
 def test_every_model_with_presets_is_found():
-    assert {"apc", "mockingjay", "hubert", "bestrq"} <= set(PRESET_MODULES)
+    assert {"apc", "mockingjay", "hubert", "bestrq", "wav2vec2"} <= set(PRESET_MODULES)
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_MODULES))

@@ -12,8 +12,8 @@ import yaml
 from core.config import ConfigError, merge
 from corpora.folder import scan_audio
 from upstream import build_upstream
-from upstream.augment import TRANSFORMS
 from upstream.pretrain import PretrainConfig, Pretrainer, lr_factor, main
+from upstream.pretrain.augment import TRANSFORMS
 
 from .conftest import killed_at_update
 

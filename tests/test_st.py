@@ -1,4 +1,5 @@
 """Speech translation: CoVoST 2 reader, SentencePiece, the Transformer head's decoding, BLEU, and the runner."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,10 +12,10 @@ import torch
 from core.config import parse_overrides
 from corpora.covost2 import prepare_covost2, read_covost2
 from corpora.manifest import ManifestError, Record, write_manifest
+from downstream.heads import build_head
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.st import STConfig, translation_scores
 from downstream.tasks.st_decoding import beam_search, greedy
-from downstream.tasks.st_model import SpeechTranslationHead
 from downstream.tasks.subwords import BOS, EOS, PAD, PieceModel
 
 GERMAN = ["Ein roter Hund läuft im Park.", "Die kleine Katze schläft.", "Zwei Männer spielen Fußball auf der Straße.",
@@ -91,13 +92,18 @@ def test_bleu_and_chrf_against_hand_counts():
 
 
 # ------------------------------------------------------------------ the head
+def _head(input_dim: int, vocab_size: int, cfg: STConfig) -> torch.nn.Module:
+    """The task's head (``s2t_transformer``) with the sizes ``cfg`` sets."""
+    return build_head(cfg.head, input_dim, vocab_size, settings=dataclasses.asdict(cfg))
+
+
 def _memorise(steps: int = 250):
     """Train the head on 10 (random features, German sentence) pairs by teacher forcing."""
     torch.manual_seed(0)
     cfg = STConfig(d_model=64, heads=4, ffn_dim=128, encoder_layers=2, decoder_layers=2, conv_channels=64, dropout=0.0,
                    label_smoothing=0.0, max_len=60)
     pieces = PieceModel.train(GERMAN, "char", 1000)
-    head = SpeechTranslationHead(16, len(pieces), cfg)
+    head = _head(16, len(pieces), cfg)
     feats = torch.randn(10, 40, 16)
     lengths = torch.tensor([40, 38, 36, 34, 32, 30, 28, 26, 24, 22])
     for b, n in enumerate(lengths.tolist()):
@@ -107,8 +113,8 @@ def _memorise(steps: int = 250):
     gold = torch.nn.utils.rnn.pad_sequence([torch.tensor([*s, EOS]) for s in seqs], batch_first=True, padding_value=PAD)
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     for _ in range(steps):
-        memory, mask = head(feats, lengths)
-        logits = head.decode(memory, mask, prev)
+        memory, memory_len = head(feats, lengths)
+        logits = head.decode(memory, memory_len, prev)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), ignore_index=PAD)
         opt.zero_grad()
         loss.backward()
@@ -123,10 +129,10 @@ def memorised():
 
 def test_head_memorises_ten_pairs_and_greedy_agrees_with_teacher_forcing(memorised):
     head, pieces, feats, lengths, prev, gold = memorised
-    memory, mask = head(feats, lengths)
-    greedy_ids = greedy(head, memory, mask, max_len=60)
+    memory, memory_len = head(feats, lengths)
+    greedy_ids = greedy(head, memory, memory_len, max_len=60)
     assert translation_scores([pieces.decode(g) for g in greedy_ids], GERMAN)[0]["bleu"] > 90
-    forced = head.decode(memory, mask, prev).argmax(-1)  # teacher forcing: each position sees the gold prefix
+    forced = head.decode(memory, memory_len, prev).argmax(-1)  # teacher forcing: each position sees the gold prefix
     exact = 0
     for b, seq in enumerate(greedy_ids):
         n = int((gold[b] != PAD).sum())
@@ -140,15 +146,15 @@ def test_head_memorises_ten_pairs_and_greedy_agrees_with_teacher_forcing(memoris
 
 def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
     head, pieces, feats, lengths, *_ = memorised
-    memory, mask = head(feats + 0.3 * torch.randn_like(feats), lengths)  # perturbed: the model is less sure
-    greedy_ids = greedy(head, memory, mask, max_len=60)
-    assert beam_search(head, memory, mask, beam_size=1, max_len=60, length_penalty=0.0) == greedy_ids
-    beam = beam_search(head, memory, mask, beam_size=4, max_len=60, length_penalty=0.0)
+    memory, memory_len = head(feats + 0.3 * torch.randn_like(feats), lengths)  # perturbed: the model is less sure
+    greedy_ids = greedy(head, memory, memory_len, max_len=60)
+    assert beam_search(head, memory, memory_len, beam_size=1, max_len=60, length_penalty=0.0) == greedy_ids
+    beam = beam_search(head, memory, memory_len, beam_size=4, max_len=60, length_penalty=0.0)
 
     @torch.no_grad()
     def logprob(b: int, seq: list[int]) -> float:
         prev = torch.tensor([[BOS, *seq]])
-        logp = torch.log_softmax(head.decode(memory[b:b + 1], mask[b:b + 1], prev)[0], -1)
+        logp = torch.log_softmax(head.decode(memory[b:b + 1], memory_len[b:b + 1], prev)[0], -1)
         return float(logp[torch.arange(len(seq) + 1), torch.tensor([*seq, EOS])].sum())
 
     for b in range(10):
@@ -157,33 +163,33 @@ def test_beam_one_is_greedy_and_wider_beams_do_not_score_worse(memorised):
 
 def test_batched_beam_search_does_not_depend_on_the_batch(memorised):
     head, pieces, feats, lengths, *_ = memorised
-    memory, mask = head(feats + 0.3 * torch.randn_like(feats), lengths)
-    together = beam_search(head, memory, mask, beam_size=4, max_len=60)
-    alone = [beam_search(head, memory[b:b + 1, :int((~mask[b]).sum())], mask[b:b + 1, :int((~mask[b]).sum())],
-                         beam_size=4, max_len=60)[0] for b in range(len(together))]
+    memory, memory_len = head(feats + 0.3 * torch.randn_like(feats), lengths)
+    together = beam_search(head, memory, memory_len, beam_size=4, max_len=60)
+    alone = [beam_search(head, memory[b:b + 1, :int(memory_len[b])], memory_len[b:b + 1], beam_size=4, max_len=60)[0]
+             for b in range(len(together))]
     assert together == alone
 
 
 def test_incremental_decoding_equals_full_prefix_decoding(memorised):
     head, pieces, feats, lengths, prev, _ = memorised
-    memory, mask = head(feats, lengths)
-    full = head.decode(memory, mask, prev[:, :12])
+    memory, memory_len = head(feats, lengths)
+    full = head.decode(memory, memory_len, prev[:, :12])
     cache = None
     with torch.no_grad():
         for t in range(12):
-            step, cache = head.decode_step(memory, mask, prev[:, t], cache)
+            step, cache = head.decode_step(memory, memory_len, prev[:, t], cache)
             assert torch.allclose(step, full[:, t], atol=1e-4), t
 
 
 def test_encoder_output_does_not_depend_on_padding():
     torch.manual_seed(0)
-    head = SpeechTranslationHead(8, 20, STConfig(d_model=32, heads=2, ffn_dim=64, conv_channels=32, dropout=0.0)).eval()
+    head = _head(8, 20, STConfig(d_model=32, heads=2, ffn_dim=64, conv_channels=32, dropout=0.0)).eval()
     x = torch.randn(2, 30, 8)
     x[1, 17:] = 0
-    memory, mask = head(x, torch.tensor([30, 17]))
-    alone, alone_mask = head(x[1:, :17], torch.tensor([17]))
-    n = int((~alone_mask).sum())
-    assert int((~mask[1]).sum()) == n == 5
+    memory, memory_len = head(x, torch.tensor([30, 17]))
+    alone, alone_len = head(x[1:, :17], torch.tensor([17]))
+    n = int(alone_len[0])
+    assert int(memory_len[1]) == n == 5
     assert torch.allclose(memory[1, :n], alone[0, :n], atol=1e-5)
 
 

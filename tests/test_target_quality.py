@@ -11,7 +11,7 @@ from corpora.alignments import SILENCE, phones_at, read_alignments, write_alignm
 from corpora.manifest import ManifestError
 from recipes.pr.align import segments
 from upstream.pretrain import PretrainConfig, Pretrainer
-from upstream.target_quality import heldout_phone_purity, main, purity_and_pnmi
+from upstream.pretrain.target_quality import heldout_phone_purity, main, purity_and_pnmi
 
 HUBERT = dict(preset="base", conv_layers=[[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2, embed_dim=64,
               num_layers=2, num_heads=4, ffn_dim=128, pos_conv_kernel=16, pos_conv_groups=4, final_dim=16,

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from downstream.tasks.ks import KeywordHead, masked_mean
 from upstream import Featurizer, build_upstream
-from upstream.interop.s3prl_apc import export_s3prl_apc
-from upstream.interop.s3prl_mockingjay import export_s3prl_mockingjay
+from upstream.apc.s3prl import export_s3prl_apc
+from upstream.frontend import LogMelNormaliser, RunningMoments, log_mel_fbank, utterance_standardise
+from upstream.mockingjay.s3prl import export_s3prl_mockingjay
 from upstream.registry import save_upstream
 
 from .conftest import noise_batch
@@ -63,6 +63,36 @@ def test_registry_errors_and_checkpoint_round_trip(tmp_path: Path):
     assert up.fingerprint() != back.fingerprint()
 
 
+def test_fbank_global_bestrq_and_melhubert_share_one_log_mel_normaliser():
+    """One normaliser (:class:`LogMelNormaliser`): fitted on the same audio, the three give the log-mel
+    statistics :class:`RunningMoments` gives, in buffers named as their checkpoints hold them."""
+    wavs, lengths = noise_batch(LENGTHS)
+    utterances = [w[:n] for w, n in zip(wavs, lengths, strict=True)]
+    fbank = build_upstream("fbank_global")
+    bestrq = build_upstream("bestrq", preset="tiny")
+    hubert = build_upstream("hubert", preset="tiny", front_end="mel")
+    front = hubert.model.wav2vec2.feature_extractor
+    for model in (fbank, bestrq, hubert):
+        assert model.needs_fit
+        with pytest.raises(RuntimeError, match="no normalisation statistics"):
+            model(wavs, lengths)
+        model.fit(utterances)
+        assert not model.needs_fit
+    log_mel = [log_mel_fbank(u) for u in utterances]
+    moments = RunningMoments(80)
+    for feats in log_mel:
+        moments.update(feats)
+    mean, std = moments.mean_std()
+    for normaliser in (fbank, bestrq, front):
+        assert isinstance(normaliser, LogMelNormaliser)
+        torch.testing.assert_close(normaliser.mean[:80], mean)  # FBANK's first 80 dimensions: the log-mel
+        torch.testing.assert_close(normaliser.std[:80], std)
+    torch.testing.assert_close(bestrq.normalise(log_mel[0]), (log_mel[0] - mean) / std)
+    torch.testing.assert_close(front.normalise(log_mel[1], "utterance"), utterance_standardise(log_mel[1]))
+    assert {"mean", "std", "fitted"} <= set(fbank.state_dict()) & set(bestrq.state_dict())
+    assert {f"model.wav2vec2.feature_extractor.{k}" for k in ("mean", "std", "fitted")} <= set(hubert.state_dict())
+
+
 def test_featurizer_modes():
     torch.manual_seed(0)
     x = torch.randn(2, 5, 3, 4)  # (B, T, L, D)
@@ -100,16 +130,6 @@ def test_featurizer_utterance_mean_norm_centres_valid_frames_only():
     torch.testing.assert_close(summed[0], torch.nn.functional.layer_norm(centred, (4,)).mean(1))
     with pytest.raises(ValueError, match="lengths"):
         Featurizer(3, utterance_mean_norm=True)(x)
-
-
-def test_mean_pooling_ignores_padding():
-    torch.manual_seed(0)
-    head = KeywordHead(4, 3, proj_dim=8)
-    feats, lengths = torch.randn(2, 6, 4), torch.tensor([6, 3])
-    ref = head(feats, lengths)
-    feats[1, 3:] = 1e4  # garbage in the padded frames
-    torch.testing.assert_close(head(feats, lengths), ref)
-    torch.testing.assert_close(masked_mean(feats, lengths)[1], feats[1, :3].mean(0))
 
 
 @pytest.mark.parametrize("name", ["apc", "mockingjay"])

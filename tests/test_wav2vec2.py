@@ -9,7 +9,7 @@ import torch
 from core.config import merge
 from upstream import build_upstream
 from upstream.pretrain import PretrainConfig, Pretrainer
-from upstream.wav2vec2 import build_wav2vec2
+from upstream.wav2vec2.model import build_wav2vec2
 
 from .conftest import killed_at_update, noise_batch
 

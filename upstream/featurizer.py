@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.tensors import lengths_to_mask
+
 MODES = ("weighted_sum", "last", "layer")
 
 
@@ -42,8 +44,7 @@ class Featurizer(nn.Module):
         if self.utterance_mean_norm:
             if lengths is None:
                 raise ValueError("utterance_mean_norm needs the valid frame counts (lengths)")
-            valid = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None].to(hidden.device))
-            valid = valid[:, :, None, None].to(hidden.dtype)
+            valid = lengths_to_mask(lengths.to(hidden.device), hidden.shape[1])[:, :, None, None].to(hidden.dtype)
             mean = (hidden * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp_min(1)
             hidden = (hidden - mean) * valid
         if self.weights is None:

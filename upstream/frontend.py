@@ -1,4 +1,5 @@
-"""Acoustic front-ends shared by the upstreams (torchaudio's Kaldi-compatible features)."""
+"""Acoustic front-ends shared by the upstreams (torchaudio's Kaldi-compatible features) and the one
+normaliser of log-mel features, :class:`LogMelNormaliser`."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -59,14 +60,6 @@ def utterance_standardise(feats: torch.Tensor, floor: float = 1e-5) -> torch.Ten
     return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(floor)
 
 
-def log_mel_moments(wavs: Iterable[torch.Tensor], num_mel_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of :func:`log_mel_fbank` over (S,) 16 kHz waveforms."""
-    moments = RunningMoments(num_mel_bins)
-    for wav in wavs:
-        moments.update(log_mel_fbank(wav, num_mel_bins))
-    return moments.mean_std()
-
-
 class RunningMoments:
     """Accumulates per-dimension mean and standard deviation over many (T, D) feature matrices."""
 
@@ -89,15 +82,62 @@ class RunningMoments:
         return mean.float(), var.sqrt().float()
 
 
-class MelFrontEnd(torch.nn.Module):
+class LogMelNormaliser:
+    """The one global normalisation of log-mel (or other per-frame) features, mixed into an ``nn.Module``.
+
+    Buffers ``mean`` and ``std`` ((dim,) each) and ``fitted`` sit on the module itself, under the names
+    its checkpoints hold, and are saved with its weights. :meth:`fit_normaliser` estimates them from
+    training audio's features (:class:`RunningMoments`: per-dimension mean and population standard
+    deviation); :meth:`normalise` applies them, ``(x - mean) / std``, or with ``how="utterance"`` each
+    utterance's own statistics (:func:`utterance_standardise`, nothing to fit). The host module says
+    when statistics are missing (its ``needs_fit``), which :meth:`check_statistics` turns into an error.
+    Used by ``fbank_global``, BEST-RQ's input and the log-mel front end of MelHuBERT.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    fitted: torch.Tensor
+    needs_fit: bool
+
+    def init_normaliser(self, dim: int, fitted: bool = False) -> None:
+        """Register the buffers: zero mean, unit deviation, ``fitted`` as given (True where nothing is to fit)."""
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("fitted", torch.tensor(fitted))
+
+    @torch.no_grad()
+    def fit_normaliser(self, features: Iterable[torch.Tensor]) -> None:
+        """Estimate ``mean`` and ``std`` from (T, dim) feature matrices (one per utterance) and mark them fitted."""
+        moments = RunningMoments(self.mean.numel())
+        for feats in features:
+            moments.update(feats)
+        mean, std = moments.mean_std()
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        self.fitted.fill_(True)
+
+    def check_statistics(self, what: str) -> None:
+        """Raise RuntimeError naming ``what`` when the host still needs its statistics (``needs_fit``)."""
+        if self.needs_fit:
+            raise RuntimeError(f"{what} has no normalisation statistics: call fit() or load a checkpoint")
+
+    def normalise(self, feats: torch.Tensor, how: str = "global") -> torch.Tensor:
+        """(T, dim) features of one utterance -> (T, dim): by the fitted statistics (``global``) or its own
+        (``utterance``)."""
+        if how == "utterance":
+            return utterance_standardise(feats)
+        return (feats - self.mean) / self.std
+
+
+class MelFrontEnd(torch.nn.Module, LogMelNormaliser):
     """Normalised Kaldi log-mel with ``stack`` consecutive 10 ms frames per output frame (MelHuBERT's input).
 
     A padded batch (B, S) -> (B, T, stack * num_mel_bins), zero after each utterance's T frames:
-    each utterance's :func:`log_mel_fbank` frames (m = :func:`kaldi_num_frames` of its length) minus
-    the ``mean`` buffer, divided by the ``std`` buffer ((num_mel_bins,) each, estimated by :meth:`fit`)
-    with ``norm="global"``, or minus the utterance's own per-channel mean, divided by its own standard
-    deviation with ``norm="utterance"`` (nothing to fit), then groups of ``stack`` consecutive frames
-    concatenated. A trailing partial group is completed
+    each utterance's :func:`log_mel_fbank` frames (m = :func:`kaldi_num_frames` of its length)
+    normalised by :class:`LogMelNormaliser`: minus the ``mean`` buffer, divided by the ``std`` buffer
+    ((num_mel_bins,) each, estimated by :meth:`fit`) with ``norm="global"``, or by the utterance's own
+    per-channel mean and standard deviation with ``norm="utterance"`` (nothing to fit), then groups of
+    ``stack`` consecutive frames concatenated. A trailing partial group is completed
     by repeating the utterance's last frame, so T = ceil(m / stack); with ``stack=2`` that is
     ``floor((S - 400) / 320) + 1`` for S >= 400, the frame count of HuBERT's CNN and of its 20 ms
     MFCC targets. Every utterance needs at least one 25 ms window (400 samples).
@@ -108,9 +148,7 @@ class MelFrontEnd(torch.nn.Module):
         if norm not in ("global", "utterance"):
             raise ValueError(f"log-mel normalisation must be 'global' or 'utterance', not {norm!r}")
         self.num_mel_bins, self.stack, self.norm = num_mel_bins, stack, norm
-        self.register_buffer("mean", torch.zeros(num_mel_bins))
-        self.register_buffer("std", torch.ones(num_mel_bins))
-        self.register_buffer("fitted", torch.tensor(False))
+        self.init_normaliser(num_mel_bins)
 
     @property
     def needs_fit(self) -> bool:
@@ -120,22 +158,16 @@ class MelFrontEnd(torch.nn.Module):
         """(B,) samples -> (B,) output frames, ceil(kaldi_num_frames / stack)."""
         return torch.div(kaldi_num_frames(num_samples) + self.stack - 1, self.stack, rounding_mode="floor")
 
-    @torch.no_grad()
     def fit(self, wavs: Iterable[torch.Tensor]) -> None:
         """Estimate the per-channel log-mel mean and standard deviation from (S,) 16 kHz waveforms."""
-        mean, std = log_mel_moments(wavs, self.num_mel_bins)
-        self.mean.copy_(mean)
-        self.std.copy_(std)
-        self.fitted.fill_(True)
+        self.fit_normaliser(log_mel_fbank(wav, self.num_mel_bins) for wav in wavs)
 
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) waveforms zero-padded after the (B,) ``wav_lengths`` -> (B, T, stack * num_mel_bins), (B,) frames."""
-        if self.needs_fit:
-            raise RuntimeError("the log-mel front end has no normalisation statistics: call fit() or load a checkpoint")
+        self.check_statistics("the log-mel front end")
         stacked = []
         for wav, n in zip(wavs, wav_lengths.tolist(), strict=True):
-            feats = log_mel_fbank(wav[:n], self.num_mel_bins)
-            feats = utterance_standardise(feats) if self.norm == "utterance" else (feats - self.mean) / self.std
+            feats = self.normalise(log_mel_fbank(wav[:n], self.num_mel_bins), self.norm)
             feats = torch.cat([feats, feats[-1:].expand(-len(feats) % self.stack, -1)])
             stacked.append(feats.reshape(-1, self.stack * self.num_mel_bins))
         return torch.nn.utils.rnn.pad_sequence(stacked, batch_first=True), self.num_frames(wav_lengths)

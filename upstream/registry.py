@@ -2,6 +2,10 @@
 
 A checkpoint is either this toolkit's own (written by :func:`save_upstream`: name, settings,
 state dict) or a foreign format a loader is registered for (e.g. S3PRL's), recognised by content.
+Each family's entry names its folder's builder (``upstream.<family>.model``) and checkpoint loader
+(``upstream.<family>.checkpoints``, ``.s3prl``, ``upstream.hf.load``), imported on first use; only the
+FBANK baseline is imported with the registry. Saved checkpoints hold weights and settings, no module
+paths, so they load whatever module defines the model.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 from core.checkpoint import atomic_save
 
 from .base import Upstream
-from .fbank import FbankUpstream
+from .fbank.model import FbankUpstream
 
 _FACTORIES: dict[str, Callable[..., Upstream]] = {
     "fbank": lambda **kw: FbankUpstream(**{"cmvn": "utterance", **kw}),
@@ -58,31 +62,31 @@ def _lazy(module: str, function: str) -> Callable:
     return call
 
 
-register_upstream("apc", _lazy(".apc", "build_apc"),
+register_upstream("apc", _lazy(".apc.model", "build_apc"),
                   "autoregressive predictive coding: GRU stack predicting the log-mel frame n steps ahead "
-                  "(presets tiny/base/large; S3PRL checkpoints load)", _lazy(".interop.s3prl_apc", "load_s3prl_apc"))
-register_upstream("mockingjay", _lazy(".mockingjay", "build_mockingjay"),
+                  "(presets tiny/base/large; S3PRL checkpoints load)", _lazy(".apc.s3prl", "load_s3prl_apc"))
+register_upstream("mockingjay", _lazy(".mockingjay.model", "build_mockingjay"),
                   "masked acoustic modelling: Transformer reconstructing masked log-mel spans "
                   "(presets tiny/base/large; S3PRL checkpoints load)",
-                  _lazy(".interop.s3prl_mockingjay", "load_s3prl_mockingjay"))
+                  _lazy(".mockingjay.s3prl", "load_s3prl_mockingjay"))
 
-register_upstream("hubert", _lazy(".hubert", "build_hubert"),
+register_upstream("hubert", _lazy(".hubert.model", "build_hubert"),
                   "masked prediction of k-means ids (MFCC, then its own layer), torchaudio's HuBERT "
                   "(presets tiny/base/large; fairseq, Hugging Face and S3PRL checkpoints load)",
-                  _lazy(".interop.hubert_checkpoints", "load_hubert"))
-register_upstream("bestrq", _lazy(".bestrq", "build_bestrq"),
+                  _lazy(".hubert.checkpoints", "load_hubert"))
+register_upstream("bestrq", _lazy(".bestrq.model", "build_bestrq"),
                   "masked prediction of a frozen random-projection quantizer's ids from log-mel, torchaudio "
                   "Conformer (presets tiny/base/large)")
-register_upstream("wav2vec2", _lazy(".wav2vec2", "build_wav2vec2"),
+register_upstream("wav2vec2", _lazy(".wav2vec2.model", "build_wav2vec2"),
                   "contrastive prediction of quantised CNN features among distractors (wav2vec 2.0), torchaudio's "
                   "encoder (presets tiny/base/large; Hugging Face Wav2Vec2 folders load, ForPreTraining with "
                   "its quantiser; fairseq and S3PRL files too)",
-                  _lazy(".interop.wav2vec2_checkpoints", "load_wav2vec2"))
-register_upstream("hf", _lazy(".huggingface", "build_hf"),
+                  _lazy(".wav2vec2.checkpoints", "load_wav2vec2"))
+register_upstream("hf", _lazy(".hf.load", "build_hf"),
                   "a speech encoder transformers implements (wav2vec 2.0, XLS-R, HuBERT, DistilHuBERT, WavLM, "
                   "data2vec, UniSpeech(-SAT), Wav2Vec2-Conformer, Whisper's encoder): -k a Hugging Face folder, a "
                   "model id (local cache first) or a fairseq/S3PRL wav2vec 2.0 or WavLM checkpoint",
-                  _lazy(".huggingface", "load_hf"), model_ids=True)
+                  _lazy(".hf.load", "load_hf"), model_ids=True)
 
 
 def takes_model_ids(name: str) -> bool:

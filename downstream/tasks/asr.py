@@ -1,6 +1,7 @@
 """Speech recognition (SUPERB ASR): character CTC on the weighted layer sum, scored by WER and CER.
 
-Head as in SUPERB: SpecAugment-style masking of the features (training only), Linear(D ->
+Head as in SUPERB (``bilstm``, :class:`downstream.heads.frame.BiLSTMHead`; ``task.head`` may name
+another frame-level head): SpecAugment-style masking of the features (training only), Linear(D ->
 proj_dim), a ``lstm_layers``-layer BiLSTM (``lstm_dim`` per direction, dropout between layers),
 Linear -> characters + blank; CTC loss. SUPERB's sizes are 1024 (the defaults); the CPU recipes use
 128. Greedy decoding by default; beam search (torchaudio / flashlight-text) with an optional KenLM
@@ -8,19 +9,18 @@ word n-gram model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
-import torchaudio.transforms as T
 from torch import nn
 
 from corpora.manifest import Record
 
 from .base import GENERIC_CORPORA
 from .ctc_text import BeamSearchDecoder, CharVocabulary, error_rates, greedy_decode, normalize_transcript
-from .transcribed import CTCTask, TranscribedConfig, check_rates, resample_frames
+from .transcribed import CTCTask, TranscribedConfig
 
 VOCABULARIES = ("superb", "train")
 DECODERS = ("greedy", "beam")
@@ -32,9 +32,14 @@ class ASRConfig(TranscribedConfig):
 
     ``vocabulary``: ``superb`` (``|``, A-Z, apostrophe) or ``train`` (the training transcripts' characters).
     ``select_metric``: the dev metric that picks the best checkpoint (``wer`` or ``cer``).
+    ``proj_dim`` ... ``freq_mask_dims``: the ``bilstm`` head's options (:class:`downstream.heads.frame.BiLSTMOptions`).
     """
 
     vocabulary: str = "superb"
+    head: str = "bilstm"
+    """A frame-level head of :data:`downstream.heads.HEADS`; SUPERB's is ``bilstm``."""
+    head_options: dict = field(default_factory=dict)
+    """Options of that head that are not settings here."""
     proj_dim: int = 1024
     lstm_dim: int = 1024
     lstm_layers: int = 2
@@ -54,85 +59,14 @@ class ASRConfig(TranscribedConfig):
     word_score: float = 0.0
 
 
-class SpecAugment(nn.Module):
-    """Time and feature-dimension masks on (B, T, D) features, each mask drawn per utterance (training only)."""
-
-    def __init__(self, time_masks: int, time_mask_frames: int, freq_masks: int, freq_mask_dims: int):
-        super().__init__()
-        self.time = nn.ModuleList(T.TimeMasking(time_mask_frames, iid_masks=True) for _ in range(time_masks))
-        self.freq = nn.ModuleList(T.FrequencyMasking(freq_mask_dims, iid_masks=True) for _ in range(freq_masks))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        x = x.transpose(1, 2).unsqueeze(1)  # torchaudio masks (..., freq, time); iid needs a channel axis
-        for mask in (*self.time, *self.freq):
-            x = mask(x)
-        return x.squeeze(1).transpose(1, 2)
-
-
-def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse the first ``lengths[b]`` frames of each (B, T, D) sequence, leaving the padding in place."""
-    t = torch.arange(x.shape[1], device=x.device)[None, :]
-    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
-
-
-class BiLSTM(nn.Module):
-    """A stack of bidirectional LSTM layers over zero-padded (B, T, D) batches -> (B, T, 2 x hidden).
-
-    Each direction is its own ``nn.LSTM``; the backward one reads every utterance reversed within
-    its length, so padding never reaches a valid frame. The result equals running each utterance
-    alone, without packed sequences, whose backward pass is about 50 times slower on CPU here.
-    """
-
-    def __init__(self, input_dim: int, hidden: int, num_layers: int, dropout: float):
-        super().__init__()
-        dims = [input_dim] + [2 * hidden] * (num_layers - 1)
-        self.forward_lstms = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True) for d in dims)
-        self.backward_lstms = nn.ModuleList(nn.LSTM(d, hidden, batch_first=True) for d in dims)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        for i, (fwd, bwd) in enumerate(zip(self.forward_lstms, self.backward_lstms, strict=True)):
-            if i:
-                x = self.dropout(x)
-            x = torch.cat([fwd(x)[0], reverse_valid(bwd(reverse_valid(x, lengths))[0], lengths)], dim=-1)
-        return x
-
-
-class CTCHead(nn.Module):
-    """(B, T, D) features, (B,) lengths -> ((B, T', V) log-probabilities, (B,) lengths), with
-    T' = ceil(T * upsample / downsample) (:func:`downstream.tasks.transcribed.resample_frames`)."""
-
-    def __init__(self, input_dim: int, vocab_size: int, cfg: ASRConfig):
-        super().__init__()
-        self.specaug = (SpecAugment(cfg.time_masks, cfg.time_mask_frames, cfg.freq_masks,
-                                    min(cfg.freq_mask_dims, input_dim // 2))
-                        if cfg.specaug else nn.Identity())
-        if cfg.lstm_layers < 0:
-            raise ValueError(f"task.lstm_layers must be >= 0, got {cfg.lstm_layers}")
-        check_rates(cfg.upsample, cfg.downsample)
-        self.downsample, self.upsample = cfg.downsample, cfg.upsample
-        if cfg.lstm_layers == 0:  # wav2vec 2.0's fine-tuning head: one linear CTC layer
-            self.proj, self.lstm, self.out = None, None, nn.Linear(input_dim * cfg.downsample, vocab_size)
-        else:
-            self.proj = nn.Linear(input_dim * cfg.downsample, cfg.proj_dim)
-            self.lstm = BiLSTM(cfg.proj_dim, cfg.lstm_dim, cfg.lstm_layers, cfg.dropout)
-            self.out = nn.Linear(2 * cfg.lstm_dim, vocab_size)
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, lengths = resample_frames(self.specaug(features), lengths, self.upsample, self.downsample)
-        if self.lstm is not None:
-            x = self.lstm(self.proj(x), lengths)
-        return F.log_softmax(self.out(x), dim=-1), lengths
-
-
 class SpeechRecognition(CTCTask):
     name = "asr"
     config_class = ASRConfig
     primary_metric = "wer"
     higher_is_better = False
+    train_defaults: ClassVar[dict] = {"total_steps": 600, "eval_every": 150, "save_every": 150}
+    """SUPERB's Adam 1e-4 and batch of 32 are the generic defaults; the budget is recipes/asr/librispeech_mini.yaml's
+    (SUPERB trains 200k updates; that recipe also shrinks the head to 128 and raises the rate to 1e-3 for the CPU)."""
     decoding_keys = ("decoder", "beam_size", "lm", "lm_weight", "word_score")
 
     def __init__(self, cfg: ASRConfig, workdir: Path):
@@ -155,10 +89,10 @@ class SpeechRecognition(CTCTask):
                 for split, records in splits.items() for r in records}
 
     def build_head(self, input_dim: int) -> nn.Module:
-        return CTCHead(input_dim, len(self.vocab), self.cfg)
+        return self.make_head(input_dim, len(self.vocab))
 
-    def predict(self, output) -> list[str]:
-        log_probs, lengths = output
+    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
+        log_probs, lengths = self.log_probs(output)
         if self.cfg.decoder == "greedy":
             return greedy_decode(log_probs, lengths, self.vocab)
         if self._beam is None:

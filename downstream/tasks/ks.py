@@ -1,13 +1,16 @@
 """Keyword spotting (SUPERB KS): utterance classification, scored by accuracy.
 
-Head as in SUPERB: Linear(D -> proj_dim), mean pooling over the valid frames, Linear(proj_dim ->
-classes), no non-linearity; cross-entropy; class-balanced sampling of training utterances.
+Head as in SUPERB (``proj_mean_linear``, :class:`downstream.heads.utterance.ProjMeanLinear`):
+Linear(D -> proj_dim), mean pooling over the valid frames, Linear(proj_dim -> classes), no
+non-linearity; any utterance-level head of :mod:`downstream.heads` can take its place
+(``task.head``). Cross-entropy; class-balanced sampling of training utterances.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +22,7 @@ from corpora.folds import speaker_fold
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands, read_labels
 
-from .base import GENERIC_CORPORA, Task
+from .base import AUTO, GENERIC_CORPORA, Task
 
 CORPORA = ("demo", "speech_commands", *GENERIC_CORPORA)
 
@@ -28,14 +31,15 @@ CORPORA = ("demo", "speech_commands", *GENERIC_CORPORA)
 class KSConfig:
     """Keyword-spotting settings.
 
-    ``corpus``: ``demo`` (the toolkit's synthetic keyword corpus, built under ``root`` if absent),
-    ``speech_commands`` (a Speech Commands v0.01/v0.02 tree at ``root``) or ``manifest`` (``root``
-    holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``label`` column) or ``hf`` (a local
-    Hugging Face dataset at ``root`` with a ``label`` column, e.g. Speech Commands from the Hub).
+    ``corpus``: ``auto`` (the default: whichever of the others ``root`` holds, recognised by its layout,
+    :meth:`~downstream.tasks.base.Task.resolve_corpus`), ``demo`` (the toolkit's synthetic keyword corpus,
+    built under ``root`` if absent), ``speech_commands`` (a Speech Commands v0.01/v0.02 tree at ``root``)
+    or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``label`` column) or
+    ``hf`` (a local Hugging Face dataset at ``root`` with a ``label`` column, e.g. Speech Commands from the Hub).
     ``classes``: ``superb12`` or ``all`` (Speech Commands and demo corpora).
     """
 
-    corpus: str = "demo"
+    corpus: str = AUTO
     root: str = "data/demo_keywords"
     hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
     """``corpus: hf``: the dataset's splits used as train, dev and test."""
@@ -45,26 +49,13 @@ class KSConfig:
     (:func:`corpora.folds.speaker_fold`); run ``fold`` = 0 .. speaker_folds - 1 and the leaderboard
     averages them. 0 keeps the corpus's own split."""
     fold: int = 0
+    head: str = "proj_mean_linear"
+    """An utterance-level head of :data:`downstream.heads.HEADS`; SUPERB's is ``proj_mean_linear``."""
+    head_options: dict = field(default_factory=dict)
+    """Options of that head that are not settings here (e.g. ``xvector``'s ``embed_dim``)."""
     proj_dim: int = 256
+    """The ``proj_mean_linear`` head's projection size."""
     balanced_sampling: bool = True
-
-
-def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over the first ``lengths[b]`` frames of each (B, T, D) sequence -> (B, D)."""
-    mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    return (x * mask.unsqueeze(-1)).sum(1) / lengths.clamp_min(1).unsqueeze(-1).to(x.dtype)
-
-
-class KeywordHead(nn.Module):
-    """(B, T, D) features, (B,) lengths -> (B, num_classes) logits."""
-
-    def __init__(self, input_dim: int, num_classes: int, proj_dim: int = 256):
-        super().__init__()
-        self.projector = nn.Linear(input_dim, proj_dim)
-        self.classifier = nn.Linear(proj_dim, num_classes)
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.classifier(masked_mean(self.projector(features), lengths))
 
 
 class KeywordSpotting(Task):
@@ -72,11 +63,15 @@ class KeywordSpotting(Task):
     config_class = KSConfig
     primary_metric = "accuracy"
     higher_is_better = True
+    head_levels = ("utterance",)
+    corpora = CORPORA
+    demo_layout = "speech_commands"
+    train_defaults: ClassVar[dict] = {"total_steps": 3000, "eval_every": 100, "save_every": 500}
+    """SUPERB's Adam 1e-4 and batch of 32 are the generic defaults; the budget is recipes/ks/fsdd.yaml's
+    (SUPERB trains 200k updates: recipes/ks/speech_commands.yaml)."""
 
     def __init__(self, cfg: KSConfig, workdir: Path):
         super().__init__(cfg, workdir)
-        if cfg.corpus not in CORPORA:
-            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for ks; choose from {CORPORA}")
         self.labels: list[str] = []
 
     def build_corpus(self) -> None:
@@ -114,16 +109,18 @@ class KeywordSpotting(Task):
         return super().dataset() + folds
 
     def build_head(self, input_dim: int) -> nn.Module:
-        return KeywordHead(input_dim, len(self.labels), self.cfg.proj_dim)
+        return self.make_head(input_dim, len(self.labels))
 
     def _targets(self, records: list[Record]) -> torch.Tensor:
         return torch.tensor([self.index[r.label] for r in records])
 
-    def loss(self, output: torch.Tensor, records: list[Record]) -> torch.Tensor:
-        return F.cross_entropy(output, self._targets(records).to(output.device))
+    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
+        logits, _ = output
+        return F.cross_entropy(logits, self._targets(records).to(logits.device))
 
-    def predict(self, output: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in output.argmax(-1).tolist()]
+    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
+        logits, _ = output
+        return [self.labels[i] for i in logits.argmax(-1).tolist()]
 
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
         return {"accuracy": float(accuracy_score([r.label for r in records], predictions))}

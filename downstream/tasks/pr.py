@@ -1,6 +1,7 @@
 """Phoneme recognition (SUPERB PR): a linear layer per frame on the weighted layer sum, CTC over 39 phones, PER.
 
-The head is SUPERB's: so light that it cannot learn the job on its own, which makes PR the task
+The head is SUPERB's (``linear``, :class:`downstream.heads.frame.FrameLinear`; ``task.head`` may
+name another frame-level head): so light that it cannot learn the job on its own, which makes PR the task
 where what a representation holds shows most. Targets are ARPAbet phones from the word transcripts
 (:mod:`downstream.tasks.phonemes`: the CMU dictionary, espeak-ng for the words it lacks, counted in
 ``results.json`` under ``metric_info``). Greedy CTC decoding; PER is jiwer's word error rate over
@@ -14,12 +15,12 @@ one-reader corpus) so that each fold trains on most of it and tests on the rest.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import jiwer
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from corpora.folds import heldout_fold, subset_minutes
@@ -27,7 +28,7 @@ from corpora.manifest import Record
 
 from .ctc_text import BLANK
 from .phonemes import ARPABET, LexiconReport, PhonemeLexicon
-from .transcribed import CTCTask, TranscribedConfig, resample_frames
+from .transcribed import CTCTask, TranscribedConfig
 
 log = logging.getLogger("downstream.pr")
 
@@ -47,20 +48,10 @@ class PRConfig(TranscribedConfig):
     train_minutes: float = 0.0
     """> 0: train on a seeded random subset of the training part holding at most this many minutes
     (the subsets for 10 and 20 minutes are nested), to measure how much speech the probe needs."""
-
-
-class PhonemeHead(nn.Module):
-    """SUPERB's frame-level head: (B, T, D) features, (B,) lengths -> ((B, T', P + 1) log-probabilities,
-    (B,) lengths), one linear layer after :func:`~downstream.tasks.transcribed.resample_frames`."""
-
-    def __init__(self, input_dim: int, num_labels: int, upsample: int = 1, downsample: int = 1):
-        super().__init__()
-        self.upsample, self.downsample = upsample, downsample
-        self.linear = nn.Linear(input_dim * downsample, num_labels)
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, lengths = resample_frames(features, lengths, self.upsample, self.downsample)
-        return F.log_softmax(self.linear(x), dim=-1), lengths
+    head: str = "linear"
+    """A frame-level head of :data:`downstream.heads.HEADS`; SUPERB's is ``linear``."""
+    head_options: dict = field(default_factory=dict)
+    """Options of that head that are not settings here (e.g. ``bilstm``'s ``lstm_dim``)."""
 
 
 def phone_errors(references: list[str], hypotheses: list[str]) -> dict[str, float]:
@@ -80,6 +71,10 @@ class PhonemeRecognition(CTCTask):
     config_class = PRConfig
     primary_metric = "per"
     higher_is_better = False
+    train_defaults: ClassVar[dict] = {"lr": 1e-2, "batch_size": 32, "batch_seconds": 60.0, "total_steps": 400,
+                                      "eval_every": 100, "save_every": 100}
+    """SUPERB's Adam 1e-2 and batch (16 x 2 accumulated); the budget and batch bound of
+    recipes/pr/librispeech_mini.yaml (SUPERB trains 100k updates)."""
 
     def __init__(self, cfg: PRConfig, workdir: Path):
         super().__init__(cfg, workdir)
@@ -108,10 +103,10 @@ class PhonemeRecognition(CTCTask):
         return {uid: [self.index[p] for p in seq] for uid, seq in phones.items()}
 
     def build_head(self, input_dim: int) -> nn.Module:
-        return PhonemeHead(input_dim, len(self.phones), self.cfg.upsample, self.cfg.downsample)
+        return self.make_head(input_dim, len(self.phones))
 
-    def predict(self, output) -> list[str]:
-        log_probs, lengths = output
+    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
+        log_probs, lengths = self.log_probs(output)
         best = log_probs.argmax(-1)
         return [" ".join(self.phones[i] for i in torch.unique_consecutive(best[b, : int(lengths[b])]).tolist() if i)
                 for b in range(best.shape[0])]

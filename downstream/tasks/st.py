@@ -1,6 +1,8 @@
 """Speech translation (SUPERB-SG ST): a small speech Transformer on the weighted layer sum, scored by BLEU.
 
-The head is SUPERB-SG's encoder-decoder (:mod:`.st_model`, 3 + 3 layers by default); targets are
+The head is SUPERB-SG's encoder-decoder (``s2t_transformer``, :mod:`downstream.heads.seq2seq`, 3 + 3
+layers by default: its encoder is the head's ``(x, x_len) -> (memory, memory_len)``, its decoder is
+called with the target prefix by the loss and the search); targets are
 SentencePiece pieces (:mod:`.subwords`: ``char`` by default, or ``unigram`` / ``bpe``) trained on
 the training translations; the piece model travels in the checkpoint. Cross-entropy with label
 smoothing; beam search with a length penalty (:mod:`.st_decoding`; ``beam_size=1`` is greedy).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import sacrebleu
 import torch
@@ -21,9 +24,9 @@ from corpora.covost2 import prepare_covost2
 from corpora.demo import build_demo_st
 from corpora.manifest import Record, read_manifest
 
-from .base import GENERIC_CORPORA, Task
+from ..heads.seq2seq import S2TTransformer
+from .base import AUTO, GENERIC_CORPORA, Task
 from .st_decoding import beam_search, greedy
-from .st_model import SpeechTranslationHead
 from .subwords import BOS, EOS, PAD, PIECE_TYPES, PieceModel
 
 CORPORA = ("demo", "covost2", *GENERIC_CORPORA)
@@ -33,14 +36,16 @@ CORPORA = ("demo", "covost2", *GENERIC_CORPORA)
 class STConfig:
     """Speech-translation settings.
 
-    ``corpus``: ``covost2`` (``root`` holds ``clips/`` and ``covost_v2.<src>_<tgt>.{train,dev,test}.tsv``),
+    ``corpus``: ``auto`` (the default: whichever of the others ``root`` holds, recognised by its layout,
+    :meth:`~downstream.tasks.base.Task.resolve_corpus`), ``covost2`` (``root`` holds ``clips/`` and
+    ``covost_v2.<src>_<tgt>.{train,dev,test}.tsv``),
     ``demo`` (the toolkit's synthetic corpus in that layout, built under ``root`` if absent from
     ``parallel_text``, a Multi30k folder, or from a built-in grammar when empty; ``demo_sizes``
     sentences per split), ``manifest`` (``train/dev/test.tsv`` with ``text`` and ``translation``) or
     ``hf`` (a local Hugging Face dataset at ``root`` with ``sentence`` and ``translation`` columns, e.g. CoVoST 2).
     """
 
-    corpus: str = "demo"
+    corpus: str = AUTO
     root: str = "data/demo_st"
     hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
     """``corpus: hf``: the dataset's splits used as train, dev and test."""
@@ -52,6 +57,11 @@ class STConfig:
     vocab_size: int = 1000
     """Most pieces, specials included (fewer where the training translations do not give that many;
     ``char``: one per character)."""
+    head: str = "s2t_transformer"
+    """The sequence-to-sequence head (:data:`downstream.heads.HEADS`; the only one so far). Its options are
+    the settings from ``conv_layers`` to ``dropout`` (:class:`downstream.heads.seq2seq.Seq2SeqOptions`)."""
+    head_options: dict = field(default_factory=dict)
+    """Options of that head that are not settings here."""
     conv_layers: int = 2
     conv_channels: int = 256
     conv_kernel: int = 5
@@ -84,16 +94,19 @@ class SpeechTranslation(Task):
     config_class = STConfig
     primary_metric = "bleu"
     higher_is_better = True
+    head_levels = ("seq2seq",)
+    corpora = CORPORA
+    demo_layout = "covost2"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "total_steps": 3000, "eval_every": 500, "save_every": 500}
+    """SUPERB-SG's Adam 1e-3 (without its warm-up) and batch of 32; the budget is recipes/st/multi30k.yaml's."""
     decoding_keys = ("beam_size", "length_penalty", "max_len", "max_len_ratio")
 
     def __init__(self, cfg: STConfig, workdir: Path):
         super().__init__(cfg, workdir)
-        if cfg.corpus not in CORPORA:
-            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for st; choose from {CORPORA}")
         if cfg.pieces not in PIECE_TYPES:
             raise ValueError(f"task.pieces {cfg.pieces!r} unknown; choose from {PIECE_TYPES}")
         self.pieces: PieceModel | None = None
-        self.head: SpeechTranslationHead | None = None
+        self.head: S2TTransformer | None = None
         self.targets: dict[str, list[int]] = {}
 
     def build_corpus(self) -> None:
@@ -119,15 +132,15 @@ class SpeechTranslation(Task):
         return splits
 
     def build_head(self, input_dim: int) -> nn.Module:
-        self.head = SpeechTranslationHead(input_dim, len(self.pieces), self.cfg)
+        self.head = self.make_head(input_dim, len(self.pieces))
         return self.head
 
-    def loss(self, output, records: list[Record]) -> torch.Tensor:
-        memory, mask = output
+    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
+        memory, memory_len = output
         seqs = [self.targets[r.id][: self.cfg.max_len] for r in records]
         prev = nn.utils.rnn.pad_sequence([torch.tensor([BOS, *s]) for s in seqs], batch_first=True, padding_value=PAD)
         gold = nn.utils.rnn.pad_sequence([torch.tensor([*s, EOS]) for s in seqs], batch_first=True, padding_value=PAD)
-        logits = self.head.decode(memory, mask, prev.to(memory.device))
+        logits = self.head.decode(memory, memory_len, prev.to(memory.device))
         return F.cross_entropy(logits.flatten(0, 1), gold.to(memory.device).flatten(), ignore_index=PAD,
                                label_smoothing=self.cfg.label_smoothing)
 
@@ -135,14 +148,14 @@ class SpeechTranslation(Task):
         """Target pieces plus EOS: the cross-entropy is a mean over tokens."""
         return sum(min(len(self.targets[r.id]), self.cfg.max_len) + 1 for r in records)
 
-    def predict(self, output) -> list[str]:
+    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
         """Beam search; greedy when ``beam_size`` is 1 and while the runner validates (checkpoint selection)."""
-        memory, mask = output
-        max_len = min(self.cfg.max_len, int(self.cfg.max_len_ratio * int((~mask).sum(1).max())) + 10)
+        memory, memory_len = output
+        max_len = min(self.cfg.max_len, int(self.cfg.max_len_ratio * int(memory_len.max())) + 10)
         if self.cfg.beam_size == 1 or self.validating:
-            ids = greedy(self.head, memory, mask, max_len)
+            ids = greedy(self.head, memory, memory_len, max_len)
         else:
-            ids = beam_search(self.head, memory, mask, self.cfg.beam_size, max_len, self.cfg.length_penalty)
+            ids = beam_search(self.head, memory, memory_len, self.cfg.beam_size, max_len, self.cfg.length_penalty)
         return [self.pieces.decode(i) for i in ids]
 
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:

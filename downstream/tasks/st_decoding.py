@@ -1,6 +1,6 @@
 """Search over the speech-translation head's incremental decoder: batched greedy and beam search.
 
-Both decode every utterance of a batch at once, one :meth:`SpeechTranslationHead.decode_step` per
+Both decode every utterance of a batch at once, one :meth:`~downstream.heads.seq2seq.S2TTransformer.decode_step` per
 position, and return the pieces of each utterance without BOS and EOS.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .st_model import SpeechTranslationHead
+from ..heads.seq2seq import S2TTransformer
 from .subwords import BOS, EOS, PAD
 
 
@@ -17,16 +17,16 @@ def _until_eos(ids: list[int]) -> list[int]:
 
 
 @torch.no_grad()
-def greedy(head: SpeechTranslationHead, memory: torch.Tensor, memory_mask: torch.Tensor,
+def greedy(head: S2TTransformer, memory: torch.Tensor, memory_len: torch.Tensor,
            max_len: int) -> list[list[int]]:
-    """Batched argmax decoding of ``memory`` (B, S, d_model) with key padding ``memory_mask`` (B, S),
+    """Batched argmax decoding of ``memory`` (B, S, d_model) with (B,) valid lengths ``memory_len``,
     at most ``max_len`` steps -> pieces per utterance (without BOS/EOS)."""
     b = memory.shape[0]
     prev = torch.full((b, 1), BOS, dtype=torch.long, device=memory.device)
     done = torch.zeros(b, dtype=torch.bool, device=memory.device)
     cache = None
     for _ in range(max_len):
-        logits, cache = head.decode_step(memory, memory_mask, prev[:, -1], cache)
+        logits, cache = head.decode_step(memory, memory_len, prev[:, -1], cache)
         nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
         prev = torch.cat([prev, nxt[:, None]], dim=1)
@@ -37,7 +37,7 @@ def greedy(head: SpeechTranslationHead, memory: torch.Tensor, memory_mask: torch
 
 
 @torch.no_grad()
-def beam_search(head: SpeechTranslationHead, memory: torch.Tensor, memory_mask: torch.Tensor, beam_size: int,
+def beam_search(head: S2TTransformer, memory: torch.Tensor, memory_len: torch.Tensor, beam_size: int,
                 max_len: int, length_penalty: float = 1.0) -> list[list[int]]:
     """Beam search over the whole batch at once -> pieces per utterance (without BOS/EOS).
 
@@ -56,7 +56,7 @@ def beam_search(head: SpeechTranslationHead, memory: torch.Tensor, memory_mask: 
     last = torch.full((b * k,), BOS, dtype=torch.long, device=device)
     cache = None
     for _ in range(max_len):
-        logits, cache = head.decode_step(memory, memory_mask, last, cache, beams=k)
+        logits, cache = head.decode_step(memory, memory_len, last, cache, beams=k)
         logp = F.log_softmax(logits, dim=-1)
         vocab = logp.shape[1]
         cand = (scores[:, :, None] + logp.view(b, k, vocab)).view(b, k * vocab)

@@ -11,8 +11,11 @@ import io
 
 import sentencepiece as spm
 
+from ..heads.seq2seq import PAD
+
 PIECE_TYPES = ("char", "unigram", "bpe")
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+UNK, BOS, EOS = 1, 2, 3
+"""Special ids besides :data:`PAD`, the sequence-to-sequence head's padding id."""
 
 
 class PieceModel:

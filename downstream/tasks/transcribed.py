@@ -2,8 +2,9 @@
 
 Both read the same corpora (LibriSpeech and Libri-light layouts, the demo corpus in that layout,
 manifests and local Hugging Face datasets), bring the upstream's frames to the head's rate
-(``downsample``/``upsample``), check that every utterance has enough frames for its CTC labels
-and train with the CTC loss; they differ in their labels (characters, phones) and heads.
+(``downsample``/``upsample``, settings of their frame-level heads: :mod:`downstream.heads.frame`),
+check that every utterance has enough frames for its CTC labels and train with the CTC loss on the
+log-softmax of the head's scores; they differ in their labels (characters, phones) and heads.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from corpora.librilight import SUBSETS, prepare_librilight
 from corpora.librispeech import prepare_librispeech
 from corpora.manifest import Record, read_manifest
 
-from .base import GENERIC_CORPORA, Task
+from ..heads.frame import check_rates
+from .base import AUTO, GENERIC_CORPORA, Task
 from .ctc_text import ctc_min_frames, normalize_transcript
 
 CORPORA = ("demo", "librispeech", *GENERIC_CORPORA)
@@ -28,16 +30,18 @@ CORPORA = ("demo", "librispeech", *GENERIC_CORPORA)
 class TranscribedConfig:
     """Corpus and frame-rate settings of a CTC task.
 
-    ``corpus``: ``librispeech`` (``root`` holds ``LibriSpeech/<split>/`` and, for Libri-light
-    training sets, ``librispeech_finetuning/``), ``demo`` (the toolkit's synthetic corpus in that
-    layout, built under ``root`` if absent) or ``manifest`` (``root`` holds ``train.tsv``, ``dev.tsv``,
-    ``test.tsv`` with a ``text`` column) or ``hf`` (a local Hugging Face dataset at ``root`` with a
-    ``text`` column, e.g. LibriSpeech from the Hub: ``hf_splits`` names its splits).
+    ``corpus``: ``auto`` (the default: whichever of the others ``root`` holds, recognised by its layout,
+    :meth:`~downstream.tasks.base.Task.resolve_corpus`), ``librispeech`` (``root`` holds
+    ``LibriSpeech/<split>/`` and, for Libri-light training sets, ``librispeech_finetuning/``), ``demo``
+    (the toolkit's synthetic corpus in that layout, built under ``root`` if absent) or ``manifest``
+    (``root`` holds ``train.tsv``, ``dev.tsv``, ``test.tsv`` with a ``text`` column) or ``hf`` (a local
+    Hugging Face dataset at ``root`` with a ``text`` column, e.g. LibriSpeech from the Hub: ``hf_splits``
+    names its splits).
     ``train_set``: a LibriSpeech split (``train-clean-100``) or a Libri-light setting
     (``librilight-10min``, ``librilight-1h``, ``librilight-10h``). ``dev_set``, ``test_set``: LibriSpeech splits.
     """
 
-    corpus: str = "demo"
+    corpus: str = AUTO
     root: str = "data/demo_asr"
     hf_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
     """``corpus: hf``: the dataset's splits used as train, dev and test."""
@@ -54,19 +58,6 @@ class TranscribedConfig:
     reaches 20-ms frames, so that CTC has a frame for every label of fast speech."""
 
 
-def resample_frames(x: torch.Tensor, lengths: torch.Tensor, upsample: int,
-                    downsample: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, D), (B,) -> frames repeated ``upsample`` times, then ``downsample`` frames concatenated:
-    (B, ceil(T * up / down), down * D), zero-padded at the end, and the new lengths."""
-    if upsample > 1:
-        x, lengths = x.repeat_interleave(upsample, dim=1), lengths * upsample
-    if downsample > 1:
-        b, t, d = x.shape
-        x = F.pad(x, (0, 0, 0, -t % downsample)).reshape(b, -1, downsample * d)
-        lengths = (lengths + downsample - 1) // downsample
-    return x, lengths
-
-
 HEAD_FRAME_SAMPLES = 320
 """The frame CTC heads aim for: 20 ms at 16 kHz."""
 
@@ -81,23 +72,19 @@ def frame_rate_settings(frame_samples: int, concatenate: bool) -> dict[str, int]
     return {"downsample": max(1, round(HEAD_FRAME_SAMPLES / frame_samples)) if concatenate else 1, "upsample": 1}
 
 
-def check_rates(upsample: int, downsample: int) -> None:
-    """ValueError unless both are >= 1 and at most one of them is above 1."""
-    if downsample < 1 or upsample < 1 or (downsample > 1 and upsample > 1):
-        raise ValueError(f"task.downsample and task.upsample must be >= 1, one of them 1; got {downsample}, {upsample}")
-
-
 class CTCTask(Task):
-    """A task whose head emits per-frame log-probabilities for CTC over :meth:`encode`'s labels.
+    """A task whose frame-level head scores :meth:`encode`'s labels (and CTC's blank, id 0) per frame.
 
     ``prepare`` reads the corpus (:meth:`read_splits`, which a task may re-split), checks that no
     transcript is empty and stores each utterance's label ids in ``self.targets``.
     """
 
+    corpora = CORPORA
+    demo_layout = "librispeech"
+    head_levels = ("frame",)
+
     def __init__(self, cfg: TranscribedConfig, workdir):
         super().__init__(cfg, workdir)
-        if cfg.corpus not in CORPORA:
-            raise ValueError(f"task.corpus {cfg.corpus!r} unknown for {self.name}; choose from {CORPORA}")
         check_rates(cfg.upsample, cfg.downsample)
         self.targets: dict[str, list[int]] = {}
 
@@ -151,8 +138,14 @@ class CTCTask(Task):
                              f"than CTC needs ({detail}); the upstream's frame rate (after task.downsample={k}) "
                              "is too low for these transcripts (task.upsample=2 repeats each frame)")
 
-    def loss(self, output, records: list[Record]) -> torch.Tensor:
-        log_probs, lengths = output
+    @staticmethod
+    def log_probs(output: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's (scores (B, T', V), frame counts (B,)) -> (per-frame log-probabilities, frame counts)."""
+        scores, lengths = output
+        return F.log_softmax(scores, dim=-1), lengths
+
+    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
+        log_probs, lengths = self.log_probs(output)
         targets = [torch.tensor(self.targets[r.id]) for r in records]
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), lengths,
                           torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)

@@ -36,7 +36,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -46,7 +45,8 @@ import pandas as pd
 import torch
 import yaml
 
-from core import distributed, signals
+from core import distributed, runs, signals
+from core.cli import run_main
 from core.config import ConfigError, load_yaml, parse_overrides
 from core.logs import setup_console_logging
 from downstream.config import ExperimentConfig
@@ -55,7 +55,7 @@ from downstream.tasks import get_task
 from downstream.tasks.transcribed import frame_rate_settings
 from leaderboard.cli import write_outputs
 from upstream import build_upstream
-from upstream.pretrain import Pretrainer, pretraining_finished, resolve_pretrain_config, unfinished_run_checkpoint
+from upstream.pretrain import Pretrainer, resolve_pretrain_config
 from upstream.registry import checkpoint_settings, takes_model_ids
 
 HERE = Path(__file__).parent
@@ -184,7 +184,7 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return (self.folder / "results.json").is_file()
+        return (self.folder / runs.RESULTS_FILE).is_file()
 
 
 def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstreams: list[str], tracks: list[str],
@@ -270,7 +270,7 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             path = Path(job.checkpoint)
             if not path.exists() and not takes_model_ids(job.upstream):
                 raise FileNotFoundError(f"pretrain.upstreams.{name}.checkpoint not found: {job.checkpoint}")
-            if unfinished_run_checkpoint(path):
+            if runs.unfinished_run_checkpoint(path):
                 raise ConfigError(f"pretrain.upstreams.{name}.checkpoint: {job.checkpoint} belongs to a pre-training "
                                   f"run that has not finished (no summary.json in {path.parent}), and its "
                                   "upstream.pt is rewritten at every save: results trained on it would be kept "
@@ -280,8 +280,8 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             continue
         folder = root / name
         pretrainer = _pretrainer(job, folder, bench.pretrain_data, root)  # a changed config is an error here
-        timer.run(f"pretrain {name}", pretrainer.run, done_already=pretraining_finished(folder))
-        checkpoints[name] = str((folder / "upstream.pt").resolve())
+        timer.run(f"pretrain {name}", pretrainer.run, done_already=runs.pretraining_finished(folder))
+        checkpoints[name] = str((folder / runs.UPSTREAM_FILE).resolve())
     return checkpoints
 
 
@@ -350,28 +350,24 @@ def main(argv: list[str] | None = None) -> int:
                         "one at a time, all threads)")
     distributed.add_device_option(p)
     args = p.parse_args(argv)
-    setup_console_logging(logging.WARNING)
-    signals.handle_stop_signals()
+    return run_main(lambda: _run(args), log_level=logging.WARNING,
+                    resume_hint="run the same command again to go on (finished runs are kept, stopped ones resume)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The benchmark ``args`` ask for; print the leaderboard and the stage times."""
     started = time.perf_counter()
     config = PRESETS.get(args.data, Path(args.data))
-    try:
-        distributed.init(args.device)
-        if not config.is_file():
-            raise ConfigError(f"--data {args.data!r}: neither demo, shared nor a benchmark YAML file")
-        bench = load_benchmark(config)
-        if args.seeds is not None:
-            bench.seeds = args.seeds
-        upstreams = _subset(args.upstreams, bench.upstreams, "upstream")
-        tracks = _subset(args.tasks, list(bench.tasks), "task")
-        expdir = args.expdir or Path("exp") / f"benchmark-{args.data if args.data in PRESETS else config.stem}"
-        markdown = run_benchmark(bench, expdir, args.override, upstreams, tracks, args.jobs or bench.jobs)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except signals.Interrupted as err:
-        print(f"{err}; run the same command again to go on (finished runs are kept, stopped ones resume)",
-              file=sys.stderr)
-        return err.exit_code
+    distributed.init(args.device)
+    if not config.is_file():
+        raise ConfigError(f"--data {args.data!r}: neither demo, shared nor a benchmark YAML file")
+    bench = load_benchmark(config)
+    if args.seeds is not None:
+        bench.seeds = args.seeds
+    upstreams = _subset(args.upstreams, bench.upstreams, "upstream")
+    tracks = _subset(args.tasks, list(bench.tasks), "task")
+    expdir = args.expdir or Path("exp") / f"benchmark-{args.data if args.data in PRESETS else config.stem}"
+    markdown = run_benchmark(bench, expdir, args.override, upstreams, tracks, args.jobs or bench.jobs)
     print(markdown)
     print(stage_times(expdir / "timing.tsv"))
     print(f"wall time {(time.perf_counter() - started) / 60:.1f} min -> {expdir}/leaderboard.csv, leaderboard.md, "

@@ -27,7 +27,8 @@ import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
 
-from core.logs import setup_console_logging
+from core import runs
+from core.cli import run_main
 from corpora.alignments import SILENCE, Segments, write_alignments
 from corpora.audio import SAMPLE_RATE
 from downstream.runner import Experiment
@@ -45,7 +46,8 @@ def align_split(exp: Experiment, split: str) -> tuple[dict[str, Segments], list[
     hop = upstream.downsample_rate * exp.cfg.task.downsample / exp.cfg.task.upsample
     offset = (getattr(upstream, "min_samples", upstream.downsample_rate) - hop) / 2
     alignments, failed = {}, []
-    for records, (log_probs, lengths) in tqdm(exp.head_outputs(split), desc=f"align {split}", unit="batch"):
+    for records, output in tqdm(exp.head_outputs(split), desc=f"align {split}", unit="batch"):
+        log_probs, lengths = exp.task.log_probs(output)
         for b, record in enumerate(records):
             phones = exp.task.targets[record.id]
             frames = int(lengths[b])
@@ -84,19 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", default="train", help="comma-separated: train, dev, test (default: train)")
     p.add_argument("--out", type=Path, help="output TSV (default: <experiment>/alignments-<splits>.tsv)")
     args = p.parse_args(argv)
-    setup_console_logging(logging.INFO)
-    try:
-        exp = Experiment.load(args.expdir, args.name)
-        alignments, failed = {}, []
-        for split in args.splits.split(","):
-            aligned, not_aligned = align_split(exp, split)
-            alignments.update(aligned)
-            failed += not_aligned
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _align(args))
+
+
+def _align(args: argparse.Namespace) -> int:
+    """Align the splits, write the TSV, print a summary."""
+    exp = Experiment.load(args.expdir, args.name)
+    alignments, failed = {}, []
+    for split in args.splits.split(","):
+        aligned, not_aligned = align_split(exp, split)
+        alignments.update(aligned)
+        failed += not_aligned
     out = write_alignments(args.out or exp.dir / f"alignments-{args.splits.replace(',', '-')}.tsv", alignments)
-    results = json.loads((exp.dir / "results.json").read_text()) if (exp.dir / "results.json").is_file() else {}
+    results_path = exp.dir / runs.RESULTS_FILE
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     per = results.get("splits", {}).get("dev", {}).get("per")
     print(f"{len(alignments)} utterances aligned, {len(failed)} too short for their phones"
           f"{f' ({failed[:5]})' if failed else ''}; aligner dev PER {per if per is None else round(per, 1)} -> {out}")

@@ -4,14 +4,15 @@ Numerically compatible with S3PRL's Mockingjay (v0.4.18: ``s3prl/upstream/mockin
 expert}.py``, ``s3prl/upstream/baseline/preprocessor.py``, ``s3prl/pretrain/mockingjay/task.py``):
 same features, same network, same parameter names (``transformer.*`` here is S3PRL's
 ``Transformer`` state dict, ``spec_head.*`` its ``SpecHead``), same hidden states on valid frames.
-:mod:`upstream.interop.s3prl_mockingjay` converts checkpoints both ways.
+:mod:`.s3prl` converts checkpoints both ways.
 
 Modules:
 
 * :mod:`.config`: :class:`MockingjayConfig` (field names as S3PRL's config) and the size presets;
 * :mod:`.features`: :class:`MockingjayFeatures`, S3PRL's ``OnlinePreprocessor`` per utterance;
 * :mod:`.transformer`: the network, :class:`TransformerModel` and :class:`SpecPredictionHead`;
-* :mod:`.model`: :class:`MockingjayUpstream` (chunked encoding, the MAM loss) and :func:`build_mockingjay`.
+* :mod:`.model`: :class:`MockingjayUpstream` (chunked encoding, the MAM loss) and :func:`build_mockingjay`;
+* :mod:`.s3prl`: S3PRL checkpoints loaded and ours exported for S3PRL.
 
 Differences from S3PRL, all on purpose: features and chunking are computed per utterance, so a
 batch gives the same hidden states as each utterance alone (S3PRL computes the STFT, CMVN lengths

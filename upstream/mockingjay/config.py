@@ -39,7 +39,7 @@ class MockingjayConfig:
     """Everything that defines a Mockingjay model: network, features and the MAM objective.
 
     Field names follow S3PRL's upstream config (``transformer:``, ``task:`` and ``audio:`` sections)
-    so that :mod:`upstream.interop.s3prl_mockingjay` maps them one to one.
+    so that :mod:`upstream.mockingjay.s3prl` maps them one to one.
     """
 
     # Network (S3PRL `transformer:`)

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from core.tensors import lengths_to_mask
+
 from ..base import Pretrainable, Upstream, UpstreamOutput
 from ..masking import band_mask, max_span_start, span_mask
 from ..presets import config_from_preset
@@ -118,8 +120,7 @@ class MockingjayUpstream(Upstream, Pretrainable):
         Padded frames are set to zero.
         """
         batch, max_t, _ = feats.shape
-        frames = torch.arange(max_t, device=feats.device)
-        valid = frames[None, :] < lengths[:, None]
+        valid = lengths_to_mask(lengths, max_t)
         bounds = [chunk_bounds(n, self.config.max_sequence_length) for n in lengths.tolist()]
         if all(len(b) == 1 for b in bounds):
             states = self.transformer(feats, valid)
@@ -131,7 +132,7 @@ class MockingjayUpstream(Upstream, Pretrainable):
                 for j, (i, s, e) in enumerate(group):
                     chunk[j, : e - s] = feats[i, s:e]
                 chunk_len = torch.tensor([e - s for _, s, e in group], device=feats.device)
-                chunk_valid = torch.arange(chunk_t, device=feats.device)[None, :] < chunk_len[:, None]
+                chunk_valid = lengths_to_mask(chunk_len, chunk_t)
                 for out, h in zip(states, self.transformer(chunk, chunk_valid), strict=True):
                     for j, (i, s, e) in enumerate(group):
                         out[i, s:e] = h[j, : e - s]
@@ -196,11 +197,11 @@ class MockingjayUpstream(Upstream, Pretrainable):
         if c.mask_frequency > 0:
             band = band_mask(batch, dim, int(dim * c.mask_frequency), generator=generator).to(feats.device)
             masked = masked.masked_fill(band[:, None, :], 0.0)
-            frames_valid = torch.arange(max_t, device=feats.device)[None, :] < lengths[:, None]
+            frames_valid = lengths_to_mask(lengths, max_t)
             label |= frames_valid[:, :, None] & band[:, None, :]
         if c.noise_proportion > 0 and float(torch.rand((), generator=generator)) < c.noise_proportion:
             noise = torch.randn(masked.shape, generator=generator).to(feats.device) * 0.2
-            frames_valid = torch.arange(max_t, device=feats.device)[None, :] < lengths[:, None]
+            frames_valid = lengths_to_mask(lengths, max_t)
             masked = masked + noise * frames_valid[:, :, None]
         return masked, label, time_mask
 

@@ -1,0 +1,1 @@
+"""Phoneme recognition: the PR recipes and ``python -m recipes.pr.align`` (forced alignments)."""

@@ -1,0 +1,6 @@
+"""``python -m upstream.pretrain``: see :mod:`upstream.pretrain`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
