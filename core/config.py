@@ -101,13 +101,15 @@ def list_recipes() -> list[str]:
 
 
 def config_file(name: str | Path) -> Path:
-    """``name`` when it is a file; else the recipe of that name (``ks/fsdd``, ``pr/librispeech_mini.yaml``)."""
+    """``name`` when it is a file; else the recipe of that name (``ks/fsdd``, ``pr/librispeech_mini.yaml``,
+    or as a checkout spells it, ``recipes/ks/fsdd.yaml``: what benchmark presets write, found when installed)."""
     path = Path(name)
     if path.is_file():
         return path
     root = recipe_root()
     if root is not None and not path.is_absolute():
-        recipe = root / (path if path.suffix == ".yaml" else path.with_name(path.name + ".yaml"))
+        relative = Path(*path.parts[1:]) if path.parts[:1] == (RECIPE_PACKAGE,) and len(path.parts) > 1 else path
+        recipe = root / (relative if relative.suffix == ".yaml" else relative.with_name(relative.name + ".yaml"))
         if recipe.is_file():
             return recipe
     raise ConfigError(f"config file not found: {path} (not a file, nor a recipe name; recipes: "

@@ -2,8 +2,9 @@
 # The toolkit as a user installs it: build the wheel, install it into a fresh venv OUTSIDE the
 # checkout (the dependencies are borrowed from .venv through a .pth file; the toolkit itself comes
 # only from the wheel), then, from an empty temporary folder, run every console script's --help, list
-# the packaged recipes, and train + evaluate one tiny keyword-spotting run on a Speech Commands-layout
-# corpus made here, with a recipe named as the wheel ships it (-c ks/speech_commands). Needs .venv
+# the packaged recipes, train + evaluate one tiny keyword-spotting run on a Speech Commands-layout
+# corpus made here, with a recipe named as the wheel ships it (-c ks/speech_commands), and run a
+# one-experiment benchmark whose YAML names its task config as a checkout does. Needs .venv
 # (scripts/setup.sh). Run by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,18 @@ superb-downstream -m train -u fbank -d ks -c ks/speech_commands -n tiny -p exp -
   -o cache.root=cache >"$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; exit 1; }
 superb-downstream -m evaluate -n tiny -p exp -s dev,test >"$WORK/eval.log" 2>&1 || { cat "$WORK/eval.log"; exit 1; }
 superb-leaderboard exp >/dev/null
+cat > bench.yaml <<'YAML'
+# the benchmark from the wheel: task configs spelled as in a checkout (recipes/...), found in the package
+upstreams: [fbank]
+tasks:
+  ks:
+    task: ks
+    config: recipes/ks/speech_commands.yaml
+    overrides: [task.root=speech_commands, task.classes=all, train.total_steps=4, train.eval_every=2,
+                train.save_every=2, train.batch_size=4, cache.root=cache]
+YAML
+python -m recipes.benchmark --data bench.yaml --expdir bench >"$WORK/bench.log" 2>&1 || { cat "$WORK/bench.log"; exit 1; }
+test -f bench/leaderboard.md && echo "check_wheel: python -m recipes.benchmark --data bench.yaml: leaderboard written"
 python - <<'PY'
 import json
 r = json.load(open("exp/tiny/results.json"))

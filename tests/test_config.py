@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config import ConfigError, claim_folder, load_yaml, merge, parse_overrides, to_dict
+from core.config import ConfigError, claim_folder, config_file, list_recipes, load_yaml, merge, parse_overrides, to_dict
 from downstream.runner import RunSpec, resolve_config
 
 
@@ -83,3 +83,18 @@ def test_cache_layers_is_read_as_featurizer_layers(caplog):
     assert _cfg(overrides=["featurizer.layers=[0,-1]", "cache.layers=[0,-1]"]).featurizer.layers == [0, -1]
     with pytest.raises(ConfigError, match=r"cache.layers \[1\] and featurizer.layers \[0\] differ"):
         _cfg(overrides=["featurizer.layers=[0]", "cache.layers=[1]"])
+
+
+def test_recipes_are_found_by_name_from_any_folder(tmp_path: Path, monkeypatch):
+    """``-c ks/fsdd``, ``pr/librispeech_mini.yaml`` or a checkout's ``recipes/ks/fsdd.yaml`` from another
+    folder: the recipe shipped in the package; anything else is an error listing the recipes."""
+    monkeypatch.chdir(tmp_path)
+    found = config_file("ks/fsdd")
+    assert found.is_file() and found.parts[-3:] == ("recipes", "ks", "fsdd.yaml")
+    assert config_file("recipes/ks/fsdd.yaml") == found == config_file("ks/fsdd.yaml")
+    assert "pr/librispeech_mini" in list_recipes() and "benchmark/shared" in list_recipes()
+    assert load_yaml("pr/librispeech_mini")["task"]["corpus"] == "librispeech"
+    with pytest.raises(ConfigError, match=r"not a file, nor a recipe name; recipes: .*ks/fsdd"):
+        config_file("ks/no_such_recipe")
+    (tmp_path / "mine.yaml").write_text("train: {lr: 0.5}\n")
+    assert load_yaml("mine.yaml") == {"train": {"lr": 0.5}}  # a file of that name comes first
