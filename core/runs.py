@@ -98,6 +98,8 @@ class Results:
     checkpoint_step: int | None = None
     layer_weights: list[float] | None = None
     selection_metric: str | None = None
+    head: str | None = None
+    """The task's head (``task.head``, :mod:`downstream.heads`)."""
     torch: str | None = None
     host: str | None = None
     metric_info: dict[str, Any] | None = None
@@ -144,14 +146,14 @@ class Results:
 
 
 _REQUIRED = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
-_OMIT_WHEN_NONE = ("metric_info", "training", "decoding")
+_OMIT_WHEN_NONE = ("metric_info", "training", "decoding", "head")
 _TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,), "upstream": (str,), "primary_metric": (str,), "higher_is_better": (bool,), "splits": (dict,),
     "track": (str,), "dataset": (str,), "upstream_checkpoint": (str,), "upstream_label": (str,), "finetuned": (bool,),
     "upstream_fingerprint": (str,), "upstream_parameters": (int,), "pretrain_hours": (Real,), "experiment": (str,),
     "seed": (int,), "learning_rate": (Real,), "checkpoint_step": (int,), "layer_weights": (list,),
-    "selection_metric": (str,), "torch": (str,), "host": (str,), "metric_info": (dict,), "training": (dict,),
-    "decoding": (str,),
+    "selection_metric": (str,), "head": (str,), "torch": (str,), "host": (str,), "metric_info": (dict,),
+    "training": (dict,), "decoding": (str,),
 }
 
 

@@ -401,6 +401,7 @@ class Experiment:
             seed=self.cfg.train.seed, learning_rate=self.cfg.train.lr,
             checkpoint_step=ckpt["position"]["step"], layer_weights=ckpt["layer_weights"],
             primary_metric=self.task.primary_metric, selection_metric=self.task.selection_metric,
+            head=getattr(self.cfg.task, "head", None),
             higher_is_better=self.task.higher_is_better, torch=torch.__version__, host=platform.node(),
             metric_info=self.task.metric_info() or earlier.get("metric_info"),
             training=summary or earlier.get("training"), decoding=self.variant or earlier.get("decoding"),
