@@ -114,9 +114,13 @@ def test_a_layout_the_task_does_not_read_names_what_was_found_and_what_to_set(tm
            "2 word folders), read by task ks with task.corpus=speech_commands" in text
     assert "task pr reads task.corpus=demo | librispeech | manifest | hf" in text and "set -o task.corpus=" in text
     _touch(tmp_path / "vox", "wav/id1/s1/1.wav", "veri_test.txt")
-    with pytest.raises(ConfigError, match=r"VoxCeleb1 layout \(veri_test.txt, wav/ with 1 speaker folder\), which no "
-                                          "task of this toolkit reads yet"):
+    with pytest.raises(ConfigError, match=r"VoxCeleb1 layout \(veri_test.txt, wav/ with 1 speaker folder\), read by "
+                                          "task sid with task.corpus=voxceleb1"):
         _resolve("ks", f"task.root={tmp_path / 'vox'}")
+    _touch(tmp_path / "fsc", "data/train_data.csv", "wavs/x.wav")
+    with pytest.raises(ConfigError, match=r"Fluent Speech Commands layout \(data/train_data.csv, wavs/\), which no "
+                                          "task of this toolkit reads yet"):
+        _resolve("ks", f"task.root={tmp_path / 'fsc'}")
     _touch(tmp_path / "misc", "notes.txt")
     with pytest.raises(ConfigError, match=r"holds notes.txt, in no corpus layout known here; task ks reads"):
         _resolve("ks", f"task.root={tmp_path / 'misc'}")
@@ -173,7 +177,7 @@ def test_pr_without_a_config_trains_what_its_recipe_trains(monkeypatch):
 def test_protocol_defaults_per_task():
     train = {name: resolve_config(RunSpec(name, "fbank"), {}, {}, corpus=False).train for name in TASKS}
     assert {name: (t.lr, t.batch_size) for name, t in train.items()} == {
-        "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32)}
+        "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32), "sid": (1e-4, 32)}
     assert resolve_config(RunSpec("ks", "fbank"), {}, {}, corpus=False).task.corpus == "auto"
 
 

@@ -5,10 +5,11 @@ from .asr import SpeechRecognition
 from .base import Task
 from .ks import KeywordSpotting
 from .pr import PhonemeRecognition
+from .sid import SpeakerIdentification
 from .st import SpeechTranslation
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition,
-                                                     SpeechTranslation)}
+                                                     SpeechTranslation, SpeakerIdentification)}
 
 
 def get_task(name: str) -> type[Task]:
