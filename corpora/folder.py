@@ -1,4 +1,5 @@
-"""Unlabelled audio for pre-training: any folder of audio, a Speech Commands tree's training part, or a manifest.
+"""Unlabelled audio for pre-training: any folder of audio, the training part of a Speech Commands tree or of a
+VoxCeleb1 identification split, or a manifest.
 
 Long recordings are cut into segments of at most ``segment_seconds`` (records with a start offset),
 so a batch never holds an hour-long file. Near-silent segments (peak below ``min_peak``, e.g. the
@@ -16,6 +17,7 @@ import numpy as np
 from .audio import AudioError, audio_info, load_audio
 from .manifest import Record, check_files, read_manifest
 from .speech_commands import AUDIO_SUFFIXES as SC_SUFFIXES, NOISE_DIR
+from .voxceleb1 import IDEN_SPLIT, audio_folder, read_iden_split
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0,
     ``source`` is one of:
         a folder holding ``validation_list.txt`` and ``testing_list.txt`` (Speech Commands layout):
             only its training part, without ``_background_noise_``;
+        a folder holding ``iden_split.txt`` (VoxCeleb1 layout): only the identification split's training
+            utterances (never its dev and test utterances, nor the verification speakers);
         any other folder: every audio file below it (LibriSpeech and Libri-light layouts included;
             point it at training parts only);
         a ``.tsv`` manifest.
@@ -56,10 +60,13 @@ def scan_audio(source: str | Path, segment_seconds: float = 10.0,
     if (source / "validation_list.txt").is_file() and (source / "testing_list.txt").is_file():
         for name in ("validation_list.txt", "testing_list.txt"):
             held_out.update(line.strip() for line in (source / name).read_text().split())
+    training_only = _voxceleb1_training(source)
     records, skipped = [], []
     for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
         rel = path.relative_to(source).as_posix()
         if rel in held_out or (held_out and rel.startswith(NOISE_DIR + "/")):
+            continue
+        if training_only is not None and path not in training_only:
             continue
         try:
             duration, _ = audio_info(path)
@@ -104,3 +111,11 @@ def _segment(records: list[Record], segment_seconds: float) -> list[Record]:
             out.append(Record(id=rid, path=r.path, duration=round(length, 4), start=round(r.start + k * length, 4),
                               speaker=r.speaker))
     return out
+
+
+def _voxceleb1_training(source: Path) -> set[Path] | None:
+    """The training utterances of a VoxCeleb1 folder's identification split, or None for other folders."""
+    if not (source / IDEN_SPLIT).is_file():
+        return None
+    audio = audio_folder(source)
+    return {audio / relative for _, split, relative in read_iden_split(source / IDEN_SPLIT) if split == "train"}

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from core.config import parse_overrides
+from corpora.folder import scan_audio
 from corpora.manifest import ManifestError, read_manifest
 from corpora.voxceleb1 import prepare_voxceleb1_identification
 from downstream.runner import Experiment, RunSpec, resolve_config
@@ -91,3 +92,14 @@ def test_speechocean762_has_the_voxceleb1_identification_split(tmp_path: Path):
     assert {split: len(records) for split, records in splits.items()} == {"train": 560, "dev": 80, "test": 160}
     assert len({r.speaker for r in splits["train"]}) == 80
     assert {r.speaker for r in splits["test"]} == {r.speaker for r in splits["train"]}
+
+
+def test_pretraining_reads_only_the_identification_training_utterances(tmp_path: Path):
+    """A VoxCeleb1 folder given to pre-training (``--data``): its training utterances, never dev or test."""
+    root = make_voxceleb1(tmp_path / "vox")
+    (root / "wav" / "id10009" / "s").mkdir(parents=True)  # a verification speaker: in no identification set
+    sf.write(root / "wav" / "id10009" / "s" / "00000.wav", np.full(16000, 0.2, dtype="float32"), 16000)
+    records, skipped = scan_audio(root)
+    assert not skipped
+    assert sorted({Path(r.path).relative_to(root / "wav").as_posix() for r in records}) == sorted(
+        f"{speaker}/session{n % 2}/{n:05d}.wav" for speaker in SPEAKERS for n in range(4))
