@@ -69,6 +69,37 @@ def heldout_fold(records: list[Record], folds: int, fold: int, dev_fraction: flo
     return out
 
 
+def speaker_test_fold(records: list[Record], folds: int, fold: int, dev_fraction: float = 0.2,
+                      seed: int = 0) -> dict[str, list[Record]]:
+    """train/dev/test for fold ``fold`` of ``folds``, leave-speakers-out for the test only (SUPERB's
+    emotion protocol): the speakers are shuffled with ``seed`` and dealt into ``folds`` groups; group
+    ``fold`` is tested, and of the other speakers' utterances a seeded ``dev_fraction`` selects
+    checkpoints and the rest trains (dev shares speakers with training, test shares none).
+
+    ValueError when ``folds`` < 2, ``fold`` is out of range, ``dev_fraction`` is not in (0, 1), a
+    record has no speaker, or there are fewer speakers than folds.
+    """
+    if folds < 2 or not 0 <= fold < folds or not 0 < dev_fraction < 1:
+        raise ValueError(f"speaker test folds: need folds >= 2, 0 <= fold < folds and 0 < dev_fraction < 1, "
+                         f"got fold {fold} of {folds}, dev_fraction {dev_fraction}")
+    unnamed = [r.id for r in records if not r.speaker]
+    if unnamed:
+        raise ValueError(f"speaker test folds: {len(unnamed)} utterance(s) without a speaker, e.g. {unnamed[0]}")
+    speakers = sorted({r.speaker for r in records})
+    if len(speakers) < folds:
+        raise ValueError(f"speaker test folds: {folds} folds need at least {folds} speakers, "
+                         f"the corpus has {len(speakers)}")
+    random.Random(seed).shuffle(speakers)
+    tested = set(speakers[fold::folds])
+    rest = sorted((r for r in records if r.speaker not in tested), key=lambda r: r.id)
+    random.Random(f"{seed}:{fold}").shuffle(rest)
+    dev = {r.id for r in rest[: max(1, round(dev_fraction * len(rest)))]}
+    out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
+    for r in records:
+        out["test" if r.speaker in tested else "dev" if r.id in dev else "train"].append(r)
+    return out
+
+
 def subset_minutes(records: list[Record], minutes: float, seed: int = 0) -> list[Record]:
     """A seeded random subset of ``records`` holding at most ``minutes`` of audio (at least one record),
     in the original order: how much a head needs is measured by training on nested subsets."""

@@ -7,6 +7,7 @@ Each known layout is named by the ``task.corpus`` value that reads it:
     ``covost2``          CoVoST 2 (``covost_v2.<src>_<tgt>[.<split>].tsv`` with ``clips/``)
     ``voxceleb1``        VoxCeleb1 (``wav/<speaker>/<session>/*.wav|flac`` with ``iden_split.txt`` / ``veri_test.txt``)
     ``fluent_commands``  Fluent Speech Commands (``data/{train,valid,test}_data.csv`` with ``wavs/``)
+    ``emodb``            EmoDB (``wav/<speaker><text><emotion><version>.wav``, e.g. ``03a01Fa.wav``)
     ``manifest``         the toolkit's manifests (``train.tsv``, ``dev.tsv``, ``test.tsv``)
     ``hf``               a local Hugging Face dataset (``save_to_disk``: ``dataset_dict.json`` / ``state.json``;
                          the Hub's layout: ``data/*.parquet`` or ``*.arrow``)
@@ -22,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 
 from .demo.tts import STAMP as DEMO_STAMP
+from .emodb import NAME as EMODB_NAME
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -31,6 +33,7 @@ LAYOUT_NAMES = {
     "covost2": "CoVoST 2",
     "voxceleb1": "VoxCeleb1",
     "fluent_commands": "Fluent Speech Commands",
+    "emodb": "EmoDB",
     "manifest": "manifest",
     "hf": "Hugging Face dataset",
 }
@@ -42,6 +45,7 @@ EXPECTED = {
     "covost2": "covost_v2.<src>_<tgt>.{train,dev,test}.tsv with clips/",
     "voxceleb1": "wav/<speaker>/<session>/*.wav with iden_split.txt and veri_test.txt",
     "fluent_commands": "data/{train,valid,test}_data.csv with wavs/",
+    "emodb": "wav/<speaker><text><emotion><version>.wav (EmoDB's names, e.g. 03a01Fa.wav)",
     "manifest": "train.tsv, dev.tsv, test.tsv",
     "hf": "a local Hugging Face dataset: dataset_dict.json, or data/*.parquet",
     "demo": "the toolkit's synthetic corpus, built into an absent or empty folder",
@@ -182,7 +186,17 @@ def _hf(root: Path, entries: dict[str, Path]) -> list[str]:
     return []
 
 
+def _emodb(root: Path, entries: dict[str, Path]) -> list[str]:
+    wav = entries.get("wav")
+    if wav is None or not wav.is_dir():
+        return []
+    names = [p.stem for p in islice(wav.iterdir(), _SHOWN)]
+    if not names or not all(EMODB_NAME.match(n) for n in names):
+        return []
+    return ["wav/ with EmoDB file names", *(["labels.csv"] if "labels.csv" in entries else [])]
+
+
 _CHECKS: dict[str, Callable[[Path, dict[str, Path]], list[str]]] = {
     "librispeech": _librispeech, "speech_commands": _speech_commands, "covost2": _covost2, "voxceleb1": _voxceleb1,
-    "fluent_commands": _fluent_commands, "manifest": _manifest, "hf": _hf,
+    "fluent_commands": _fluent_commands, "emodb": _emodb, "manifest": _manifest, "hf": _hf,
 }

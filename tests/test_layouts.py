@@ -177,7 +177,8 @@ def test_pr_without_a_config_trains_what_its_recipe_trains(monkeypatch):
 def test_protocol_defaults_per_task():
     train = {name: resolve_config(RunSpec(name, "fbank"), {}, {}, corpus=False).train for name in TASKS}
     assert {name: (t.lr, t.batch_size) for name, t in train.items()} == {
-        "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32), "sid": (1e-4, 32)}
+        "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32), "sid": (1e-4, 32),
+        "er": (1e-4, 32)}
     assert resolve_config(RunSpec("ks", "fbank"), {}, {}, corpus=False).task.corpus == "auto"
 
 

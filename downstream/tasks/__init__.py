@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from .asr import SpeechRecognition
 from .base import Task
+from .er import EmotionRecognition
 from .ks import KeywordSpotting
 from .pr import PhonemeRecognition
 from .sid import SpeakerIdentification
 from .st import SpeechTranslation
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition,
-                                                     SpeechTranslation, SpeakerIdentification)}
+                                                     SpeechTranslation, SpeakerIdentification,
+                                                     EmotionRecognition)}
 
 
 def get_task(name: str) -> type[Task]:

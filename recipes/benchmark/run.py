@@ -68,7 +68,7 @@ FRAME_RATE_TASKS = ("asr", "pr")
 """Tasks whose heads run at 20-ms frames or faster (:func:`downstream.tasks.transcribed.frame_rate_settings`): ASR
 concatenates 10-ms frames to 20 ms, PR keeps them (SUPERB's linear probe sees the upstream's own
 frames); both repeat 40-ms frames."""
-FOLD_KEYS = {"ks": "speaker_folds", "pr": "folds"}
+FOLD_KEYS = {"ks": "speaker_folds", "pr": "folds", "er": "folds"}
 """The task setting that re-splits a corpus into folds, per task that has one."""
 
 
@@ -90,8 +90,8 @@ class TaskJob:
     config: str
     overrides: list[str] = field(default_factory=list)
     folds: int = 0
-    """Run every fold of a re-split corpus (keyword spotting: ``task.speaker_folds``; phoneme recognition:
-    ``task.folds``)."""
+    """Run every fold of a re-split corpus (keyword spotting: ``task.speaker_folds``; phoneme recognition and
+    emotion recognition: ``task.folds``)."""
     lrs: list[float] = field(default_factory=list)
     """Learning-rate grid: each (upstream, seed, fold) trains once per rate and the leaderboard keeps,
     per upstream, the rate with the best dev mean. Empty: the task config's ``train.lr`` alone."""
