@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
-from torch import nn
 
 from corpora.emodb import EMOTIONS, SUPERB4, prepare_emodb
 from corpora.folds import speaker_test_fold
 from corpora.manifest import Record, read_manifest
 
-from .base import AUTO, GENERIC_CORPORA, SPLITS, Task
+from .base import AUTO, GENERIC_CORPORA, SPLITS
+from .classification import UtteranceClassification
 
 CLASSES = {"superb4": list(SUPERB4), "all": sorted(EMOTIONS.values())}
 
@@ -56,12 +54,12 @@ class ERConfig:
     """The ``proj_mean_linear`` head's projection size (SUPERB's)."""
 
 
-class EmotionRecognition(Task):
+class EmotionRecognition(UtteranceClassification):
     name = "er"
+    what = "emotion recognition"
     config_class = ERConfig
     primary_metric = "accuracy"
     higher_is_better = True
-    head_levels = ("utterance",)
     corpora = ("emodb", *GENERIC_CORPORA)
     train_defaults: ClassVar[dict] = {"batch_size": 32, "total_steps": 1000, "eval_every": 50, "save_every": 250}
     """SUPERB's Adam 1e-4 (the generic default) and effective batch of 32 (4 x 8 accumulated); 1,000 updates
@@ -71,7 +69,6 @@ class EmotionRecognition(Task):
         super().__init__(cfg, workdir)
         if cfg.classes not in CLASSES:
             raise ValueError(f"task.classes {cfg.classes!r}: use one of {', '.join(CLASSES)}")
-        self.labels: list[str] = []
 
     def prepare(self) -> dict[str, list[Record]]:
         cfg = self.cfg
@@ -85,17 +82,8 @@ class EmotionRecognition(Task):
                                        cfg.dev_fraction)
         elif set(splits) != set(SPLITS):
             raise ValueError(f"emotion recognition: {cfg.root} has no train/dev/test split; set task.folds")
-        if not self.labels:
-            self.labels = list(SUPERB4) if cfg.classes == "superb4" else sorted({r.label for r in splits["train"]})
-        for split, records in splits.items():
-            if not records:
-                raise ValueError(f"emotion recognition: split '{split}' of {cfg.root} is empty")
-            unknown = {r.label for r in records} - set(self.labels)
-            if unknown:
-                raise ValueError(f"emotion recognition: split '{split}' has labels {sorted(unknown)} "
-                                 f"not in the label set {self.labels}")
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        return splits
+        labels = list(SUPERB4) if cfg.classes == "superb4" else sorted({r.label for r in splits["train"]})
+        return self.use_labels(labels, splits)
 
     def track(self) -> str:
         """``er`` for SUPERB's four classes, ``er_all`` for every class."""
@@ -105,26 +93,7 @@ class EmotionRecognition(Task):
         """``<corpus>:<root folder name>``, plus ``/speaker-folds-N`` when dealt into folds."""
         return super().dataset() + (f"/speaker-folds-{self.cfg.folds}" if self.cfg.folds else "")
 
-    def build_head(self, input_dim: int) -> nn.Module:
-        return self.make_head(input_dim, len(self.labels))
-
-    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
-        logits, _ = output
-        targets = torch.tensor([self.index[r.label] for r in records], device=logits.device)
-        return F.cross_entropy(logits, targets)
-
-    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
-        logits, _ = output
-        return [self.labels[i] for i in logits.argmax(-1).tolist()]
-
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
         truth = [r.label for r in records]
         return {"accuracy": float(accuracy_score(truth, predictions)),
                 "unweighted_recall": float(balanced_accuracy_score(truth, predictions))}
-
-    def state(self) -> dict:
-        return {"labels": self.labels}
-
-    def load_state(self, state: dict) -> None:
-        self.labels = list(state["labels"])
-        self.index = {label: i for i, label in enumerate(self.labels)}

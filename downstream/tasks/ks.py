@@ -12,17 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
-from torch import nn
 
 from corpora.demo import build_demo_keywords
 from corpora.folds import speaker_fold
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands, read_labels
 
-from .base import AUTO, GENERIC_CORPORA, Task
+from .base import AUTO, GENERIC_CORPORA
+from .classification import UtteranceClassification
 
 CORPORA = ("demo", "speech_commands", *GENERIC_CORPORA)
 
@@ -58,21 +56,17 @@ class KSConfig:
     balanced_sampling: bool = True
 
 
-class KeywordSpotting(Task):
+class KeywordSpotting(UtteranceClassification):
     name = "ks"
+    what = "keyword spotting"
     config_class = KSConfig
     primary_metric = "accuracy"
     higher_is_better = True
-    head_levels = ("utterance",)
     corpora = CORPORA
     demo_layout = "speech_commands"
     train_defaults: ClassVar[dict] = {"total_steps": 3000, "eval_every": 100, "save_every": 500}
     """SUPERB's Adam 1e-4 and batch of 32 are the generic defaults; the budget is recipes/ks/fsdd.yaml's
     (SUPERB trains 200k updates: recipes/ks/speech_commands.yaml)."""
-
-    def __init__(self, cfg: KSConfig, workdir: Path):
-        super().__init__(cfg, workdir)
-        self.labels: list[str] = []
 
     def build_corpus(self) -> None:
         if self.cfg.corpus == "demo":
@@ -89,38 +83,14 @@ class KeywordSpotting(Task):
             paths = prepare_speech_commands(root, self.workdir / "manifests", classes=cfg.classes)
             splits = {s: read_manifest(p) for s, p in paths.items()}
             labels = read_labels(self.workdir / "manifests")
-        if not self.labels:
-            self.labels = labels
         if cfg.speaker_folds:
             splits = speaker_fold(splits, cfg.speaker_folds, cfg.fold)
-        for split, records in splits.items():
-            if not records:
-                raise ValueError(f"keyword spotting: split '{split}' of {cfg.root} is empty")
-            unknown = {r.label for r in records} - set(self.labels)
-            if unknown:
-                raise ValueError(f"keyword spotting: split '{split}' has labels {sorted(unknown)} "
-                                 f"not in the label set {self.labels}")
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        return splits
+        return self.use_labels(labels, splits)
 
     def dataset(self) -> str:
         """``<corpus>:<root folder name>``, plus ``/speaker-folds-N`` when re-split by speaker."""
         folds = f"/speaker-folds-{self.cfg.speaker_folds}" if self.cfg.speaker_folds else ""
         return super().dataset() + folds
-
-    def build_head(self, input_dim: int) -> nn.Module:
-        return self.make_head(input_dim, len(self.labels))
-
-    def _targets(self, records: list[Record]) -> torch.Tensor:
-        return torch.tensor([self.index[r.label] for r in records])
-
-    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
-        logits, _ = output
-        return F.cross_entropy(logits, self._targets(records).to(logits.device))
-
-    def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[str]:
-        logits, _ = output
-        return [self.labels[i] for i in logits.argmax(-1).tolist()]
 
     def score(self, predictions: list[str], records: list[Record]) -> dict[str, float]:
         return {"accuracy": float(accuracy_score([r.label for r in records], predictions))}
@@ -130,10 +100,3 @@ class KeywordSpotting(Task):
             return None
         counts = Counter(r.label for r in records)
         return [1.0 / counts[r.label] for r in records]
-
-    def state(self) -> dict:
-        return {"labels": self.labels}
-
-    def load_state(self, state: dict) -> None:
-        self.labels = list(state["labels"])
-        self.index = {label: i for i, label in enumerate(self.labels)}

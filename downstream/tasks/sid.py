@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
-from torch import nn
 
 from corpora.manifest import Record, read_manifest
 from corpora.voxceleb1 import prepare_voxceleb1_identification
 
-from .base import AUTO, GENERIC_CORPORA, Task
+from .base import AUTO, GENERIC_CORPORA
+from .classification import UtteranceClassification
 
 TOP_K = 5
 
@@ -51,45 +51,23 @@ class SIDConfig:
     """The ``proj_mean_linear`` head's projection size (SUPERB's)."""
 
 
-class SpeakerIdentification(Task):
+class SpeakerIdentification(UtteranceClassification):
     name = "sid"
+    what = "speaker identification"
     config_class = SIDConfig
     primary_metric = "accuracy"
     higher_is_better = True
-    head_levels = ("utterance",)
     corpora = ("voxceleb1", *GENERIC_CORPORA)
     train_defaults: ClassVar[dict] = {"batch_size": 32, "total_steps": 2000, "eval_every": 100, "save_every": 500}
     """SUPERB's Adam 1e-4 (the generic default) and effective batch of 32 (8 x 4 accumulated); 2,000
     updates instead of its 200k, for the CPU (recipes/sid/speechocean762.yaml)."""
-
-    def __init__(self, cfg: SIDConfig, workdir: Path):
-        super().__init__(cfg, workdir)
-        self.labels: list[str] = []
 
     def prepare(self) -> dict[str, list[Record]]:
         splits = self.generic_splits()
         if splits is None:
             paths = prepare_voxceleb1_identification(self.cfg.root, self.workdir / "manifests", self.cfg.crop_seconds)
             splits = {s: read_manifest(p) for s, p in paths.items()}
-        if not self.labels:
-            self.labels = sorted({r.label for r in splits["train"]})
-        for split, records in splits.items():
-            if not records:
-                raise ValueError(f"speaker identification: split '{split}' of {self.cfg.root} is empty")
-            unknown = {r.label for r in records} - set(self.labels)
-            if unknown:
-                raise ValueError(f"speaker identification: split '{split}' has speakers {sorted(unknown)[:5]} "
-                                 f"({len(unknown)} in all) with no training utterance")
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        return splits
-
-    def build_head(self, input_dim: int) -> nn.Module:
-        return self.make_head(input_dim, len(self.labels))
-
-    def loss(self, output: tuple[torch.Tensor, torch.Tensor], records: list[Record]) -> torch.Tensor:
-        logits, _ = output
-        targets = torch.tensor([self.index[r.label] for r in records], device=logits.device)
-        return F.cross_entropy(logits, targets)
+        return self.use_labels(sorted({r.label for r in splits["train"]}), splits)
 
     def predict(self, output: tuple[torch.Tensor, torch.Tensor]) -> list[np.ndarray]:
         """Each utterance's score per speaker (log-probabilities), for top-1 and top-k accuracy."""
@@ -111,10 +89,3 @@ class SpeakerIdentification(Task):
             for r, scores in zip(records, predictions, strict=True):
                 best = [self.labels[i] for i in np.argsort(-scores)[:TOP_K]]
                 f.write(f"{r.id}\t{r.label}\t{best[0]}\t{' '.join(best)}\n")
-
-    def state(self) -> dict:
-        return {"labels": self.labels}
-
-    def load_state(self, state: dict) -> None:
-        self.labels = list(state["labels"])
-        self.index = {label: i for i, label in enumerate(self.labels)}
