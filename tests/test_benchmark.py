@@ -68,7 +68,7 @@ def test_bad_benchmark_configs_name_the_key(tmp_path: Path, sc_root: Path):
                                    "tasks": {"ks": {"task": "ks", "config": "x.yaml", "lr": 1}}}))
     with pytest.raises(ConfigError, match="tasks.ks"):
         load_benchmark(bad)
-    for task, message in (({"task": "asr", "config": "x.yaml", "folds": 3}, "only ks, pr re-split"),
+    for task, message in (({"task": "asr", "config": "x.yaml", "folds": 3}, "only ks, pr, er re-split"),
                           ({"task": "ks", "config": "x.yaml", "lrs": [0.1, -1]}, "lrs must be positive")):
         bad.write_text(yaml.safe_dump({"upstreams": ["fbank"], "tasks": {"t": task}}))
         with pytest.raises(ConfigError, match=message):
