@@ -143,3 +143,9 @@ def write_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: i
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
     sf.write(str(path), np.clip(data, -1.0, 1.0), sample_rate)
+
+
+def audio_folder(root: str | Path) -> Path:
+    """Where a released corpus keeps its audio: ``<root>/wav`` (VoxCeleb1, EmoDB), else ``root`` itself."""
+    root = Path(root)
+    return root / "wav" if (root / "wav").is_dir() else root

@@ -13,7 +13,7 @@ import csv
 import re
 from pathlib import Path
 
-from .audio import AudioError, audio_info
+from .audio import AudioError, audio_folder, audio_info
 from .manifest import ManifestError, Record, Skipped, prepare_manifests
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness",
@@ -24,12 +24,6 @@ SUPERB4 = ("neutral", "happiness", "anger", "sadness")
 NAME = re.compile(r"^(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])$")
 AUDIO_SUFFIXES = (".wav", ".flac")
 LABELS = "labels.csv"
-
-
-def audio_folder(root: str | Path) -> Path:
-    """``<root>/wav`` as released, else ``root``."""
-    root = Path(root)
-    return root / "wav" if (root / "wav").is_dir() else root
 
 
 def parse_name(stem: str) -> dict[str, str] | None:

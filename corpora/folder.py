@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, audio_info, load_audio
+from .audio import AudioError, audio_folder, audio_info, load_audio
 from .manifest import Record, check_files, read_manifest
 from .speech_commands import AUDIO_SUFFIXES as SC_SUFFIXES, NOISE_DIR
-from .voxceleb1 import IDEN_SPLIT, audio_folder, read_iden_split
+from .voxceleb1 import IDEN_SPLIT, read_iden_split
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .audio import AudioError, audio_info
+from .audio import AudioError, audio_folder, audio_info
 from .manifest import ManifestError, Record, Skipped, prepare_manifests
 
 IDEN_SPLIT = "iden_split.txt"
 SETS = {"1": "train", "2": "dev", "3": "test"}
 """``iden_split.txt``'s set numbers -> split names."""
-
-
-def audio_folder(root: str | Path) -> Path:
-    """Where the utterance paths of the lists start: ``<root>/wav`` as released, else ``root`` itself."""
-    root = Path(root)
-    return root / "wav" if (root / "wav").is_dir() else root
 
 
 def prepare_voxceleb1_identification(root: str | Path, out_dir: str | Path, crop_seconds: float = 8.0,
