@@ -9,6 +9,7 @@ where every training minute counts).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from .manifest import Record
 
@@ -97,6 +98,32 @@ def speaker_test_fold(records: list[Record], folds: int, fold: int, dev_fraction
     out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
     for r in records:
         out["test" if r.speaker in tested else "dev" if r.id in dev else "train"].append(r)
+    return out
+
+
+def group_test_fold(records: list[Record], group: Callable[[Record], str], fold: int, dev_fraction: float = 0.2,
+                    seed: int = 0) -> dict[str, list[Record]]:
+    """train/dev/test for fold ``fold``, one fold per group (leave one group out: SUPERB's IEMOCAP
+    protocol, one fold per recording session): the distinct values of ``group(record)``, sorted, are the
+    folds; group ``fold`` is tested, and of the other groups' utterances a seeded share selects
+    checkpoints, ``n - int((1 - dev_fraction) * n)`` of ``n`` (the count S3PRL's ``random_split``
+    gives), and the rest trains (dev shares groups with training, test shares none).
+
+    ValueError when there are fewer than 2 groups, ``fold`` is not one of them or ``dev_fraction``
+    is not in (0, 1).
+    """
+    groups = sorted({group(r) for r in records})
+    if len(groups) < 2 or not 0 <= fold < len(groups) or not 0 < dev_fraction < 1:
+        raise ValueError(f"leave-one-group-out folds: need 2 or more groups, 0 <= fold < groups and "
+                         f"0 < dev_fraction < 1, got fold {fold} of {len(groups)} group(s) {groups[:5]}, "
+                         f"dev_fraction {dev_fraction}")
+    tested = groups[fold]
+    rest = sorted((r for r in records if group(r) != tested), key=lambda r: r.id)
+    random.Random(f"{seed}:{fold}").shuffle(rest)
+    dev = {r.id for r in rest[int((1 - dev_fraction) * len(rest)):]}
+    out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
+    for r in records:
+        out["test" if group(r) == tested else "dev" if r.id in dev else "train"].append(r)
     return out
 
 

@@ -8,20 +8,26 @@ Each known layout is named by the ``task.corpus`` value that reads it:
     ``voxceleb1``        VoxCeleb1 (``wav/<speaker>/<session>/*.wav|flac`` with ``iden_split.txt`` / ``veri_test.txt``)
     ``fluent_commands``  Fluent Speech Commands (``data/{train,valid,test}_data.csv`` with ``wavs/``)
     ``emodb``            EmoDB (``wav/<speaker><text><emotion><version>.wav``, e.g. ``03a01Fa.wav``)
+    ``iemocap``          IEMOCAP (``Session<n>/dialog/EmoEvaluation/*.txt`` with ``Session<n>/sentences/wav/``)
+    ``csv``              CSV lists (``train.csv``, ``dev.csv``, ``test.csv``, or ``data.csv``; header
+                         ``path,label[,speaker]``)
     ``manifest``         the toolkit's manifests (``train.tsv``, ``dev.tsv``, ``test.tsv``)
     ``hf``               a local Hugging Face dataset (``save_to_disk``: ``dataset_dict.json`` / ``state.json``;
                          the Hub's layout: ``data/*.parquet`` or ``*.arrow``)
 A folder holding ``BUILT.json`` is one of the toolkit's demo corpora (:mod:`corpora.demo`), in one of
-the layouts above. Detection reads folder listings and the first few entries only, never the audio.
+the layouts above. Detection reads folder listings, the first few entries and CSV headers only, never
+the audio.
 """
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from . import csv_list, iemocap
 from .demo.tts import STAMP as DEMO_STAMP
 from .emodb import NAME as EMODB_NAME
 
@@ -34,6 +40,8 @@ LAYOUT_NAMES = {
     "voxceleb1": "VoxCeleb1",
     "fluent_commands": "Fluent Speech Commands",
     "emodb": "EmoDB",
+    "iemocap": "IEMOCAP",
+    "csv": "CSV list",
     "manifest": "manifest",
     "hf": "Hugging Face dataset",
 }
@@ -46,6 +54,8 @@ EXPECTED = {
     "voxceleb1": "wav/<speaker>/<session>/*.wav with iden_split.txt and veri_test.txt",
     "fluent_commands": "data/{train,valid,test}_data.csv with wavs/",
     "emodb": "wav/<speaker><text><emotion><version>.wav (EmoDB's names, e.g. 03a01Fa.wav)",
+    "iemocap": "Session<n>/dialog/EmoEvaluation/*.txt with Session<n>/sentences/wav/<dialog>/<utterance>.wav",
+    "csv": "train.csv, dev.csv, test.csv or data.csv, each with the header path,label[,speaker]",
     "manifest": "train.tsv, dev.tsv, test.tsv",
     "hf": "a local Hugging Face dataset: dataset_dict.json, or data/*.parquet",
     "demo": "the toolkit's synthetic corpus, built into an absent or empty folder",
@@ -196,7 +206,24 @@ def _emodb(root: Path, entries: dict[str, Path]) -> list[str]:
     return ["wav/ with EmoDB file names", *(["labels.csv"] if "labels.csv" in entries else [])]
 
 
+def _iemocap(root: Path, entries: dict[str, Path]) -> list[str]:
+    found = iemocap.sessions(root)
+    return [f"{_count(len(found), 'Session folder')} with dialog/EmoEvaluation/"] if found else []
+
+
+def _csv(root: Path, entries: dict[str, Path]) -> list[str]:
+    names = list(csv_list.SPLIT_FILES.values())
+    if not all(name in entries for name in names):
+        names = [csv_list.POOL_FILE] if csv_list.POOL_FILE in entries else []
+    try:
+        fits = names and all(set(csv_list.REQUIRED) <= set(csv_list.read_header(entries[name])) for name in names)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return names if fits else []
+
+
 _CHECKS: dict[str, Callable[[Path, dict[str, Path]], list[str]]] = {
     "librispeech": _librispeech, "speech_commands": _speech_commands, "covost2": _covost2, "voxceleb1": _voxceleb1,
-    "fluent_commands": _fluent_commands, "emodb": _emodb, "manifest": _manifest, "hf": _hf,
+    "fluent_commands": _fluent_commands, "emodb": _emodb, "iemocap": _iemocap, "csv": _csv, "manifest": _manifest,
+    "hf": _hf,
 }

@@ -7,8 +7,10 @@ Writes into ``--out`` (default: RESULTS_ROOT)::
     leaderboard.csv   one row per upstream: a column per task metric (mean, std, runs, learning rate), parameters,
                       pre-training hours, per-task and overall SUPERB score, rank
     leaderboard.md    the same as a Markdown table (also printed)
-    report.html       self-contained page: the table, per-task bars, layer-weight heat maps,
-                      pre-training curves
+    layer_weights.csv per upstream, track, dataset and layer: the learned layer weight's mean, std and
+                      number of runs (seeds, folds) at the chosen learning rate; multi-layer upstreams only
+    report.html       self-contained page: the table, per-task bars, layer-weight heat maps (one per
+                      upstream, its tracks side by side), pre-training curves
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ from pathlib import Path
 from core.cli import run_main
 
 from .collect import collect
-from .report import format_markdown, render_html
+from .report import format_markdown, layer_weight_profiles, render_html
 from .score import DEFAULT_REFERENCES, leaderboard_table, with_overrides
 from .select import choose_learning_rates
 
-OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "report.html")
+OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "layer_weights.csv", "report.html")
 
 
 def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseline: str = "fbank",
@@ -43,7 +45,10 @@ def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseli
     table = leaderboard_table(runs, split, baseline, references)
     markdown = format_markdown(table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    choose_learning_rates(runs).to_csv(out_dir / "runs.csv", index=False)
+    chosen = choose_learning_rates(runs)
+    chosen.to_csv(out_dir / "runs.csv", index=False)
+    (layer_weight_profiles(chosen[chosen["selected"]], split).drop(columns="column")
+     .to_csv(out_dir / "layer_weights.csv", index=False))
     table.to_csv(out_dir / "leaderboard.csv", index=False)
     (out_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
     page = render_html(table, runs, split, baseline, references, search_roots=[results_root],

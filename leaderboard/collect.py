@@ -22,15 +22,16 @@ from core.runs import RESULTS_FILE, Results
 
 COLUMNS = [
     "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
-    "seed", "learning_rate", "utterances", "experiment", "upstream_checkpoint", "upstream_fingerprint",
+    "seed", "learning_rate", "utterances", "trials", "experiment", "upstream_checkpoint", "upstream_fingerprint",
     "checkpoint_step", "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
     "layer_weights", "path",
 ]
 SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
-BOOKKEEPING_KEYS = ("utterances", "seconds")
+BOOKKEEPING_KEYS = ("utterances", "trials", "seconds")
+"""Counts and timings a split records beside its metrics; ``trials``: the verification trials scored (ASV)."""
 _DTYPES = {
     "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64",
-    "checkpoint_step": "Int64",
+    "trials": "Int64", "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
     "upstream_parameters": "Int64", "pretrain_hours": "float64",
 }
@@ -39,8 +40,10 @@ _DTYPES = {
 def collect(results_root: str | Path) -> pd.DataFrame:
     """One row per (experiment, split) for every ``results.json`` found recursively under ``results_root``.
 
-    ``metric``/``value`` hold the primary metric; the split's remaining metrics (bookkeeping keys
-    ``utterances`` and ``seconds`` excluded) go to ``other_metrics`` as a JSON object string.
+    ``metric``/``value`` hold the primary metric (in the unit the task wrote it: accuracies as fractions,
+    error rates such as WER, PER and EER in %); the split's remaining metrics (the bookkeeping keys
+    :data:`BOOKKEEPING_KEYS` excluded: ``utterances`` and ``trials`` get columns of their own) go to
+    ``other_metrics`` as a JSON object string. The direction, ``higher_is_better``, is the results file's.
     A results file that cannot be read or lacks the expected fields is skipped with a warning
     naming it. A root without results (or that does not exist) gives an empty frame with
     :data:`COLUMNS`.
@@ -72,12 +75,13 @@ def _rows_of(path: Path) -> list[dict]:
     for split, metrics in results.splits.items():
         value = metrics[metric]
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
-        utterances = _optional(metrics, "utterances", int)
+        utterances, trials = _count(metrics, "utterances"), _count(metrics, "trials")
         rows.append({
             "upstream": results.upstream_label or results.upstream, "task": results.task,
             "track": results.track or results.task, "dataset": results.dataset or "unspecified", "split": split,
             "metric": metric, "value": float(value), "higher_is_better": results.higher_is_better,
-            "other_metrics": json.dumps(others, sort_keys=True), "utterances": utterances, **provenance,
+            "other_metrics": json.dumps(others, sort_keys=True), "utterances": utterances, "trials": trials,
+            **provenance,
             "experiment": results.experiment or path.parent.name,
             "upstream_checkpoint": results.upstream_checkpoint, "upstream_fingerprint": results.upstream_fingerprint,
             "layer_weights": None if weights is None else json.dumps(weights), "path": str(path),
@@ -88,6 +92,17 @@ def _rows_of(path: Path) -> list[dict]:
 def _is_number(value, kind: type) -> bool:
     """Whether ``value`` is an instance of the numeric ``kind`` (``int`` or ``Real``), booleans excluded."""
     return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _count(record: dict, key: str) -> int | None:
+    """``record[key]`` as an int when it is a whole number (``37720`` or ``37720.0``: metrics dicts hold
+    floats), None when absent or null; ValueError otherwise."""
+    value = _optional(record, key, Real)
+    if value is None:
+        return None
+    if not float(value).is_integer():
+        raise ValueError(f"{key!r} is not a whole number: {value!r}")
+    return int(value)
 
 
 def _optional(record: dict, key: str, kind: type):

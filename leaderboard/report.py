@@ -3,8 +3,10 @@
 The HTML page embeds its plots as PNG data URIs (no other files, no scripts):
 
 - per-track bars of each upstream's primary metric (mean ± std over seeds);
-- the learned layer weights (softmax of the featurizer's weights, averaged over seeds) as one heat
-  map per track, upstreams × layers: which layers each task draws on;
+- the learned layer weights (softmax of the featurizer's weights, averaged over seeds and folds at
+  the chosen learning rate) as one heat map per upstream, its tracks × layers, content tasks (KS, PR,
+  ASR, ...) above the line and speaker / paralinguistic tasks (SID, ASV, ER, ...) below it: which
+  layers each task draws on (:func:`layer_weight_profiles`, also written as ``layer_weights.csv``);
 - pre-training curves (validation loss against step) from the ``curve.tsv`` that
   ``upstream.pretrain`` writes beside each ``upstream.pt``.
 """
@@ -104,42 +106,111 @@ def plot_metrics(runs: pd.DataFrame, split: str):
     return fig
 
 
-def layer_weight_matrix(runs: pd.DataFrame, split: str) -> dict[str, pd.DataFrame]:
-    """Per column (track): upstreams × layers of the mean learned weights; single-layer upstreams left out."""
-    rows = runs[(runs["split"] == split) & runs["layer_weights"].notna()]
-    found: dict[str, dict[str, list[np.ndarray]]] = {}
-    for run in rows.itertuples(index=False):
+TRACK_ORDER = ("ks", "qbe", "pr", "asr", "ic", "sf", "st", "sid", "asv", "sd", "er")
+"""Rows of the per-upstream heat maps: content tasks, semantics, then speaker and paralinguistic tasks
+(a track ``<family>_<setting>``, e.g. ``asr_10min``, ``er_all``, sits with its family; others come last)."""
+SPEAKER_TRACKS = frozenset({"sid", "asv", "sd", "er"})
+"""Families drawn below the line in the heat maps (speaker and paralinguistic information)."""
+PROFILE_COLUMNS = ["upstream", "track", "dataset", "column", "layer", "mean", "std", "n"]
+
+
+def _family(column: str) -> str:
+    """``asr_10min (librispeech:x)`` -> ``asr``."""
+    return column.split(" (")[0].split("_")[0]
+
+
+def _track_order(column: str) -> tuple:
+    family = _family(column)
+    return (TRACK_ORDER.index(family) if family in TRACK_ORDER else len(TRACK_ORDER), column)
+
+
+def layer_weight_profiles(runs: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Per upstream, track, dataset and layer: the learned weight's mean, std (over seeds and folds,
+    ddof 1; NaN with one run) and number of runs, from the ``split`` rows of ``runs`` (pass the
+    selected runs: those at the chosen learning rate). ``column`` is the leaderboard column (``track``,
+    or ``track (dataset)`` where a track ran on several datasets). Single-layer upstreams (FBANK) are
+    left out. Rows ordered by upstream, then :data:`TRACK_ORDER`, then layer (0 = the input to the first block)."""
+    on_split = runs[runs["split"] == split]
+    datasets = on_split.groupby("track")["dataset"].nunique()
+    found: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    for run in on_split[on_split["layer_weights"].notna()].itertuples(index=False):
         weights = np.asarray(json.loads(run.layer_weights), dtype=float)
         if len(weights) > 1:
-            found.setdefault(run.track, {}).setdefault(run.upstream, []).append(weights)
+            found.setdefault((run.upstream, run.track, run.dataset), []).append(weights)
+    rows = []
+    for (upstream, track, dataset), stack in found.items():
+        width = max(len(w) for w in stack)
+        padded = np.array([np.pad(w, (0, width - len(w)), constant_values=np.nan) for w in stack])
+        column = track if datasets.get(track, 1) <= 1 else f"{track} ({dataset})"
+        for layer in range(width):
+            values = padded[:, layer][~np.isnan(padded[:, layer])]
+            rows.append((upstream, track, dataset, column, layer, float(values.mean()),
+                         float(values.std(ddof=1)) if len(values) > 1 else math.nan, len(values)))
+    profiles = pd.DataFrame(rows, columns=PROFILE_COLUMNS).astype({"layer": "int64", "n": "int64"})
+    if profiles.empty:
+        return profiles
+    order = profiles["column"].map(_track_order)
+    return (profiles.assign(_order=order).sort_values(["upstream", "_order", "layer"])
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def upstream_layer_matrices(runs: pd.DataFrame, split: str) -> dict[str, pd.DataFrame]:
+    """Per upstream: its columns (tracks, in :data:`TRACK_ORDER`) × layers of the mean learned weights."""
+    profiles = layer_weight_profiles(runs, split)
     matrices = {}
-    for track, by_upstream in sorted(found.items()):
-        width = max(len(w[0]) for w in by_upstream.values())
-        data = {up: np.pad(np.mean(ws, axis=0), (0, width - len(ws[0])), constant_values=np.nan)
-                for up, ws in sorted(by_upstream.items())}
-        matrices[track] = pd.DataFrame.from_dict(data, orient="index", columns=range(width))
+    for upstream, here in profiles.groupby("upstream", sort=True):
+        matrix = here.pivot(index="column", columns="layer", values="mean")
+        matrices[upstream] = matrix.loc[sorted(matrix.index, key=_track_order)]
     return matrices
 
 
+def layer_weight_matrix(runs: pd.DataFrame, split: str) -> dict[str, pd.DataFrame]:
+    """Per column (track): upstreams × layers of the mean learned weights; single-layer upstreams left out."""
+    profiles = layer_weight_profiles(runs, split)
+    return {column: here.pivot(index="upstream", columns="layer", values="mean").sort_index()
+            for column, here in sorted(profiles.groupby("column"), key=lambda item: item[0])}
+
+
+def weight_centre(weights: pd.Series) -> float:
+    """The weights' centre of mass over layer indices, ``sum_l l w_l / sum_l w_l`` (NaN cells ignored)."""
+    known = weights.dropna()
+    return float((known.index.to_numpy(dtype=float) * known.to_numpy()).sum() / known.sum())
+
+
 def plot_layer_weights(runs: pd.DataFrame, split: str):
-    """Heat maps of :func:`layer_weight_matrix`, one per track, the weight printed in each cell; None without any."""
-    matrices = layer_weight_matrix(runs, split)
+    """One heat map per upstream (:func:`upstream_layer_matrices`): its tracks side by side as rows, the
+    weight printed in each cell, each row labelled with its centre layer (:func:`weight_centre`), a
+    white line between the content tasks and the speaker / paralinguistic ones; two maps a row where
+    every upstream has at most 6 layers (the page stays readable), one a row otherwise; None without any."""
+    matrices = upstream_layer_matrices(runs, split)
     if not matrices:
         return None
-    fig, axes = plt.subplots(len(matrices), 1, squeeze=False, layout="constrained",
-                             figsize=(max(7.0, 3.5 + 0.75 * max(m.shape[1] for m in matrices.values())),
-                                      sum(1.2 + 0.38 * len(m) for m in matrices.values())),
-                             height_ratios=[len(m) + 2 for m in matrices.values()])
-    for ax, (track, matrix) in zip(axes[:, 0], matrices.items(), strict=True):
-        image = ax.imshow(np.ma.masked_invalid(matrix.to_numpy()), cmap="viridis", vmin=0, aspect="auto")
-        for (i, j), value in np.ndenumerate(matrix.to_numpy()):
+    widest = max(m.shape[1] for m in matrices.values())
+    ncols = 2 if len(matrices) > 1 and widest <= 6 else 1
+    items = list(matrices.items())
+    grid = [items[i:i + ncols] for i in range(0, len(items), ncols)]
+    tallest = [max(len(m) for _, m in row) for row in grid]
+    fig, axes = plt.subplots(len(grid), ncols, squeeze=False, layout="constrained",
+                             figsize=(ncols * max(7.0, 4.5 + 0.6 * widest), sum(1.2 + 0.38 * t for t in tallest)),
+                             height_ratios=[t + 2 for t in tallest])
+    for ax in axes.flat[len(items):]:
+        ax.set_visible(False)
+    for ax, (upstream, matrix) in zip(axes.flat, items, strict=False):  # spare axes: hidden above
+        values = matrix.to_numpy(dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
             if not math.isnan(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 0.6 * np.nanmax(matrix.to_numpy()) else "black")
-        ax.set_yticks(range(len(matrix)), matrix.index, fontsize=8)
+                        color="white" if value < 0.6 * np.nanmax(values) else "black")
+        speaker = [_family(c) in SPEAKER_TRACKS for c in matrix.index]
+        for i in range(1, len(speaker)):
+            if speaker[i] and not speaker[i - 1]:
+                ax.axhline(i - 0.5, color="white", linewidth=2.5)
+        labels = [f"{column} (centre {weight_centre(row):.1f})" for column, row in matrix.iterrows()]
+        ax.set_yticks(range(len(matrix)), labels, fontsize=8)
         ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns], fontsize=8)
         ax.set_xlabel("layer (0 = the input to the first block)", fontsize=8)
-        ax.set_title(f"{track}: learned layer weights", fontsize=9)
+        ax.set_title(f"{upstream}: learned layer weights per task", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
     return fig
 
@@ -205,9 +276,12 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
     lr_search = chosen_rates(runs)
     runs = choose_learning_rates(runs)
     runs = runs[runs["selected"]]
-    sections = [("Primary metric per task", plot_metrics(runs, split)),
-                ("Which layers each task uses", plot_layer_weights(runs, split)),
-                ("Pre-training curves", plot_pretraining(runs, search_roots))]
+    layer_note = ("Softmaxed featurizer weights, mean over seeds and folds at the chosen learning rate; one map "
+                  "per upstream, content tasks above the white line, speaker and paralinguistic tasks below; "
+                  "centre: the weights' mean layer index. The numbers, with std and runs: layer_weights.csv.")
+    sections = [("Primary metric per task", plot_metrics(runs, split), ""),
+                ("Which layers each task uses, per upstream", plot_layer_weights(runs, split), layer_note),
+                ("Pre-training curves", plot_pretraining(runs, search_roots), "")]
     refs = column_references(metric_table(runs, split), runs, split, baseline, references)
     ref_items = "".join(
         f"<li><b>{html.escape(r.column)}</b> {html.escape(r.metric)} = {r.value:g}: {html.escape(r.source)}"
@@ -223,8 +297,9 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
             f"<p class='note'>References (score 1000):</p><ul class='note'>{ref_items}</ul>"]
     if not lr_search.empty:
         body.append("<h2>Learning-rate search (dev)</h2>" + lr_search.to_html(index=False, escape=True, border=0))
-    for heading, fig in sections:
+    for heading, fig, note in sections:
         if fig is not None:
-            body.append(f"<h2>{heading}</h2><img alt='{heading}' src='{_png(fig)}'>")
+            body.append(f"<h2>{heading}</h2>" + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
+                        + f"<img alt='{heading}' src='{_png(fig)}'>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")

@@ -7,11 +7,14 @@ dataset) and each reference metric i of that track::
 
 The baseline (FBANK) scores 0, the reference 1000; for error rates both differences are negative,
 so lower is still better. Values are in the units ``results.json`` stores: accuracy as a fraction,
-WER/CER/PER in %, BLEU 0-100. The reference of a column is, in this order:
+error rates in % (WER/CER/PER, and ASV's EER: 4.04 means 4.04 %), BLEU 0-100, minDCF as the
+normalised cost. Which way a metric is better comes from ``results.json``'s ``higher_is_better``
+(for the primary metric). The reference of a column is, in this order:
 
 1. one given on the command line (``--reference track:metric=value``): the user vouches for it;
 2. the published state of the art (:data:`DEFAULT_REFERENCES`), only when the column's runs are on
-   the data it was published on: a matching ``dataset`` and the published test set's size;
+   the data it was published on: a matching ``dataset`` and the published test set's size (for
+   speaker verification also the number of trials);
 3. otherwise the best mean on this board for that column and metric (the report names it).
 
 A column whose reference is within noise of the baseline (``|ref - base| <= max(std_base,
@@ -41,7 +44,9 @@ class Reference:
     """The value a track's metric scores 1000 at, where it comes from, and which data it holds for.
 
     ``datasets``: patterns (``fnmatch``) over the runs' ``dataset``; ``test_utterances``: the
-    published test set's size (None: any). A reference given on the command line holds for any data.
+    published test set's size (None: any); ``test_trials``: for verification, the published trial
+    list's length, which the runs must record (``trials`` in the split's metrics; None: not checked).
+    A reference given on the command line holds for any data.
     """
 
     metric: str
@@ -49,11 +54,13 @@ class Reference:
     source: str
     datasets: tuple[str, ...] = ("*",)
     test_utterances: int | None = None
+    test_trials: int | None = None
 
-    def holds_for(self, dataset: str, test_utterances: set[int]) -> bool:
-        """Whether the runs of a column (their dataset and test-set sizes) are on this reference's data."""
+    def holds_for(self, dataset: str, test_utterances: set[int], test_trials: set[int] = frozenset()) -> bool:
+        """Whether the runs of a column (their dataset, test-set sizes, trial counts) are on this reference's data."""
         same_size = self.test_utterances is None or test_utterances == {self.test_utterances}
-        return same_size and any(fnmatch(dataset, pattern) for pattern in self.datasets)
+        same_trials = self.test_trials is None or test_trials == {self.test_trials}
+        return same_size and same_trials and any(fnmatch(dataset, pattern) for pattern in self.datasets)
 
 
 _LIBRISPEECH_100H = ("librispeech:*/train-clean-100", "hf:*")
@@ -67,8 +74,24 @@ DEFAULT_REFERENCES: dict[str, tuple[Reference, ...]] = {
                      "reference notes, not re-checked against the paper)", _LIBRISPEECH_100H, 2620),),
     "st": (Reference("bleu", 19.89, "HuBERT Large, SUPERB-SG ST (CoVoST 2 En-De test, frozen)",
                      ("covost2:*", "hf:*"), 15531),),
+    # WavLM Large leads SUPERB's frozen speaker and emotion tasks; the numbers are those of the WavLM and
+    # UniSpeech-SAT papers' SUPERB tables as quoted in the project's reference notes (REFERENCE.md)
+    "sid": (Reference("accuracy", 0.9525, "WavLM Large, SUPERB SID (VoxCeleb1 iden_split test, 8251 utterances, "
+                      "frozen; as quoted in the project's reference notes, not re-checked against the paper)",
+                      ("voxceleb1:*",), 8251),),
+    "asv": (Reference("eer", 4.04, "WavLM Large, SUPERB ASV (EER in %, VoxCeleb1 test: 4874 utterances, "
+                      "voxceleb1_test_v2 list of 37720 trials; frozen; as quoted in the project's reference notes, "
+                      "not re-checked against the paper)", ("voxceleb1:*",), 4874, 37720),),
+    "er": (Reference("accuracy", 0.7003, "WavLM Large, SUPERB ER (IEMOCAP, 4 classes, mean of the 5 session "
+                     "folds, frozen; as quoted in the project's reference notes, not re-checked against the paper)",
+                     ("iemocap:*/session-folds-5",)),),
 }
-"""Published states of the art, each valid only on the data it was published on (see :class:`Reference`)."""
+"""Published states of the art, each valid only on the data it was published on (see :class:`Reference`).
+
+``er`` is recognised by its dataset alone (``iemocap:<root>/session-folds-5``, the leave-one-session-out
+folds): each fold tests on a different session, so no single test size names it; ``er_all`` (every
+class) has no published counterpart. ``asv`` needs the runs to record both VoxCeleb1 test's 4874
+utterances and the 37720 trials (``veri_test.txt``) they scored; the cleaned list (37611) is another test."""
 
 
 def parse_reference(spec: str) -> tuple[str, Reference]:
@@ -138,12 +161,13 @@ def column_references(metrics: pd.DataFrame, runs: pd.DataFrame, split: str, bas
     stats = metrics.set_index(["upstream", "column", "metric"])
     on_split = runs[runs["split"] == split]
     for (column, track, dataset), here in metrics.groupby(["column", "track", "dataset"], sort=False):
-        sizes = set(on_split.loc[(on_split["track"] == track) & (on_split["dataset"] == dataset), "utterances"]
-                    .dropna().astype(int))
+        mine = on_split[(on_split["track"] == track) & (on_split["dataset"] == dataset)]
+        sizes = set(mine["utterances"].dropna().astype(int))
+        trials = set(mine["trials"].dropna().astype(int)) if "trials" in mine.columns else set()
         known = references.get(track, ())
         wanted = [r.metric for r in known] or list(here.loc[here["primary"], "metric"].unique())
         for metric in wanted:
-            given = next((r for r in known if r.metric == metric and r.holds_for(dataset, sizes)), None)
+            given = next((r for r in known if r.metric == metric and r.holds_for(dataset, sizes, trials)), None)
             of_metric = here[here["metric"] == metric]
             if of_metric.empty:
                 continue
@@ -172,11 +196,13 @@ def _std(value) -> float:
 
 
 def _higher_is_better(metric: str, rows: pd.DataFrame) -> bool:
-    """From the runs where the metric is primary; else accuracy/BLEU/chrF-like names are higher-is-better."""
+    """From the runs where the metric is primary; else by name: error rates (``wer``, ``eer``, ...),
+    losses and detection costs (``min_dcf_p0.01``) are lower-is-better, the rest (accuracy, BLEU) higher."""
     known = rows["higher_is_better"].dropna()
     if not known.empty:
         return bool(known.iloc[0])
-    return not metric.lower().endswith(("er", "loss"))
+    name = metric.lower()
+    return not (name.endswith(("er", "loss")) or "dcf" in name)
 
 
 def score_table(metrics: pd.DataFrame, refs: pd.DataFrame, baseline: str) -> pd.DataFrame:

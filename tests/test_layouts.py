@@ -35,6 +35,13 @@ def _speech_commands(root: Path) -> Path:
     return _touch(root, "yes/a_nohash_0.wav", "no/b_nohash_0.wav", "validation_list.txt", "testing_list.txt")
 
 
+def _csv_lists(root: Path) -> Path:
+    _touch(root, "audio/a.wav")
+    for name in ("train.csv", "dev.csv", "test.csv"):
+        (root / name).write_text("path,label,speaker\naudio/a.wav,anger,s1\n")
+    return root
+
+
 LAYOUTS = {
     "librispeech": (_librispeech, ("LibriSpeech/dev-clean", "librispeech_finetuning/1h")),
     "speech_commands": (_speech_commands, ("validation_list.txt", "testing_list.txt", "2 word folders")),
@@ -44,6 +51,10 @@ LAYOUTS = {
                   ("iden_split.txt", "wav/ with 2 speaker folders")),
     "fluent_commands": (lambda r: _touch(r, "data/train_data.csv", "data/test_data.csv", "wavs/train/a.wav"),
                         ("data/train_data.csv", "data/test_data.csv", "wavs/")),
+    "iemocap": (lambda r: _touch(r, "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt",
+                                 "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"),
+                ("1 Session folder with dialog/EmoEvaluation/",)),
+    "csv": (_csv_lists, ("train.csv", "dev.csv", "test.csv")),
     "manifest": (lambda r: _touch(r, "train.tsv", "dev.tsv", "test.tsv"), ("train.tsv", "dev.tsv", "test.tsv")),
     "hf": (lambda r: _touch(r, "dataset_dict.json", "train/state.json"), ("dataset_dict.json",)),
 }
@@ -73,6 +84,8 @@ def test_nothing_recognisable_is_described(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     assert detect_layout(tmp_path / "empty") is None and describe_folder(tmp_path / "empty") == "is empty"
     _touch(tmp_path / "misc", "notes.txt", "a/b.txt", "validation_list.txt")  # a list, but no word folder of audio
+    assert detect_layout(tmp_path / "misc") is None
+    (tmp_path / "misc" / "data.csv").write_text("file,emotion\n")  # a CSV, but not path,label
     assert detect_layout(tmp_path / "misc") is None
     _speech_commands(tmp_path / "parent" / "sc")
     _touch(tmp_path / "parent", "README.md")
@@ -115,7 +128,7 @@ def test_a_layout_the_task_does_not_read_names_what_was_found_and_what_to_set(tm
     assert "task pr reads task.corpus=demo | librispeech | manifest | hf" in text and "set -o task.corpus=" in text
     _touch(tmp_path / "vox", "wav/id1/s1/1.wav", "veri_test.txt")
     with pytest.raises(ConfigError, match=r"VoxCeleb1 layout \(veri_test.txt, wav/ with 1 speaker folder\), read by "
-                                          "task sid with task.corpus=voxceleb1"):
+                                          "task asv, sid with task.corpus=voxceleb1"):
         _resolve("ks", f"task.root={tmp_path / 'vox'}")
     _touch(tmp_path / "fsc", "data/train_data.csv", "wavs/x.wav")
     with pytest.raises(ConfigError, match=r"Fluent Speech Commands layout \(data/train_data.csv, wavs/\), which no "
@@ -178,7 +191,7 @@ def test_protocol_defaults_per_task():
     train = {name: resolve_config(RunSpec(name, "fbank"), {}, {}, corpus=False).train for name in TASKS}
     assert {name: (t.lr, t.batch_size) for name, t in train.items()} == {
         "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32), "sid": (1e-4, 32),
-        "er": (1e-4, 32)}
+        "er": (1e-4, 32), "asv": (1e-4, 32)}
     assert resolve_config(RunSpec("ks", "fbank"), {}, {}, corpus=False).task.corpus == "auto"
 
 

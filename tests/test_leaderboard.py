@@ -7,11 +7,18 @@ import math
 import pandas as pd
 import pytest
 
-from leaderboard import collect, leaderboard_table, superb_score
+from leaderboard import DEFAULT_REFERENCES, Reference, collect, leaderboard_table, superb_score
 from leaderboard.cli import main
 from leaderboard.collect import COLUMNS
-from leaderboard.report import format_markdown, layer_weight_matrix, pretraining_curves
-from leaderboard.score import parse_reference, with_overrides
+from leaderboard.report import (
+    format_markdown,
+    layer_weight_matrix,
+    layer_weight_profiles,
+    pretraining_curves,
+    upstream_layer_matrices,
+    weight_centre,
+)
+from leaderboard.score import column_references, metric_table, parse_reference, with_overrides
 from leaderboard.select import choose_learning_rates, chosen_rates
 
 
@@ -105,6 +112,20 @@ def test_malformed_content_is_skipped(tmp_path):
         f"skipping {tmp_path / name / 'results.json'}"
         for name in ("list", "no_metric", "missing_keys", "bad_seed", "bad_training"))
     assert set(df["experiment"]) == {"fbank_global_s1"}
+
+
+def test_trial_counts_are_bookkeeping_whole_numbers(tmp_path):
+    """ASV records ``trials`` beside ``utterances`` (a float, as metrics dicts hold): a column, not a metric."""
+    payload = _results("fbank", 1, 9.0, 9.5, task="asv", metric="eer", higher=False)
+    payload["splits"]["test"].update({"trials": 37720.0, "min_dcf_p0.01": 0.7})
+    _write(tmp_path / "ok", "e", payload)
+    df = collect(tmp_path / "ok").set_index("split")
+    assert df.loc["test", "trials"] == 37720 and pd.isna(df.loc["dev", "trials"])
+    assert json.loads(df.loc["test", "other_metrics"]) == {"min_dcf_p0.01": 0.7}
+    payload["splits"]["test"]["trials"] = 37.5
+    _write(tmp_path / "bad", "e", payload)
+    with pytest.warns(UserWarning, match="'trials' is not a whole number"):
+        assert collect(tmp_path / "bad").empty
 
 
 def test_empty_root_gives_empty_frame(tmp_path):
@@ -353,3 +374,154 @@ def test_learning_rate_search_without_dev_is_an_error(tmp_path):
     path.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match=r"fbank on ks .*0\.01.*no dev results"):
         choose_learning_rates(collect(tmp_path))
+
+
+def _track_run(root, name, upstream, track, value, *, metric="accuracy", higher=True, dataset="demo:demo",
+               test_utterances=160, trials=None, seed=1, lr=None, dev=None, weights=None, extra=None):
+    """A results.json of any track (task = track): test ``value``, dev ``dev`` (default: the same)."""
+    payload = _results(upstream, seed, value if dev is None else dev, value, task=track, metric=metric, higher=higher)
+    payload.update(dataset=dataset, experiment=name)
+    payload["splits"]["test"]["utterances"] = test_utterances
+    if trials is not None:
+        payload["splits"]["test"]["trials"] = trials
+    for split in ("dev", "test"):
+        payload["splits"][split].update(extra or {})
+    if lr is not None:
+        payload["learning_rate"] = lr
+    if weights is not None:
+        payload["layer_weights"] = weights
+    return _write(root, name, payload)
+
+
+def _asv(root, name, upstream, eer, **kwargs):
+    kwargs.setdefault("dataset", "voxceleb1:speechocean762_spk")
+    return _track_run(root, name, upstream, "asv", eer, metric="eer", higher=False, **kwargs)
+
+
+def test_asv_eer_is_lower_is_better_everywhere(tmp_path):
+    """ASV's EER (in %, lower is better, from results.json): the dev-chosen rate is the one with the
+    lowest dev EER, ranks and SUPERB scores follow the smallest EER, the table shows mean ± std unscaled;
+    minDCF (another metric) is recognised as lower-is-better by its name."""
+    for seed, (f, w) in enumerate(((20.0, 10.0), (22.0, 12.0)), start=1):
+        _asv(tmp_path, f"f{seed}", "fbank", f, seed=seed, extra={"min_dcf_p0.01": 0.9})
+        _asv(tmp_path, f"w{seed}", "wavlm", w, seed=seed, extra={"min_dcf_p0.01": 0.6})
+        # hubert at two rates: 1e-3 has the lower dev EER (5), so it counts though its test EER is worse
+        _asv(tmp_path, f"h-lr1-{seed}", "hubert", 6.0, seed=seed, lr=1e-3, dev=5.0, extra={"min_dcf_p0.01": 0.5})
+        _asv(tmp_path, f"h-lr2-{seed}", "hubert", 3.0, seed=seed, lr=1e-2, dev=8.0, extra={"min_dcf_p0.01": 0.4})
+    runs = collect(tmp_path)
+    assert not runs["higher_is_better"].any() and set(runs["metric"]) == {"eer"}
+    assert json.loads(runs["other_metrics"].iloc[0]) == {"min_dcf_p0.01": pytest.approx(0.9)}
+    table = leaderboard_table(runs).set_index("upstream")
+    assert table.loc["hubert", "asv lr"] == 1e-3 and table.loc["hubert", "asv eer"] == pytest.approx(6.0)
+    assert list(table.index) == ["hubert", "wavlm", "fbank"] and list(table["rank"]) == [1, 2, 3]
+    # no published reference holds for 160 utterances: the lowest EER on the board (hubert, 6 %) scores 1000
+    assert table.loc["hubert", "asv score"] == pytest.approx(1000.0)
+    assert table.loc["wavlm", "asv score"] == pytest.approx(1000 * (11.0 - 21.0) / (6.0 - 21.0))
+    assert table.loc["fbank", "asv score"] == 0
+    wavlm_line = next(line for line in format_markdown(table.reset_index()).splitlines() if "wavlm" in line)
+    assert "11.00 ± 1.41" in wavlm_line  # EER in %, shown as stored (not × 100 like accuracy)
+    # a reference on minDCF that does not hold here falls back to the board's lowest minDCF, not its highest
+    references = {"asv": (Reference("eer", 4.04, "published", ("voxceleb1:*",), 4874, 37720),
+                          Reference("min_dcf_p0.01", 0.3, "published", ("voxceleb1:*",), 4874, 37720))}
+    selected = choose_learning_rates(runs)
+    selected = selected[selected["selected"]]
+    refs = column_references(metric_table(selected, "test"), selected, "test", "fbank", references).set_index("metric")
+    assert refs.loc["min_dcf_p0.01", "value"] == pytest.approx(0.5) and "hubert" in refs.loc["min_dcf_p0.01", "source"]
+    assert refs.loc["eer", "value"] == pytest.approx(6.0) and refs["scored"].all()
+
+
+def test_speaker_and_emotion_references_hold_only_on_their_own_data(tmp_path):
+    """SID (VoxCeleb1, 8251 test utterances), ASV (VoxCeleb1 test, 4874 utterances and 37720 trials) and
+    ER (IEMOCAP, any fold size) score against WavLM Large's published numbers; the shared
+    speechocean762_spk (160 test utterances), a VoxCeleb1-named root without the trial count, and EmoDB
+    score against the board's best."""
+    vox, ours = "voxceleb1:VoxCeleb1", "voxceleb1:speechocean762_spk"
+    iemocap = "iemocap:IEMOCAP_full_release/session-folds-5"
+    published = tmp_path / "published"
+    _track_run(published, "sid-f", "fbank", "sid", 0.01, dataset=vox, test_utterances=8251)
+    _track_run(published, "sid-h", "hubert", "sid", 0.80, dataset=vox, test_utterances=8251)
+    _asv(published, "asv-f", "fbank", 9.56, dataset=vox, test_utterances=4874, trials=37720.0)  # as metrics hold it
+    _asv(published, "asv-h", "hubert", 5.11, dataset=vox, test_utterances=4874, trials=37720)
+    for fold, size in enumerate((1085, 1023, 1151, 1031, 1241)):
+        _track_run(published, f"er-f{fold}", "fbank", "er", 0.35, dataset=iemocap,
+                   test_utterances=size, seed=fold)
+        _track_run(published, f"er-h{fold}", "hubert", "er", 0.65, dataset=iemocap,
+                   test_utterances=size, seed=fold)
+    table = leaderboard_table(collect(published)).set_index("upstream")
+    assert table.loc["hubert", "sid score"] == pytest.approx(1000 * (0.80 - 0.01) / (0.9525 - 0.01))
+    assert table.loc["hubert", "asv score"] == pytest.approx(1000 * (5.11 - 9.56) / (4.04 - 9.56))
+    assert table.loc["hubert", "er score"] == pytest.approx(1000 * (0.65 - 0.35) / (0.7003 - 0.35))
+    assert table.loc["hubert", "er n"] == 5
+
+    shared = tmp_path / "shared"
+    _track_run(shared, "sid-f", "fbank", "sid", 0.01, dataset=ours, test_utterances=160)
+    _track_run(shared, "sid-h", "hubert", "sid", 0.80, dataset=ours, test_utterances=160)
+    _asv(shared, "asv-f", "fbank", 9.56, dataset=ours, test_utterances=160, trials=37720)
+    _asv(shared, "asv-h", "hubert", 5.11, dataset=ours, test_utterances=160, trials=37720)
+    _track_run(shared, "er-f", "fbank", "er", 0.35, dataset="emodb:emodb_2s/speaker-folds-5", test_utterances=100)
+    _track_run(shared, "er-h", "hubert", "er", 0.65, dataset="emodb:emodb_2s/speaker-folds-5", test_utterances=100)
+    table = leaderboard_table(collect(shared)).set_index("upstream")
+    assert table.loc["hubert", ["sid score", "asv score", "er score"]].tolist() == pytest.approx([1000.0] * 3)
+
+    no_trials = tmp_path / "no_trials"  # the right utterances but no (or another) trial count: not the published list
+    _asv(no_trials, "asv-f", "fbank", 9.56, dataset=vox, test_utterances=4874)
+    _asv(no_trials, "asv-h", "hubert", 5.11, dataset=vox, test_utterances=4874, trials=37611)
+    assert leaderboard_table(collect(no_trials)).set_index("upstream").loc["hubert", "asv score"] == pytest.approx(1000)
+
+    sid, asv, er = (DEFAULT_REFERENCES[t][0] for t in ("sid", "asv", "er"))
+    assert sid.holds_for(vox, {8251}) and not sid.holds_for(ours, {160}) and not sid.holds_for(vox, {160})
+    assert asv.holds_for(vox, {4874}, {37720}) and not asv.holds_for(vox, {4874})
+    assert not asv.holds_for(ours, {160}, {37720})
+    assert er.holds_for(iemocap, {1085, 1023}) and not er.holds_for("emodb:emodb_2s/speaker-folds-5", {100})
+    assert not er.holds_for("iemocap:IEMOCAP_full_release/speaker-folds-3", {1085})  # not SUPERB's session folds
+    assert asv.metric == "eer" and asv.value == pytest.approx(4.04)  # EER in %, like WER and PER
+
+
+def _layer_board(root):
+    """hubert (4 layers) on content and speaker tracks, 2 seeds where given; fbank single-layer; an
+    unselected learning rate with other weights."""
+    content, speaker = [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]
+    for track, metric, higher, weights in (("asv", "eer", False, [speaker]), ("er", "accuracy", True, [speaker]),
+                                           ("ks", "accuracy", True, [content, [0.1, 0.1, 0.3, 0.5]]),
+                                           ("pr", "per", False, [content]), ("sid", "accuracy", True, [speaker])):
+        for seed, w in enumerate(weights, start=1):
+            _track_run(root, f"{track}-h{seed}", "hubert", track, 0.5, metric=metric, higher=higher, seed=seed,
+                       lr=1e-3, dev=0.9 if higher else 0.1, weights=w)
+        _track_run(root, f"{track}-h-other-lr", "hubert", track, 0.5, metric=metric, higher=higher, lr=1e-2,
+                   dev=0.1 if higher else 0.9, weights=[0.97, 0.01, 0.01, 0.01])  # worse on dev: not counted
+        _track_run(root, f"{track}-f", "fbank", track, 0.3, metric=metric, higher=higher, weights=[1.0])
+
+
+def test_layer_weight_profiles_per_upstream_side_by_side(tmp_path):
+    _layer_board(tmp_path / "exp")
+    runs = choose_learning_rates(collect(tmp_path / "exp"))
+    profiles = layer_weight_profiles(runs[runs["selected"]], "test")
+    assert set(profiles["upstream"]) == {"hubert"}  # single-layer fbank left out
+    assert list(profiles["track"].drop_duplicates()) == ["ks", "pr", "sid", "asv", "er"]  # content, then speaker
+    ks = profiles[profiles["track"] == "ks"].set_index("layer")
+    assert ks["mean"].tolist() == pytest.approx([0.1, 0.15, 0.3, 0.45])
+    assert ks["std"].tolist() == pytest.approx([0.0, math.sqrt(0.005), 0.0, math.sqrt(0.005)])
+    assert ks["n"].tolist() == [2] * 4
+    sid = profiles[profiles["track"] == "sid"].set_index("layer")
+    assert sid["mean"].tolist() == pytest.approx([0.4, 0.3, 0.2, 0.1]) and sid["std"].isna().all()
+    matrix = upstream_layer_matrices(runs[runs["selected"]], "test")["hubert"]
+    assert list(matrix.index) == ["ks", "pr", "sid", "asv", "er"] and list(matrix.columns) == [0, 1, 2, 3]
+    assert weight_centre(matrix.loc["sid"]) == pytest.approx(1.0)
+    assert weight_centre(matrix.loc["pr"]) == pytest.approx(2.0)  # content tasks lean on later layers
+
+    assert main([str(tmp_path / "exp"), "--out", str(tmp_path / "out")]) == 0
+    written = pd.read_csv(tmp_path / "out" / "layer_weights.csv")
+    assert list(written.columns) == ["upstream", "track", "dataset", "layer", "mean", "std", "n"]
+    assert len(written) == 5 * 4 and set(written["upstream"]) == {"hubert"}
+    er = written[written["track"] == "er"]
+    assert er["mean"].tolist() == pytest.approx([0.4, 0.3, 0.2, 0.1]) and er["n"].tolist() == [1] * 4
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Which layers each task uses, per upstream" in page and "layer_weights.csv" in page
+    assert page.count("data:image/png;base64,") == 2  # bars and the layer-weight maps
+
+
+def test_layer_weights_csv_is_written_without_multi_layer_upstreams(root):
+    with pytest.warns(UserWarning, match="broken"):
+        assert main([str(root), "--baseline", "fbank_global"]) == 0
+    written = pd.read_csv(root / "layer_weights.csv")
+    assert written.empty and list(written.columns) == ["upstream", "track", "dataset", "layer", "mean", "std", "n"]

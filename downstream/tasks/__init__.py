@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .asr import SpeechRecognition
+from .asv import SpeakerVerification
 from .base import Task
 from .er import EmotionRecognition
 from .ks import KeywordSpotting
@@ -11,7 +12,7 @@ from .st import SpeechTranslation
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition,
                                                      SpeechTranslation, SpeakerIdentification,
-                                                     EmotionRecognition)}
+                                                     SpeakerVerification, EmotionRecognition)}
 
 
 def get_task(name: str) -> type[Task]:
