@@ -196,11 +196,16 @@ def _std(value) -> float:
 
 
 def _higher_is_better(metric: str, rows: pd.DataFrame) -> bool:
-    """From the runs where the metric is primary; else by name: error rates (``wer``, ``eer``, ...),
-    losses and detection costs (``min_dcf_p0.01``) are lower-is-better, the rest (accuracy, BLEU) higher."""
+    """From the runs where the metric is primary; else :func:`higher_is_better_by_name`."""
     known = rows["higher_is_better"].dropna()
     if not known.empty:
         return bool(known.iloc[0])
+    return higher_is_better_by_name(metric)
+
+
+def higher_is_better_by_name(metric: str) -> bool:
+    """A metric's direction by its name: error rates (``wer``, ``eer``, ...), losses and detection costs
+    (``min_dcf_0.01``) are lower-is-better, the rest (accuracy, BLEU) higher."""
     name = metric.lower()
     return not (name.endswith(("er", "loss")) or "dcf" in name)
 

@@ -10,6 +10,7 @@ import pytest
 from leaderboard import DEFAULT_REFERENCES, Reference, collect, leaderboard_table, superb_score
 from leaderboard.cli import main
 from leaderboard.collect import COLUMNS
+from leaderboard.paired import main as paired_main, paired_differences
 from leaderboard.report import (
     format_markdown,
     layer_weight_matrix,
@@ -525,3 +526,36 @@ def test_layer_weights_csv_is_written_without_multi_layer_upstreams(root):
         assert main([str(root), "--baseline", "fbank_global"]) == 0
     written = pd.read_csv(root / "layer_weights.csv")
     assert written.empty and list(written.columns) == ["upstream", "track", "dataset", "layer", "mean", "std", "n"]
+
+
+def test_paired_differences_per_seed_follow_each_tracks_direction(tmp_path):
+    """Three pairs (a setting on / off, seeds 1-3) on an accuracy track and an EER track; the rate chosen on dev."""
+    root = tmp_path / "study"
+    sid = {1: (0.50, 0.40), 2: (0.55, 0.45), 3: (0.40, 0.42)}  # seed -> (with, without): +0.10, +0.10, -0.02
+    eer = {1: (10.0, 12.0), 2: (11.0, 12.0), 3: (9.0, 12.0)}  # -2, -1, -3: lower is better, so better in all 3
+    for seed in (1, 2, 3):
+        for name, index in (("mj_chmask", 0), ("mj", 1)):
+            upstream = f"{name}_s{seed}"
+            _write(root, f"sid-{upstream}", _results(upstream, 1337, 0.5, sid[seed][index], task="sid"))
+            _write(root, f"asv-{upstream}", _results(upstream, 1337, 5.0, eer[seed][index], task="asv", metric="eer",
+                                                     higher=False))
+    # a second rate that is worse on dev but far better on test: it must not count
+    bad = _results("mj_s1", 1337, 0.1, 0.99, task="sid")
+    _write(root, "sid-mj_s1-lr", {**bad, "learning_rate": 0.1})
+    for experiment in ("sid-mj_s1",):
+        path = root / experiment / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "learning_rate": 0.01}))
+    pairs = [(f"mj_chmask_s{s}", f"mj_s{s}") for s in (1, 2, 3)]
+    per_pair, summary = paired_differences(collect(root), pairs)
+    sid_rows = per_pair[per_pair["track"] == "sid"]
+    assert sid_rows["difference"].round(4).tolist() == [0.10, 0.10, -0.02]
+    row = summary.set_index("track").loc["sid"]
+    assert row["pairs"] == 3 and row["a_better"] == 2
+    assert row["mean_difference"] == pytest.approx(0.06) and row["std_difference"] == pytest.approx(0.069282, 1e-4)
+    row = summary.set_index("track").loc["asv"]
+    assert row["a_better"] == 3 and row["mean_difference"] == pytest.approx(-2.0) and row["t_test_p"] < 0.1
+    out = tmp_path / "paired.md"
+    assert paired_main([str(root), "--pair", "mj_chmask_s1=mj_s1", "--pair", "mj_chmask_s2=mj_s2", "--out",
+                        str(out)]) == 0
+    assert "| sid " in out.read_text()
+    assert paired_main([str(root), "--pair", "nothing=mj_s1"]) == 2  # an unknown upstream: a clear error
