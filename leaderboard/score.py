@@ -207,6 +207,8 @@ def higher_is_better_by_name(metric: str) -> bool:
     """A metric's direction by its name: error rates (``wer``, ``eer``, ...), losses and detection costs
     (``min_dcf_0.01``) are lower-is-better, the rest (accuracy, BLEU) higher."""
     name = metric.lower()
+    if name.startswith(("accuracy", "top", "unweighted_recall", "slot_accuracy", "bleu", "map", "mtwv", "atwv")):
+        return True  # per-slot accuracies (``accuracy_<slot>``) whatever the slot is called
     return not (name.endswith(("er", "loss")) or "dcf" in name)
 
 

@@ -131,8 +131,13 @@ def test_a_layout_the_task_does_not_read_names_what_was_found_and_what_to_set(tm
                                           "task asv, sid with task.corpus=voxceleb1"):
         _resolve("ks", f"task.root={tmp_path / 'vox'}")
     _touch(tmp_path / "fsc", "data/train_data.csv", "wavs/x.wav")
-    with pytest.raises(ConfigError, match=r"Fluent Speech Commands layout \(data/train_data.csv, wavs/\), which no "
-                                          "task of this toolkit reads yet"):
+    with pytest.raises(ConfigError, match=r"Fluent Speech Commands layout \(data/train_data.csv, wavs/\), read by "
+                                          "task ic with task.corpus=fluent_commands"):
+        _resolve("ks", f"task.root={tmp_path / 'fsc'}")
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(ConfigError, match=r"Fluent Speech Commands layout "
+                                                              r"\(data/train_data.csv, wavs/\), which no task of "
+                                                              "this toolkit reads yet"):
+        patch.setattr(TASKS["ic"], "corpora", ("manifest", "hf"))  # a layout no task reads
         _resolve("ks", f"task.root={tmp_path / 'fsc'}")
     _touch(tmp_path / "misc", "notes.txt")
     with pytest.raises(ConfigError, match=r"holds notes.txt, in no corpus layout known here; task ks reads"):
@@ -191,7 +196,7 @@ def test_protocol_defaults_per_task():
     train = {name: resolve_config(RunSpec(name, "fbank"), {}, {}, corpus=False).train for name in TASKS}
     assert {name: (t.lr, t.batch_size) for name, t in train.items()} == {
         "ks": (1e-4, 32), "asr": (1e-4, 32), "pr": (1e-2, 32), "st": (1e-3, 32), "sid": (1e-4, 32),
-        "er": (1e-4, 32), "asv": (1e-4, 32)}
+        "er": (1e-4, 32), "asv": (1e-4, 32), "ic": (1e-4, 32)}
     assert resolve_config(RunSpec("ks", "fbank"), {}, {}, corpus=False).task.corpus == "auto"
 
 

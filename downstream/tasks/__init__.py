@@ -5,6 +5,7 @@ from .asr import SpeechRecognition
 from .asv import SpeakerVerification
 from .base import Task
 from .er import EmotionRecognition
+from .ic import IntentClassification
 from .ks import KeywordSpotting
 from .pr import PhonemeRecognition
 from .sid import SpeakerIdentification
@@ -12,7 +13,8 @@ from .st import SpeechTranslation
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (KeywordSpotting, SpeechRecognition, PhonemeRecognition,
                                                      SpeechTranslation, SpeakerIdentification,
-                                                     SpeakerVerification, EmotionRecognition)}
+                                                     SpeakerVerification, EmotionRecognition,
+                                                     IntentClassification)}
 
 
 def get_task(name: str) -> type[Task]:
