@@ -15,8 +15,12 @@ from corpora.audio import AudioError
 from upstream import available_upstreams
 from upstream.registry import takes_model_ids
 
+from .qbe.run import resolve_qbe_config, run_qbe
 from .runner import Experiment, RunSpec, resolve_config
 from .tasks import TASKS
+
+TRAINING_FREE = ("qbe",)
+"""Tasks without a head: ``-m train`` runs their search and writes results.json (docs/qbe.md)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_downstream.py",
         description="Train (-m train) or evaluate (-m evaluate) a SUPERB-style downstream head on a frozen upstream.",
         epilog="Upstreams: " + "; ".join(f"{k}: {v}" for k, v in available_upstreams().items())
-        + ". Tasks: " + ", ".join(sorted(TASKS)) + ".",
+        + ". Tasks: " + ", ".join(sorted([*TASKS, *TRAINING_FREE])) + " (qbe: training-free, docs/qbe.md).",
     )
     p.add_argument("-m", "--mode", choices=("train", "evaluate"), help="train or evaluate (required unless listing)")
     p.add_argument("-u", "--upstream", help="upstream name (train)")
@@ -72,6 +76,10 @@ def _run(args: argparse.Namespace) -> int:
         results_name = RESULTS_FILE
     else:
         splits = tuple(s for s in args.split.split(",") if s)
+        done = Path(args.expdir) / args.name / RESULTS_FILE
+        if done.is_file() and json.loads(done.read_text()).get("task") in TRAINING_FREE:
+            raise ConfigError(f"{done.parent} is a training-free QbE run: it has no evaluate step; -m train wrote "
+                              f"its results ({done})")
         exp = Experiment.load(Path(args.expdir), args.name, parse_overrides(override_items(args.override)))
         results = exp.evaluate(splits)
         results_name = results_file(exp.variant)
@@ -89,14 +97,17 @@ def _train(args: argparse.Namespace) -> dict:
     if args.upstream not in available_upstreams():
         raise ConfigError(f"unknown upstream {args.upstream!r}; "
                           f"available: {', '.join(sorted(available_upstreams()))}")
-    if args.downstream not in TASKS:
-        raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted(TASKS))}")
+    if args.downstream not in TASKS and args.downstream not in TRAINING_FREE:
+        raise ConfigError(f"unknown task {args.downstream!r}; available: {', '.join(sorted([*TASKS, *TRAINING_FREE]))}")
     ckpt = args.upstream_ckpt
     if ckpt and Path(ckpt).exists():
         ckpt = str(Path(ckpt).resolve())
     elif ckpt and not takes_model_ids(args.upstream):
         raise FileNotFoundError(f"upstream checkpoint not found: {ckpt}")
     items = override_items(args.override)
+    if args.downstream == "qbe":  # training-free: the search writes results.json itself
+        cfg = resolve_qbe_config(load_yaml(args.config) if args.config else {}, parse_overrides(items))
+        return run_qbe(Path(args.expdir) / args.name, args.upstream, ckpt or None, cfg)
     if args.finetune:
         items.append("finetune.enabled=true")
     spec = RunSpec(args.downstream, args.upstream, ckpt or None)
