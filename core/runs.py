@@ -106,6 +106,10 @@ class Results:
     training: dict[str, Any] | None = None
     """Training summary: train_steps, train_seconds, steps_per_second, extract_seconds, best_step, ..."""
     decoding: str | None = None
+    cost: dict[str, Any] | None = None
+    """What the upstream costs to run (:func:`upstream.cost.measure_cost`): ``parameters``,
+    ``parameters_used``, ``macs_per_second``, ``rtf``, ``peak_mem_mb``, ``device``, ``threads``, ...
+    (docs/cost.md). Optional: files written before it existed load without it (same schema version)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know (a newer writer's): kept, written back unchanged."""
     schema_version: int = SCHEMA_VERSION
@@ -146,14 +150,14 @@ class Results:
 
 
 _REQUIRED = ("task", "upstream", "primary_metric", "higher_is_better", "splits")
-_OMIT_WHEN_NONE = ("metric_info", "training", "decoding", "head")
+_OMIT_WHEN_NONE = ("metric_info", "training", "decoding", "head", "cost")
 _TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,), "upstream": (str,), "primary_metric": (str,), "higher_is_better": (bool,), "splits": (dict,),
     "track": (str,), "dataset": (str,), "upstream_checkpoint": (str,), "upstream_label": (str,), "finetuned": (bool,),
     "upstream_fingerprint": (str,), "upstream_parameters": (int,), "pretrain_hours": (Real,), "experiment": (str,),
     "seed": (int,), "learning_rate": (Real,), "checkpoint_step": (int,), "layer_weights": (list,),
     "selection_metric": (str,), "head": (str,), "torch": (str,), "host": (str,), "metric_info": (dict,),
-    "training": (dict,), "decoding": (str,),
+    "training": (dict,), "decoding": (str,), "cost": (dict,),
 }
 
 

@@ -18,15 +18,28 @@ Layout of one entry, ``<root>/<key>/``:
     ``meta.json``     shape, dtype, kept layers, upstream fingerprint, the ids of the records
 The key hashes the upstream fingerprint (name, settings, every weight), the records (id, path,
 segment, file size and modification time) and the cache settings, so any change of checkpoint,
-audio list or feature settings is a miss. Entries are built in a temporary folder and renamed into
-place, so a killed extraction (or a full disk) leaves no half-written entry.
+audio list or feature settings is a miss. Entries are built in a temporary folder
+(``.<key>.tmp-<host>-<pid>``) and renamed into place, so a killed extraction (or a full disk) leaves
+no half-written entry.
+
+Concurrency: a writer holds an exclusive ``fcntl.flock`` on ``.<key>.lock`` (which names it: host and
+pid) from its second look-up to the rename, so of several processes asked for one missing entry at
+once (two runs of a learning-rate grid, on one machine or on a shared filesystem whose locks work),
+one extracts and the others wait, then open its entry. The holder deletes the lock file as it
+unlocks; the kernel drops the lock of a process that dies, so no lock goes stale (a killed holder's
+file stays and is reused). Under the lock, a temporary folder of the same key can only be a dead
+writer's leftover and is removed (with a warning); leftovers of other keys are removed when their
+writer is a dead process of this host.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +53,12 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.manifest import Record
 from upstream.base import Upstream
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking; the rename alone keeps entries whole
+    fcntl = None
+
+log = logging.getLogger("downstream")
 CACHE_VERSION = 1
 DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
 """Stored types; bfloat16 values are kept as their raw 16 bits (NumPy has no bfloat16)."""
@@ -183,8 +202,16 @@ class FeatureCache:
 
     def get(self, upstream: Upstream, records: list[Record], batch_seconds: float = 100.0,
             batch_size: int = 32, desc: str = "extract") -> CachedFeatures:
-        """Open the entry for these inputs, extracting it first on a miss."""
-        entry = self.lookup(upstream, records) or self._build(upstream, records, batch_seconds, batch_size, desc)
+        """Open the entry for these inputs, extracting it first on a miss (under the entry's lock: a
+        process that finds another extracting it waits and opens that one's entry)."""
+        entry = self.lookup(upstream, records)
+        if entry is None:
+            key = cache_key(upstream, records, self.dtype, self.kept_layers(upstream))
+            with entry_lock(self.root, key):
+                entry = self.lookup(upstream, records)  # another process may have built it while we waited
+                if entry is None:
+                    remove_leftovers(self.root, key)
+                    entry = self._build(upstream, records, batch_seconds, batch_size, desc)
         return CachedFeatures(entry)
 
     def get_splits(self, upstream: Upstream, splits: dict[str, list[Record]], batch_seconds: float = 100.0,
@@ -205,7 +232,7 @@ class FeatureCache:
         entry = self.root / cache_key(upstream, records, self.dtype, layers)
         num_layers = len(layers) if layers is not None else upstream.num_layers
         check_space(self.root, estimate_bytes(upstream, records, num_layers, self.dtype))
-        tmp = entry.with_name(f".{entry.name}.tmp{os.getpid()}")
+        tmp = entry.with_name(f".{entry.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         batches = DurationBatcher([r.duration for r in records], batch_seconds, batch_size, seed=0).sequential()
@@ -234,14 +261,91 @@ class FeatureCache:
                     "hidden_size": upstream.hidden_size, "dtype": self.dtype,
                     "frames": offset, "ids": [r.id for r in records]}
             (tmp / "meta.json").write_text(json.dumps(meta))
-            if entry.exists():  # another process finished the same entry first
-                shutil.rmtree(tmp)
-            else:
+            try:
                 os.replace(tmp, entry)
+            except OSError:
+                if not (entry / "meta.json").is_file():
+                    raise
+                shutil.rmtree(tmp)  # another process finished the same entry first (locks not honoured here)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return entry
+
+
+TMP_MARK = ".tmp-"
+"""Temporary folders are ``.<key>.tmp-<host>-<pid>``."""
+
+
+@contextlib.contextmanager
+def entry_lock(root: Path, key: str):
+    """Hold the exclusive lock of entry ``key`` (``fcntl.flock`` on ``<root>/.<key>.lock``, which names
+    the holder) for the block, waiting for another holder first (logged, naming it). The holder
+    deletes the file before unlocking, and a waiter whose file was deleted meanwhile locks anew, so
+    no lock file outlives its holder (a killed holder's file is reused: the kernel released its lock).
+    Without ``fcntl`` the block runs unlocked."""
+    root.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = root / f".{key}.lock"
+    while True:
+        f = open(path, "a+")  # closed below, on every path
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            log.info("waiting for %s to finish extracting cache entry %s", f.read().strip() or "another process", key)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as err:  # a filesystem without locks (ENOLCK, EOPNOTSUPP): the rename alone keeps it whole
+            f.close()
+            log.warning("cannot lock %s (%s): extracting unlocked; a concurrent run may extract it too", path, err)
+            yield
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # the holder we waited for deleted the file: lock the current one
+    try:
+        f.truncate(0)
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        f.close()  # releases the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_leftovers(root: Path, key: str) -> list[Path]:
+    """Remove the temporary folders interrupted extractions left in ``root``: every one of entry ``key``
+    (call this holding its lock: a live writer of it would hold the lock), and those of other entries
+    whose writer was a process of this host that is gone. Returns what was removed (each logged)."""
+    host, removed = socket.gethostname(), []
+    for tmp in root.glob(".*.tmp*"):
+        name, _, writer = tmp.name[1:].partition(".tmp")
+        writer_host, _, pid = writer[1:].rpartition("-") if writer.startswith("-") else (host, "", writer)
+        mine = name == key  # (.<key>.tmp<pid>: the name an earlier version gave them, on this host)
+        dead = writer_host == host and pid.isdigit() and not _alive(int(pid))
+        if tmp.is_dir() and (mine or dead):
+            log.warning("removing %s, the leftover of an interrupted extraction (process %s on %s)",
+                        tmp, pid, writer_host)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 def kept_layers(layers: list[int] | None, num_layers: int) -> list[int] | None:

@@ -51,6 +51,18 @@ class CacheConfig:
 
 
 @dataclass
+class CostConfig:
+    """What the upstream costs to run (:mod:`upstream.cost`), measured once per upstream fingerprint,
+    device and thread count (kept under ``<cache.root>/cost/``) and written into ``results.json``."""
+
+    enabled: bool = True
+    lengths_s: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
+    """Input lengths (seconds of audio, batch 1) the MACs are averaged over and the timed pass runs."""
+    repeats: int = 3
+    """Timed forwards of each length (after one warm-up) for the real-time factor."""
+
+
+@dataclass
 class FinetuneConfig:
     """Fine-tuning the upstream with the head (``run_downstream.py -f``), as wav2vec 2.0 / HuBERT do.
 
@@ -97,6 +109,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):

@@ -37,6 +37,7 @@ from corpora.batching import AudioDataset, DurationBatcher, collate_waveforms, o
 from corpora.manifest import Record
 from upstream import Featurizer, Upstream, build_upstream
 from upstream.base import FinetuneMasking
+from upstream.cost import cached_cost
 from upstream.registry import save_upstream
 
 from .cache import FeatureCache, FeatureSubset, collate_features, kept_layers
@@ -204,6 +205,19 @@ class Experiment:
         return FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.featurizer.layers).get_splits(
             upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
 
+    def _cost(self, upstream: Upstream) -> dict | None:
+        """The upstream's cost record (:func:`upstream.cost.cached_cost`, kept under ``<cache.root>/cost``);
+        None when ``cost.enabled`` is off or the measurement fails (logged: a run never fails for it)."""
+        cfg = self.cfg.cost
+        if not cfg.enabled:
+            return None
+        try:
+            with torch.random.fork_rng(devices=[d for d in [distributed.device()] if d.type == "cuda"]):
+                return cached_cost(upstream, Path(self.cfg.cache.root) / "cost", cfg.lengths_s, cfg.repeats)
+        except (RuntimeError, ValueError, OSError) as err:  # e.g. out of memory, an input too short for the model
+            log.warning("could not measure the cost of %s: %s", upstream.name, err)
+            return None
+
     # ---------------------------------------------------------------- train
     def train(self) -> dict:
         """Train to ``train.total_steps`` (resuming from ``last.pt`` if present), then evaluate dev and test.
@@ -217,6 +231,8 @@ class Experiment:
         seed_everything(tcfg.seed)
         with distributed.main_first():  # process 0 writes manifests, fitted statistics and the feature cache
             splits, upstream, featurizer, head = self._setup()
+            if distributed.is_main() and not ft.enabled:  # measured before extraction fills memory; evaluate reads it
+                self._cost(upstream)
             t0 = time.perf_counter()
             cached = self._cached_splits(upstream, splits)
             sources = {s: FeatureSource(upstream, splits[s], cfg, cached.get(s)) for s in ("train", "dev")}
@@ -374,6 +390,7 @@ class Experiment:
         results_path = self.dir / runs.results_file(self.variant)
         earlier = json.loads(results_path.read_text()) if results_path.is_file() else {}
         metrics_by_split = dict(earlier.get("splits") or {})
+        cost = self._cost(upstream)  # before extraction: a measurement (or the one train made) reads memory cleanly
         cached = self._cached_splits(upstream, splits)
         for split in split_names:
             if split not in splits:
@@ -396,7 +413,7 @@ class Experiment:
             upstream_label=upstream_label(self.spec.upstream, self.spec.upstream_ckpt, upstream)
             + ("+finetuned" if self.cfg.finetune.enabled else ""), finetuned=self.cfg.finetune.enabled,
             upstream_fingerprint=upstream.fingerprint(),
-            upstream_parameters=sum(p.numel() for p in upstream.parameters()),
+            upstream_parameters=sum(p.numel() for p in upstream.parameters()), cost=cost or earlier.get("cost"),
             pretrain_hours=pretrain_hours(self.spec.upstream_ckpt), experiment=self.dir.name,
             seed=self.cfg.train.seed, learning_rate=self.cfg.train.lr,
             checkpoint_step=ckpt["position"]["step"], layer_weights=ckpt["layer_weights"],

@@ -5,12 +5,14 @@ Writes into ``--out`` (default: RESULTS_ROOT)::
     runs.csv          one row per (experiment, split): every metric, the provenance, and whether the
                       run counts (``selected``: at the learning rate chosen on dev)
     leaderboard.csv   one row per upstream: a column per task metric (mean, std, runs, learning rate), parameters,
-                      pre-training hours, per-task and overall SUPERB score, rank
+                      pre-training hours, cost (MACs per second of audio, real-time factor, peak memory),
+                      per-task and overall SUPERB score, rank
     leaderboard.md    the same as a Markdown table (also printed)
     layer_weights.csv per upstream, track, dataset and layer: the learned layer weight's mean, std and
                       number of runs (seeds, folds) at the chosen learning rate; multi-layer upstreams only
     report.html       self-contained page: the table, per-task bars, layer-weight heat maps (one per
-                      upstream, its tracks side by side), pre-training curves
+                      upstream, its tracks side by side), SUPERB score against MACs and against
+                      parameters with the Pareto front, pre-training curves
 """
 from __future__ import annotations
 

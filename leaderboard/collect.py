@@ -24,8 +24,10 @@ COLUMNS = [
     "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
     "seed", "learning_rate", "utterances", "trials", "experiment", "upstream_checkpoint", "upstream_fingerprint",
     "checkpoint_step", "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
-    "layer_weights", "path",
+    "parameters_used", "macs_per_second", "rtf", "peak_mem_mb", "cost_device", "layer_weights", "path",
 ]
+COST_COLUMNS = ("parameters_used", "macs_per_second", "rtf", "peak_mem_mb", "cost_device")
+"""From ``results.json``'s ``cost`` record (``upstream.cost.measure_cost``, docs/cost.md); empty without one."""
 SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "higher_is_better", "mean", "std", "n"]
 BOOKKEEPING_KEYS = ("utterances", "trials", "seconds")
 """Counts and timings a split records beside its metrics; ``trials``: the verification trials scored (ASV)."""
@@ -34,6 +36,7 @@ _DTYPES = {
     "trials": "Int64", "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
     "upstream_parameters": "Int64", "pretrain_hours": "float64",
+    "parameters_used": "Int64", "macs_per_second": "float64", "rtf": "float64", "peak_mem_mb": "float64",
 }
 
 
@@ -69,6 +72,7 @@ def _rows_of(path: Path) -> list[dict]:
         "steps_per_second": _optional(training, "steps_per_second", Real),
         "train_seconds": _optional(training, "train_seconds", Real),
         "upstream_parameters": results.upstream_parameters, "pretrain_hours": results.pretrain_hours,
+        **_cost_columns(results.cost or {}),
     }
     weights, metric = results.layer_weights, results.primary_metric
     rows = []
@@ -87,6 +91,16 @@ def _rows_of(path: Path) -> list[dict]:
             "layer_weights": None if weights is None else json.dumps(weights), "path": str(path),
         })
     return rows
+
+
+def _cost_columns(cost: dict) -> dict:
+    """The :data:`COST_COLUMNS` of a ``cost`` record; ValueError when one holds a wrong type."""
+    device = cost.get("device")
+    if device is not None and not isinstance(device, str):
+        raise ValueError(f"cost 'device' is not a string: {device!r}")
+    return {"parameters_used": _optional(cost, "parameters_used", int),
+            "macs_per_second": _optional(cost, "macs_per_second", Real), "rtf": _optional(cost, "rtf", Real),
+            "peak_mem_mb": _optional(cost, "peak_mem_mb", Real), "cost_device": device}
 
 
 def _is_number(value, kind: type) -> bool:

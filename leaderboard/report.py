@@ -7,6 +7,8 @@ The HTML page embeds its plots as PNG data URIs (no other files, no scripts):
   the chosen learning rate) as one heat map per upstream, its tracks × layers, content tasks (KS, PR,
   ASR, ...) above the line and speaker / paralinguistic tasks (SID, ASV, ER, ...) below it: which
   layers each task draws on (:func:`layer_weight_profiles`, also written as ``layer_weights.csv``);
+- the SUPERB score against MACs per second of audio and against parameters, one point per ranked
+  upstream (random twins hollow), the Pareto front drawn (:func:`plot_cost`, docs/cost.md);
 - pre-training curves (validation loss against step) from the ``curve.tsv`` that
   ``upstream.pretrain`` writes beside each ``upstream.pt``.
 """
@@ -57,14 +59,23 @@ def _mean_std(mean, std, metric: str) -> str:
     return text
 
 
+COST_DISPLAY = (("MACs/s (G)", "macs_per_second", 1e9, ".3g"), ("RTF", "rtf", 1.0, ".3g"),
+                ("peak mem (MB)", "peak_mem_mb", 1.0, ".0f"))
+"""(label, :func:`leaderboard_table` column, divisor, format) of the cost columns shown (docs/cost.md)."""
+
+
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`leaderboard_table` output as strings: accuracies in %, ``mean ± std``, parameters in millions."""
+    """:func:`leaderboard_table` output as strings: accuracies in %, ``mean ± std``, parameters in millions,
+    MACs per second of audio in billions, real-time factor, peak memory in MB."""
     out = pd.DataFrame({
         "rank": table["rank"].map(lambda r: "–" if pd.isna(r) else str(int(r))),
         "upstream": table["upstream"],
         "params (M)": table["parameters"].map(lambda p: "–" if pd.isna(p) else f"{p / 1e6:.2f}"),
         "pre-training (h)": table["pretrain_hours"].map(lambda h: "–" if pd.isna(h) else f"{h:.2f}"),
     })
+    for label, column, scale, fmt in COST_DISPLAY:
+        values = table[column] if column in table.columns else pd.Series(math.nan, index=table.index)
+        out[label] = values.map(lambda v, scale=scale, fmt=fmt: "–" if pd.isna(v) else format(v / scale, fmt))
     for column, metric in _metric_columns(table):
         label = f"{column} {metric}" + (" (%)" if _is_accuracy(metric) else "")
         out[label] = [_mean_std(m, s, metric)
@@ -103,6 +114,57 @@ def plot_metrics(runs: pd.DataFrame, split: str):
         better = "higher" if bool(here["higher_is_better"].iloc[0]) else "lower"
         ax.set_title(f"{column}: {metric}{' (%)' if scale == 100 else ''}, {better} is better", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def is_random_twin(upstream: str) -> bool:
+    """Whether a leaderboard label names a random-weights twin (``apc:random``, ``hf:wavlm-random``)."""
+    return upstream.endswith((":random", "-random"))
+
+
+def pareto_front(cost: pd.Series, score: pd.Series) -> pd.Series:
+    """True for the points no other point beats: none costs at most as much and scores at least as
+    high, one of the two strictly (lower cost and higher score are better). NaN points are never on it."""
+    known = cost.notna() & score.notna()
+    on = pd.Series(False, index=cost.index)
+    for i in cost.index[known]:
+        c, s = cost[i], score[i]
+        others = known & (cost <= c) & (score >= s) & ((cost < c) | (score > s))
+        on[i] = not others.any()
+    return on
+
+
+COST_AXES = (("macs_per_second", 1e9, "MACs per second of audio (G, symmetric log)"),
+             ("parameters", 1e6, "parameters (M, symmetric log)"))
+"""(leaderboard column, divisor, axis label) of the score-against-cost plots."""
+
+
+def plot_cost(table: pd.DataFrame):
+    """SUPERB score against MACs per second and against parameters, one point per ranked upstream (random
+    twins hollow), the Pareto front (:func:`pareto_front`) as a line; None when no ranked upstream has a cost."""
+    ranked = table[table["superb_score"].notna()]
+    axes_shown = [(c, d, label) for c, d, label in COST_AXES
+                  if c in ranked.columns and ranked[c].notna().any()]
+    if ranked.empty or not any(c == "macs_per_second" for c, _, _ in axes_shown):
+        return None
+    fig, axes = plt.subplots(1, len(axes_shown), figsize=(6.0 * len(axes_shown), 4.4), squeeze=False,
+                             layout="constrained")
+    for ax, (column, divisor, label) in zip(axes[0], axes_shown, strict=True):
+        here = ranked[ranked[column].notna()]
+        x, y = here[column].astype(float) / divisor, here["superb_score"].astype(float)
+        front = pareto_front(x, y)
+        twin = here["upstream"].map(is_random_twin)
+        ax.scatter(x[~twin], y[~twin], color="#4878a8", zorder=3, label="pre-trained or fixed features")
+        ax.scatter(x[twin], y[twin], facecolors="none", edgecolors="#c44e52", zorder=3, label="random twin")
+        order = x[front].sort_values().index
+        ax.plot(x[order], y[order], drawstyle="steps-post", color="#55a868", zorder=2, label="Pareto front")
+        for i in here.index:
+            ax.annotate(here.at[i, "upstream"], (x[i], y[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_ylabel("SUPERB score", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return fig
 
 
@@ -279,8 +341,13 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
     layer_note = ("Softmaxed featurizer weights, mean over seeds and folds at the chosen learning rate; one map "
                   "per upstream, content tasks above the white line, speaker and paralinguistic tasks below; "
                   "centre: the weights' mean layer index. The numbers, with std and runs: layer_weights.csv.")
+    cost_note = ("One point per ranked upstream (hollow: random-weights twins); the line joins the Pareto front, "
+                 "the upstreams no other one beats on both score and cost. MACs: FlopCounterMode over one forward "
+                 "pass, averaged over the input lengths in results.json's cost record; FFT front ends and "
+                 "element-wise work are not counted (docs/cost.md).")
     sections = [("Primary metric per task", plot_metrics(runs, split), ""),
                 ("Which layers each task uses, per upstream", plot_layer_weights(runs, split), layer_note),
+                ("Score against cost", plot_cost(table), cost_note),
                 ("Pre-training curves", plot_pretraining(runs, search_roots), "")]
     refs = column_references(metric_table(runs, split), runs, split, baseline, references)
     ref_items = "".join(

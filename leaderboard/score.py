@@ -230,10 +230,26 @@ def score_table(metrics: pd.DataFrame, refs: pd.DataFrame, baseline: str) -> pd.
     return pd.DataFrame(rows, columns=["upstream", "column", "score"])
 
 
+def upstream_costs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per upstream (the index): ``parameters_used`` and ``macs_per_second`` (the same in every run of an
+    upstream; the largest is taken), ``rtf`` and ``peak_mem_mb`` (the median over its runs: timings
+    vary from run to run) and ``cost_device`` (the devices they were measured on, joined). NaN without
+    a cost record (docs/cost.md)."""
+    columns = {"parameters_used": "max", "macs_per_second": "max", "rtf": "median", "peak_mem_mb": "median"}
+    have = [c for c in columns if c in runs.columns]
+    out = runs.groupby("upstream")[have].agg({c: columns[c] for c in have})
+    devices = runs.groupby("upstream")["cost_device"] if "cost_device" in runs.columns else None
+    out["cost_device"] = (devices.agg(lambda x: ", ".join(sorted(set(x.dropna()))) or None)
+                          if devices is not None else None)
+    return out
+
+
 def leaderboard_table(runs: pd.DataFrame, split: str = "test", baseline: str = "fbank",
                       references: dict[str, tuple[Reference, ...]] | None = None) -> pd.DataFrame:
-    """One row per upstream: parameters, pre-training hours, each column's primary metric (mean, std,
-    runs), the head's learning rate, each column's SUPERB score, ``scored_tasks``, the SUPERB score and the rank.
+    """One row per upstream: parameters, pre-training hours, its cost (:func:`upstream_costs`:
+    ``parameters_used``, ``macs_per_second``, ``rtf``, ``peak_mem_mb``, ``cost_device``), each column's
+    primary metric (mean, std, runs), the head's learning rate, each column's SUPERB score,
+    ``scored_tasks``, the SUPERB score and the rank.
 
     ``runs`` is :func:`leaderboard.collect.collect` output. Where an upstream ran a track at several
     learning rates, only the rate with the best dev mean counts (:func:`choose_learning_rates`). The
@@ -252,7 +268,7 @@ def leaderboard_table(runs: pd.DataFrame, split: str = "test", baseline: str = "
     table = pd.DataFrame({"upstream": sorted(metrics["upstream"].unique())}).set_index("upstream")
     about = runs.groupby("upstream").agg(parameters=("upstream_parameters", "max"),
                                          pretrain_hours=("pretrain_hours", "max"))
-    table = table.join(about)
+    table = table.join(about).join(upstream_costs(runs))
     columns = list(primary["column"].drop_duplicates())
     for column in columns:
         here = primary[primary["column"] == column].set_index("upstream")

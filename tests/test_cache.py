@@ -142,3 +142,124 @@ def test_runs_on_a_layer_subset_agree_cached_and_live(sc_root: Path, tmp_path: P
         assert cached["splits"][split]["accuracy"] == live["splits"][split]["accuracy"]
     weights = json.loads((tmp_path / "exp" / "cached" / "layer_weights.json").read_text())
     assert len(weights["weights"]) == 2 and weights["layers"][0] == 0 and weights["layers"][1] > 1
+
+
+CHILD = """
+import hashlib, json, os, sys, time
+from pathlib import Path
+import torch
+from corpora.manifest import read_manifest
+from downstream.cache import FeatureCache
+from upstream import build_upstream
+
+root, manifest, calls, ready, go, delay = sys.argv[1:7]
+inner = build_upstream("fbank")
+
+class Slow(torch.nn.Module):  # fbank, slowed down, noting each forward call
+    name, num_layers, hidden_size = inner.name, inner.num_layers, inner.hidden_size
+    def fingerprint(self):
+        return inner.fingerprint()
+    def num_frames(self, samples):
+        return inner.num_frames(samples)
+    def forward(self, wavs, lengths):
+        with open(calls, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(float(delay))
+        return inner(wavs, lengths)
+
+records = read_manifest(manifest)[:8]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+features = FeatureCache(root).get(Slow(), records, batch_seconds=2.0, batch_size=2)
+digest = hashlib.sha256((features.entry / "features.bin").read_bytes()).hexdigest()
+print(json.dumps({"entry": str(features.entry), "sha": digest, "items": len(features)}))
+"""
+
+
+def _child(tmp_path: Path, name: str, manifest: Path, delay: float):
+    """A separate Python process that extracts the first 8 records of ``manifest`` into ``tmp_path/cache``
+    once ``tmp_path/go`` exists (it touches ``tmp_path/<name>.ready`` first); forward calls go to ``calls``."""
+    import os  # noqa: PLC0415  (these tests only)
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    args = [str(tmp_path / "cache"), str(manifest), str(tmp_path / "calls"), str(tmp_path / f"{name}.ready"),
+            str(tmp_path / "go"), str(delay)]
+    return subprocess.Popen([sys.executable, "-c", CHILD, *args], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, what: str, timeout: float = 30.0):
+    import time  # noqa: PLC0415  (these tests only)
+
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_two_processes_asked_for_one_entry_at_once_build_it_once(sc_root: Path, tmp_path: Path):
+    import json  # noqa: PLC0415  (this test only)
+
+    manifest = prepare_speech_commands(sc_root, tmp_path / "m")["dev"]
+    children = [_child(tmp_path, name, manifest, delay=0.2) for name in ("a", "b")]
+    _wait_for(lambda: all((tmp_path / f"{n}.ready").exists() for n in "ab"), "both processes to start")
+    (tmp_path / "go").touch()  # both look the entry up at once
+    outputs = []
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outputs[0] == outputs[1] and outputs[0]["items"] == 8  # the same entry, the same bytes
+    writers = set((tmp_path / "calls").read_text().split())
+    assert len(writers) == 1  # one process extracted; the other waited and opened its entry
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(outputs[0]["entry"]).name]  # no lock, no temp
+    up = build_upstream("fbank")
+    records = read_manifest(manifest)[:8]
+    assert FeatureCache(tmp_path / "cache").lookup(up, records) == Path(outputs[0]["entry"])
+
+
+def test_a_killed_writers_leftovers_are_removed_and_the_entry_built(sc_root: Path, tmp_path: Path, caplog):
+    import os  # noqa: PLC0415  (this test only)
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from downstream.cache import remove_leftovers  # noqa: PLC0415
+
+    manifest = prepare_speech_commands(sc_root, tmp_path / "m")["dev"]
+    (tmp_path / "go").touch()
+    child = _child(tmp_path, "a", manifest, delay=5.0)
+    cache = tmp_path / "cache"
+    _wait_for(lambda: (tmp_path / "calls").exists(), "the writer's first batch")
+    child.kill()  # SIGKILL mid-extraction: no clean-up runs
+    child.wait(timeout=30)
+    leftovers = sorted(p.name for p in cache.iterdir())
+    assert len(leftovers) == 2 and leftovers[0].endswith(".lock") and f".tmp-{socket.gethostname()}-" in leftovers[1]
+    # a dead process's temporary folder of another entry goes too; a live writer's stays
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = cache / f".other-1.tmp-{socket.gethostname()}-{gone.stdout.strip()}", \
+        cache / f".other-2.tmp-{socket.gethostname()}-{os.getpid()}"
+    dead.mkdir()
+    live.mkdir()
+    up = build_upstream("fbank")
+    records = read_manifest(manifest)[:8]
+    with caplog.at_level("WARNING", logger="downstream"):
+        features = FeatureCache(cache).get(up, records, batch_seconds=2.0, batch_size=2)
+    assert "leftover of an interrupted extraction" in caplog.text
+    assert sorted(p.name for p in cache.iterdir()) == sorted([live.name, features.entry.name])
+    assert len(features) == 8 and features[7][1].shape[1:] == (1, 240)
+    assert remove_leftovers(cache, "nothing") == []  # the live writer's folder is not touched
+
+
+def test_without_locks_the_first_rename_wins_and_the_other_writer_reuses_it(records, tmp_path: Path, monkeypatch):
+    import downstream.cache as cache_module  # noqa: PLC0415  (patched below)
+
+    monkeypatch.setattr(cache_module, "fcntl", None)  # a filesystem where flock does not work
+    up, cache = build_upstream("fbank"), FeatureCache(tmp_path / "cache")
+    first = cache.get(up, records[:4], batch_seconds=2.0).entry
+    second = cache._build(up, records[:4], 2.0, 32, "extract")  # a process that missed it too, finishing later
+    assert second == first and [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]

@@ -559,3 +559,57 @@ def test_paired_differences_per_seed_follow_each_tracks_direction(tmp_path):
                         str(out)]) == 0
     assert "| sid " in out.read_text()
     assert paired_main([str(root), "--pair", "nothing=mj_s1"]) == 2  # an unknown upstream: a clear error
+
+
+def _with_cost(upstream, accuracy, macs, params, *, rtf=0.01, mem=700.0, label=None):
+    payload = _results(upstream, 1, accuracy, accuracy)
+    payload.update(upstream_label=label or upstream, upstream_parameters=params,
+                   cost={"version": 1, "lengths_s": [2.0, 5.0, 10.0], "macs_per_second": macs, "parameters": params,
+                         "parameters_used": params, "rtf": rtf, "peak_mem_mb": mem, "device": "cpu", "threads": 1})
+    return payload
+
+
+def test_cost_columns_score_against_cost_and_the_pareto_front(tmp_path):
+    from leaderboard.report import is_random_twin, pareto_front, plot_cost  # noqa: PLC0415  (this test only)
+
+    root = tmp_path / "exp"
+    for name, payload in [("f", _with_cost("fbank", 0.40, 2e6, 0)),
+                          ("s", _with_cost("small", 0.80, 1e8, 1_000_000, rtf=0.02, mem=710.0)),
+                          ("b", _with_cost("big", 0.90, 1e10, 100_000_000, rtf=0.5, mem=1900.0)),
+                          ("w", _with_cost("waste", 0.70, 5e9, 50_000_000)),  # costs more than small, scores less
+                          ("r", _with_cost("apc", 0.60, 1e8, 1_000_000, label="apc:random")),  # small's cost, less
+                          ("o", _results("old", 1, 0.5, 0.5))]:  # written before results.json had a cost
+        _write(root, name, payload)
+    _write(root, "s2", {**_with_cost("small", 0.80, 1e8, 1_000_000, rtf=0.04, mem=730.0), "seed": 2})
+    runs = collect(root)
+    assert runs.loc[runs["upstream"] == "small", "macs_per_second"].eq(1e8).all()
+    assert runs.loc[runs["upstream"] == "old", ["macs_per_second", "rtf", "peak_mem_mb"]].isna().all().all()
+    table = leaderboard_table(runs).set_index("upstream")
+    assert table.loc["small", "rtf"] == pytest.approx(0.03) and table.loc["small", "peak_mem_mb"] == 720.0  # medians
+    assert table.loc["big", "macs_per_second"] == 1e10 and table.loc["small", "cost_device"] == "cpu"
+    assert math.isnan(table.loc["old", "macs_per_second"])
+    shown = format_markdown(leaderboard_table(runs))
+    assert "MACs/s (G)" in shown and "RTF" in shown and "peak mem (MB)" in shown
+    small = [cell.strip() for cell in next(line for line in shown.splitlines() if "| small" in line).split("|")]
+    assert small[5:8] == ["0.1", "0.03", "720"]  # after rank, upstream, params, pre-training
+    ranked = table[table["superb_score"].notna()]
+    by_macs = pareto_front(ranked["macs_per_second"], ranked["superb_score"])
+    assert sorted(by_macs[by_macs].index) == ["big", "fbank", "small"]  # waste and the random twin are beaten
+    by_params = pareto_front(ranked["parameters"].astype(float), ranked["superb_score"])
+    assert sorted(by_params[by_params].index) == ["big", "fbank", "small"]
+    assert is_random_twin("apc:random") and is_random_twin("hf:wavlm-random") and not is_random_twin("apc:apc_tiny")
+    assert plot_cost(leaderboard_table(runs)) is not None
+    assert main([str(root), "--out", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Score against cost" in page and page.count("data:image/png;base64,") == 2  # bars, cost
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert {"macs_per_second", "rtf", "peak_mem_mb", "parameters_used", "cost_device"} <= set(board.columns)
+
+
+def test_pareto_front_ties_and_missing_points():
+    from leaderboard.report import pareto_front  # noqa: PLC0415  (this test only)
+
+    cost = pd.Series([1.0, 1.0, 2.0, math.nan, 3.0], index=list("abcde"))
+    score = pd.Series([5.0, 5.0, 4.0, 9.0, 6.0], index=list("abcde"))
+    front = pareto_front(cost, score)
+    assert list(front[front].index) == ["a", "b", "e"]  # equal points both stay; c is beaten; d has no cost

@@ -44,6 +44,10 @@ def test_train_writes_a_self_describing_experiment(sc_root: Path, tmp_path: Path
     snapshot = yaml.safe_load((exp / "config.yaml").read_text())
     assert snapshot["run"]["upstream"] == "fbank_global" and snapshot["config"]["train"]["total_steps"] == 30
     assert json.loads((exp / "layer_weights.json").read_text())["weights"] == [1.0]
+    cost = on_disk["cost"]  # measured once for this upstream's fingerprint, kept beside the feature cache
+    assert cost["parameters"] == on_disk["upstream_parameters"] == 0 and cost["macs_per_second"] > 0
+    assert cost["lengths_s"] == [2.0, 5.0, 10.0] and cost["rtf"] > 0 and cost["device"] == "cpu"
+    assert len(list((tmp_path / "cache" / "cost").glob("fbank_global-*.json"))) == 1
 
 
 @pytest.mark.parametrize("cache", [True, False])
