@@ -2,10 +2,13 @@
 
     python -m recipes.benchmark [--data demo|shared|CONFIG.yaml] [--expdir exp/benchmark-demo]
         [--upstreams fbank,apc_tiny] [--tasks ks,st] [--seeds N] [--jobs N] [-o section.key=value]
+        [--launcher local|slurm|submitit-local [--partition P --time MIN --gpus-per-node N ...] [--dry-run]]
+        [--collect]
 
 Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
 
-1. **corpora**: each task's corpus is built when it is a demo corpus and absent (TTS);
+1. **corpora**: each task's corpus is built when it is a demo corpus and absent (TTS); a training-free
+   track (``qbe``) has no Task to build and searches the corpus its config names;
 2. **pre-training**: each upstream of the config's ``pretrain`` section is pre-trained on
    ``pretrain.data`` into ``<expdir>/pretrain/<name>/`` unless it has a ``summary.json`` (or the
    config gives its ``checkpoint``: not the ``upstream.pt`` of a pre-training run that has not
@@ -18,13 +21,19 @@ Stages, each timed (``<expdir>/timing.tsv``, printed at the end):
    :func:`downstream.tasks.transcribed.frame_rate_settings`), PR heads at the upstream's frames,
    40-ms ones repeated to 20 ms.
    An upstream written ``random:NAME`` is the random-weights twin of the pre-trained ``NAME``: the
-   same architecture and settings, its initial weights. ``--jobs N`` trains N experiments at once;
+   same architecture and settings, its initial weights. ``--jobs N`` trains N experiments at once.
+   A training-free track (task ``qbe``, :data:`TRAINING_FREE`) runs its search once per upstream × seed
+   into ``<track>-<upstream>-seed<N>/`` (no folds, no learning rates);
 4. **leaderboard**: ``runs.csv``, ``leaderboard.csv``, ``leaderboard.md``, ``report.html`` in ``<expdir>``;
    where a track has a learning-rate grid, each upstream's rate with the best dev mean counts.
 
 Idempotent: a second run trains nothing; an interrupted run resumes each experiment from its last
 checkpoint. An experiment folder whose config differs from what the benchmark config now asks for is
 an error naming the differences (delete the folder, or use another ``--expdir``), never reused.
+``--launcher slurm`` submits the pre-training runs and one job per (track, upstream) through submitit
+(:mod:`recipes.benchmark.launcher`; ``--dry-run`` prints the first job's sbatch script),
+``--launcher submitit-local`` runs the same jobs as local subprocesses; ``--collect`` writes the
+leaderboard from whatever has finished and lists the runs still missing.
 ``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
 ``--data shared`` the real recordings in ``../shared/data`` (``recipes/benchmark/shared.yaml``);
 any other value is a benchmark YAML of the same shape pointing at your corpora.
@@ -33,10 +42,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,16 +59,20 @@ import yaml
 
 from core import distributed, runs, signals
 from core.cli import run_main
-from core.config import ConfigError, load_yaml, parse_overrides
+from core.config import ConfigError, claim_folder, load_yaml, merge, parse_overrides, to_dict
 from core.logs import setup_console_logging
+from downstream.cli import TRAINING_FREE
 from downstream.config import ExperimentConfig
+from downstream.qbe.run import TASK as QBE_TASK, QbEConfig, resolve_qbe_config, run_qbe
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
 from downstream.tasks.transcribed import frame_rate_settings
-from leaderboard.cli import write_outputs
 from upstream import build_upstream
 from upstream.pretrain import Pretrainer, resolve_pretrain_config
 from upstream.registry import checkpoint_settings, takes_model_ids
+
+from . import launcher as launchers
+from .launcher import JOB_PER, LAUNCHERS, Job, JobsFailed, LauncherConfig, Stage, check_launcher, load_launcher
 
 HERE = Path(__file__).parent
 PRESETS = {"demo": HERE / "demo.yaml", "shared": HERE / "shared.yaml"}
@@ -70,6 +86,9 @@ concatenates 10-ms frames to 20 ms, PR keeps them (SUPERB's linear probe sees th
 frames); both repeat 40-ms frames."""
 FOLD_KEYS = {"ks": "speaker_folds", "pr": "folds", "er": "folds"}
 """The task setting that re-splits a corpus into folds, per task that has one."""
+QBE_KEYS = {f.name for f in dataclasses.fields(QbEConfig)}
+"""Top-level keys of a training-free track's config: a command-line ``-o`` applies to such a track
+when its first key is one of these (``upstream.preset=tiny``, ``document_limit=100``)."""
 
 
 @dataclass
@@ -106,6 +125,8 @@ class BenchmarkConfig:
     seeds: int = 1
     jobs: int = 1
     """Downstream experiments trained at once (one thread each); ``--jobs`` overrides."""
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    """Slurm settings of ``--launcher slurm`` (the YAML's ``launcher:`` section; flags override)."""
 
 
 def load_benchmark(path: Path) -> BenchmarkConfig:
@@ -115,9 +136,10 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML ({err})") from None
-    unknown = set(raw) - {"pretrain", "upstreams", "tasks", "seeds", "jobs"}
+    unknown = set(raw) - {"pretrain", "upstreams", "tasks", "seeds", "jobs", "launcher"}
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: pretrain, upstreams, tasks, seeds, jobs")
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: pretrain, upstreams, tasks, seeds, jobs, "
+                          "launcher")
     pretrain = raw.get("pretrain") or {}
     pretrain_jobs = {name: _job(PretrainJob, spec, f"{where}: pretrain.upstreams.{name}")
                      for name, spec in (pretrain.get("upstreams") or {}).items()}
@@ -133,6 +155,8 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
         raise ConfigError(f"{where}: two random twins of one architecture ({sorted(twins)}) would share the "
                           "leaderboard row '<architecture>:random'")
     for name, job in tasks.items():
+        if job.task in TRAINING_FREE and (job.folds or job.lrs):
+            raise ConfigError(f"{where}: tasks.{name}: {job.task} is training-free (no head): no folds, no lrs")
         if job.folds and job.task not in FOLD_KEYS:
             raise ConfigError(f"{where}: tasks.{name}.folds: only {', '.join(FOLD_KEYS)} re-split into folds")
         if any(not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 for lr in job.lrs):
@@ -140,7 +164,7 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
     if not upstreams or not tasks:
         raise ConfigError(f"{where}: needs at least one upstream and one task")
     return BenchmarkConfig(list(pretrain.get("data") or []), pretrain_jobs, upstreams, tasks, int(raw.get("seeds", 1)),
-                           int(raw.get("jobs", 1)))
+                           int(raw.get("jobs", 1)), load_launcher(raw.get("launcher"), f"{where}: launcher"))
 
 
 def _job(cls, spec: dict, where: str):
@@ -175,12 +199,12 @@ class Timer:
 
 @dataclass
 class Run:
-    """One downstream experiment of the benchmark, its config already checked against its folder."""
+    """One experiment of the benchmark, its config already checked against its folder: ``action()``
+    makes its results (a downstream experiment's training, or a training-free track's search)."""
 
     stage: str
     folder: Path
-    spec: RunSpec
-    cfg: ExperimentConfig
+    action: Callable[[], dict]
 
     @property
     def done(self) -> bool:
@@ -193,18 +217,42 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
     trains that many downstream experiments at once, each process on one thread."""
     expdir.mkdir(parents=True, exist_ok=True)
     timer = Timer(expdir / "timing.tsv")
-    overrides = {track: [*bench.tasks[track].overrides, *extra] for track in tracks}
-    for track in tracks:
-        job = bench.tasks[track]
-        task_cfg = resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config),
-                                  parse_overrides(overrides[track])).task
-        timer.run(f"corpus {track}", get_task(job.task)(task_cfg, expdir).build_corpus, done_already=False)
-    checkpoints = _pretrain_all(bench, upstreams, expdir / "pretrain", timer)
+    overrides = {track: _track_overrides(bench, track, extra) for track in tracks}
+    _build_corpora(bench, tracks, overrides, expdir, timer)
+    checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain")
+    for name, job, folder, finished in to_pretrain:  # in the config's order: a teacher comes before its student
+        pretrainer = _pretrainer(job, folder, bench.pretrain_data, expdir / "pretrain")  # a changed config: error
+        timer.run(f"pretrain {name}", pretrainer.run, done_already=finished)
     groups = [group for track in tracks
               for group in _track_runs(bench, track, overrides[track], upstreams, checkpoints, expdir / "downstream")]
     _train_all(groups, timer, jobs)
-    return timer.run("leaderboard", lambda: write_outputs(expdir / "downstream", expdir, title=f"Benchmark: {expdir}"),
-                     done_already=False)
+    return timer.run("leaderboard", lambda: _write_leaderboard(expdir), done_already=False)
+
+
+def _write_leaderboard(expdir: Path) -> str:
+    from leaderboard.cli import write_outputs  # noqa: PLC0415  (matplotlib: not in every worker and job)
+
+    return write_outputs(expdir / "downstream", expdir, title=f"Benchmark: {expdir}")
+
+
+def _track_overrides(bench: BenchmarkConfig, track: str, extra: list[str]) -> list[str]:
+    """The track's overrides, then the command line's ``-o``; a training-free track takes only those
+    ``-o`` whose first key is one of its config's (:data:`QBE_KEYS`)."""
+    job = bench.tasks[track]
+    if job.task in TRAINING_FREE:
+        extra = [o for o in extra if o.partition("=")[0].split(".")[0] in QBE_KEYS]
+    return [*job.overrides, *extra]
+
+
+def _build_corpora(bench: BenchmarkConfig, tracks: list[str], overrides: dict[str, list[str]], expdir: Path,
+                   timer: Timer) -> None:
+    for track in tracks:
+        job = bench.tasks[track]
+        if job.task in TRAINING_FREE:  # no Task: the search reads the corpus its config names
+            continue
+        task_cfg = resolve_config(RunSpec(job.task, "fbank"), load_yaml(job.config),
+                                  parse_overrides(overrides[track])).task
+        timer.run(f"corpus {track}", get_task(job.task)(task_cfg, expdir).build_corpus, done_already=False)
 
 
 def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
@@ -213,7 +261,7 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
     if jobs <= 1:
         for group in groups:
             for run in group:
-                timer.run(run.stage, Experiment(run.folder, run.spec, run.cfg).train, done_already=run.done)
+                timer.run(run.stage, run.action, done_already=run.done)
         return
     for group in groups:
         for run in (r for r in group if r.done):
@@ -228,7 +276,7 @@ def _train_all(groups: list[list[Run]], timer: Timer, jobs: int) -> None:
         while futures:
             finished, futures = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:
-                for stage, seconds in future.result():  # a failed run raises here, naming its error
+                for stage, seconds, _ in future.result():  # a failed run raises here, naming its error
                     timer.record(stage, seconds, reused=False)
     except signals.Interrupted:  # pass the stop on: each worker saves its run's checkpoint and ends
         for process in list(pool._processes.values()):  # noqa: SLF001  (the executor's workers: no public handle)
@@ -247,30 +295,42 @@ def _worker_init(device: str) -> None:
     distributed.init(device)
 
 
-def _train_group(runs: list[Run]) -> list[tuple[str, float]]:
+def _train_group(runs: list[Run]) -> list[Stage]:
+    """Every run of a group not done yet, in order; (stage, seconds, reused) of each."""
     out = []
     for run in runs:
+        if run.done:
+            out.append((run.stage, 0.0, True))
+            continue
         t0 = time.perf_counter()
-        Experiment(run.folder, run.spec, run.cfg).train()  # a stop (Interrupted) reaches the parent, which exits
-        out.append((run.stage, time.perf_counter() - t0))
+        run.action()  # a stop (Interrupted) reaches the parent, which exits
+        out.append((run.stage, time.perf_counter() - t0, False))
     return out
 
 
-def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, timer: Timer) -> dict[str, str | None]:
-    """Pre-train (or reuse) every upstream asked for and the teachers they name; upstream -> checkpoint
-    (None: FBANK)."""
+def _train_experiment(folder: Path, spec: RunSpec, cfg: ExperimentConfig) -> dict:
+    return Experiment(folder, spec, cfg).train()
+
+
+def _pretrain_plan(bench: BenchmarkConfig, upstreams: list[str], root: Path, check: bool = True
+                   ) -> tuple[dict[str, str | None], list[tuple[str, PretrainJob, Path, bool]]]:
+    """Where every upstream asked for finds its checkpoint (None: FBANK; a pre-trained one: the
+    ``upstream.pt`` its run leaves), and the pre-training runs it takes, the teachers they name
+    included, in the config's order (a teacher before its student): (name, job, folder, whether it
+    has finished). ``check=False`` checks no ``checkpoint`` entry: for a plan that changes nothing
+    (``--dry-run``)."""
     checkpoints: dict[str, str | None] = {name: None for name in upstreams if name in BASELINES}
     pretrained = {u.removeprefix(TWIN_PREFIX) for u in upstreams if u not in BASELINES}
-    teachers = {name for u in pretrained for o in bench.pretrain[u].overrides
-                for name in bench.pretrain if f"{{pretrain}}/{name}/" in o}
+    teachers = {name for u in pretrained for name in _teachers(bench, bench.pretrain[u])}
+    to_pretrain = []
     for name, job in bench.pretrain.items():  # in the config's order: a teacher comes before its student
         if name not in pretrained and name not in teachers:
             continue
         if job.checkpoint:
             path = Path(job.checkpoint)
-            if not path.exists() and not takes_model_ids(job.upstream):
+            if check and not path.exists() and not takes_model_ids(job.upstream):
                 raise FileNotFoundError(f"pretrain.upstreams.{name}.checkpoint not found: {job.checkpoint}")
-            if runs.unfinished_run_checkpoint(path):
+            if check and runs.unfinished_run_checkpoint(path):
                 raise ConfigError(f"pretrain.upstreams.{name}.checkpoint: {job.checkpoint} belongs to a pre-training "
                                   f"run that has not finished (no summary.json in {path.parent}), and its "
                                   "upstream.pt is rewritten at every save: results trained on it would be kept "
@@ -279,10 +339,40 @@ def _pretrain_all(bench: BenchmarkConfig, upstreams: list[str], root: Path, time
             checkpoints[name] = str(path.resolve()) if path.exists() else job.checkpoint  # else a model id
             continue
         folder = root / name
-        pretrainer = _pretrainer(job, folder, bench.pretrain_data, root)  # a changed config is an error here
-        timer.run(f"pretrain {name}", pretrainer.run, done_already=runs.pretraining_finished(folder))
+        to_pretrain.append((name, job, folder, runs.pretraining_finished(folder)))
         checkpoints[name] = str((folder / runs.UPSTREAM_FILE).resolve())
-    return checkpoints
+    return checkpoints, to_pretrain
+
+
+def _teachers(bench: BenchmarkConfig, job: PretrainJob) -> list[str]:
+    """The pre-training runs whose folders ``job``'s overrides name (``{pretrain}/NAME/``)."""
+    return [name for name in bench.pretrain if any(f"{{pretrain}}/{name}/" in o for o in job.overrides)]
+
+
+def _variants(bench: BenchmarkConfig, track: str) -> list[tuple[str, str, list[str]]]:
+    """(folder suffix, stage suffix, overrides) of every run of one upstream on ``track``: seed × fold ×
+    learning rate (a training-free track: seeds alone)."""
+    job = bench.tasks[track]
+    folds = [(f"-fold{k}", [f"task.{FOLD_KEYS[job.task]}={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
+        if job.folds else [("", [])]
+    rates = [(f"-lr{lr:g}", [f"train.lr={lr}"]) for lr in job.lrs] or [("", [])]
+    seed_key = "seed" if job.task in TRAINING_FREE else "train.seed"
+    return [(f"-seed{seed}{fold_suffix}{lr_suffix}",
+             f" seed {seed}{fold_suffix.replace('-', ' ')}{lr_suffix.replace('-', ' ')}",
+             [*fold_overrides, *lr_overrides, f"{seed_key}={seed}"])
+            for seed in range(1337, 1337 + bench.seeds)
+            for fold_suffix, fold_overrides in folds
+            for lr_suffix, lr_overrides in rates]
+
+
+def _experiment_name(track: str, upstream: str, suffix: str) -> str:
+    return f"{track}-{upstream.replace(':', '-')}{suffix}"
+
+
+def expected_runs(bench: BenchmarkConfig, tracks: list[str], upstreams: list[str]) -> list[tuple[str, str]]:
+    """(stage, experiment folder name) of every downstream run the benchmark asks for."""
+    return [(f"{track} {name}{stage_suffix}", _experiment_name(track, name, suffix))
+            for track in tracks for name in upstreams for suffix, stage_suffix, _ in _variants(bench, track)]
 
 
 def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstreams: list[str],
@@ -290,30 +380,159 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
     """One track's experiments, one group per upstream: every seed × fold × learning rate. Each
     experiment folder is created (or checked: a changed config is an error here)."""
     job = bench.tasks[track]
-    folds = [(f"-fold{k}", [f"task.{FOLD_KEYS[job.task]}={job.folds}", f"task.fold={k}"]) for k in range(job.folds)] \
-        if job.folds else [("", [])]
-    rates = [(f"-lr{lr:g}", [f"train.lr={lr}"]) for lr in job.lrs] or [("", [])]
     groups = []
     for name in upstreams:
         spec, settings = _upstream_spec(bench, job.task, name, checkpoints)
+        upstream_settings = {"upstream": settings} if settings else {}
         frame_rate = []
         if job.task in FRAME_RATE_TASKS:
             frame_samples = build_upstream(spec.upstream, checkpoints[name.removeprefix(TWIN_PREFIX)]).downsample_rate
             frame_rate = [f"task.{k}={v}" for k, v in frame_rate_settings(frame_samples, job.task == "asr").items()]
         group = []
-        for seed in range(1337, 1337 + bench.seeds):
-            for fold_suffix, fold_overrides in folds:
-                for lr_suffix, lr_overrides in rates:
-                    exp_name = f"{track}-{name.replace(':', '-')}-seed{seed}{fold_suffix}{lr_suffix}"
-                    cfg = resolve_config(spec,
-                                         {**load_yaml(job.config), **({"upstream": settings} if settings else {})},
-                                         parse_overrides([*overrides, *frame_rate, *fold_overrides, *lr_overrides,
-                                                          f"train.seed={seed}"]))
-                    Experiment.create(root, exp_name, spec, cfg)
-                    stage = f"{track} {name} seed {seed}{fold_suffix.replace('-', ' ')}{lr_suffix.replace('-', ' ')}"
-                    group.append(Run(stage, root / exp_name, spec, cfg))
+        for suffix, stage_suffix, variant in _variants(bench, track):
+            exp_name = _experiment_name(track, name, suffix)
+            folder = root / exp_name
+            if job.task == QBE_TASK:
+                cfg = resolve_qbe_config(load_yaml(job.config), upstream_settings,
+                                         parse_overrides([*overrides, *variant]))
+                # the snapshot run_qbe claims its folder with: a changed config is an error now, not once it runs
+                claim_folder(folder, {"run": {"task": QBE_TASK, "upstream": spec.upstream,
+                                              "upstream_ckpt": spec.upstream_ckpt}, "config": to_dict(cfg)},
+                             f"QbE run '{exp_name}'")
+                action = functools.partial(run_qbe, folder, spec.upstream, spec.upstream_ckpt, cfg)
+            elif job.task in TRAINING_FREE:
+                raise ConfigError(f"tasks.{track}: the benchmark does not run the training-free task {job.task!r}")
+            else:
+                cfg = resolve_config(spec, {**load_yaml(job.config), **upstream_settings},
+                                     parse_overrides([*overrides, *frame_rate, *variant]))
+                Experiment.create(root, exp_name, spec, cfg)
+                action = functools.partial(_train_experiment, folder, spec, cfg)
+            group.append(Run(f"{track} {name}{stage_suffix}", folder, action))
         groups.append(group)
     return groups
+
+
+# ---------------------------------------------------------------- through submitit (recipes/benchmark/launcher.py)
+
+
+def launch_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstreams: list[str], tracks: list[str],
+                     kind: str, *, device: str = "auto", jobs: int = 1, dry_run: bool = False,
+                     poll_seconds: float | None = None) -> str | None:
+    """The benchmark as submitit jobs (``kind``: ``slurm`` or ``submitit-local``): corpora here, then one
+    job per pre-training run and one per (track, upstream) group, waited for; returns the leaderboard's
+    Markdown (None when nothing has finished). ``dry_run``: print the first job's sbatch script and the
+    list of jobs, change nothing.
+
+    A group whose upstream is pre-trained by a job of this launch resolves its runs (frame rate, a
+    twin's settings: both read the checkpoint) when it starts; the others are resolved here, so a
+    changed config is an error before anything is submitted.
+    """
+    cfg = bench.launcher
+    jobs_folder = Path(cfg.folder) if cfg.folder else expdir / "slurm" / "%j"
+    overrides = {track: _track_overrides(bench, track, extra) for track in tracks}
+    if dry_run:
+        checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain", check=False)
+        plan = _launch_plan(bench, tracks, upstreams, overrides, checkpoints, to_pretrain, expdir, resolve=False)
+        print(launchers.dry_run(plan, cfg, jobs_folder, expdir.name))
+        return None
+    launchers.check_available(kind)  # before any corpus is built or folder claimed
+    expdir.mkdir(parents=True, exist_ok=True)
+    timer = Timer(expdir / "timing.tsv")
+    _build_corpora(bench, tracks, overrides, expdir, timer)
+    checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain")
+    for name, job, run_dir, finished in to_pretrain:
+        _pretrainer(job, run_dir, bench.pretrain_data, expdir / "pretrain")  # a changed config: error before submitting
+        if finished:
+            timer.record(f"pretrain {name}", 0.0, reused=True)
+    plan = _launch_plan(bench, tracks, upstreams, overrides, checkpoints, to_pretrain, expdir, resolve=True,
+                        timer=timer)
+    failed = None
+    try:
+        launchers.launch(plan, kind, cfg, jobs_folder, device=device, parallel=jobs, prefix=expdir.name,
+                         record=expdir / launchers.JOBS_FILE if kind == "slurm" else None,
+                         on_finished=lambda job, stages: [timer.record(*stage) for stage in stages],
+                         poll_seconds=poll_seconds)
+    except JobsFailed as err:  # the board still shows what has finished; the missing runs are listed
+        failed = err
+    markdown = collect_benchmark(bench, expdir, upstreams, tracks, timer)
+    if failed is not None:
+        raise failed
+    return markdown
+
+
+def _launch_plan(bench: BenchmarkConfig, tracks: list[str], upstreams: list[str], overrides: dict[str, list[str]],
+                 checkpoints: dict[str, str | None], to_pretrain: list, expdir: Path, *, resolve: bool,
+                 timer: Timer | None = None) -> list[Job]:
+    """The jobs: pre-training runs not finished, then every (track, upstream) group with a run not done
+    (``launcher.job_per: upstream``: every such group of one upstream in one job, track after track)."""
+    pending = {name for name, _, _, finished in to_pretrain if not finished}
+    plan = [Job(f"pretrain-{name}", "pretrain",
+                functools.partial(_pretrain_job, name, job, bench.pretrain_data, expdir / "pretrain"),
+                [f"pretrain-{t}" for t in _teachers(bench, job) if t in pending])
+            for name, job, _, finished in to_pretrain if not finished]
+    root = expdir / "downstream"
+    per_upstream: dict[str, list] = {}
+    for track in tracks:
+        for name in upstreams:
+            pretrained = name.removeprefix(TWIN_PREFIX)
+            after = [f"pretrain-{pretrained}"] if pretrained in pending else []
+            if after or not resolve:  # its checkpoint comes later: the job resolves its runs
+                names = [folder for _, folder in expected_runs(bench, [track], [name])]
+                if not after and all((root / n / runs.RESULTS_FILE).is_file() for n in names):
+                    continue
+                action = functools.partial(_group_job, bench, track, overrides[track], name, checkpoints, root)
+            else:
+                group = _track_runs(bench, track, overrides[track], [name], checkpoints, root)[0]
+                for run in group:
+                    if run.done and timer is not None:
+                        timer.record(run.stage, 0.0, reused=True)
+                todo = [run for run in group if not run.done]
+                if not todo:
+                    continue
+                action = functools.partial(_train_group, todo)
+            if bench.launcher.job_per == "upstream":
+                per_upstream.setdefault(name, [after, []])[1].append(action)
+            else:
+                plan.append(Job(_experiment_name(track, name, ""), "downstream", action, after))
+    plan += [Job(name.replace(":", "-"), "downstream", functools.partial(_chain, actions), after)
+             for name, (after, actions) in per_upstream.items()]
+    return plan
+
+
+def _chain(actions: list[Callable[[], list[Stage]]]) -> list[Stage]:
+    """One job, several groups in turn."""
+    return [stage for action in actions for stage in action()]
+
+
+def _pretrain_job(name: str, job: PretrainJob, data: list[str], root: Path) -> list[Stage]:
+    """A pre-training job: the run (resumed from its last checkpoint by a second attempt)."""
+    t0 = time.perf_counter()
+    _pretrainer(job, root / name, data, root).run()
+    return [(f"pretrain {name}", time.perf_counter() - t0, False)]
+
+
+def _group_job(bench: BenchmarkConfig, track: str, overrides: list[str], name: str, checkpoints: dict[str, str | None],
+               root: Path) -> list[Stage]:
+    """A (track, upstream) job whose runs are resolved where it runs (its upstream was pre-trained by
+    the job it waited for)."""
+    return _train_group(_track_runs(bench, track, overrides, [name], checkpoints, root)[0])
+
+
+def collect_benchmark(bench: BenchmarkConfig, expdir: Path, upstreams: list[str], tracks: list[str],
+                      timer: Timer | None = None) -> str | None:
+    """The leaderboard from whatever has finished (``--collect``, and at the end of a launch): writes
+    and returns its Markdown (None when no run has finished) and prints the runs still missing."""
+    root = expdir / "downstream"
+    missing = [(stage, name) for stage, name in expected_runs(bench, tracks, upstreams)
+               if not (root / name / runs.RESULTS_FILE).is_file()]
+    markdown = None
+    if any(root.glob(f"*/{runs.RESULTS_FILE}")):
+        markdown = timer.run("leaderboard", lambda: _write_leaderboard(expdir), done_already=False) \
+            if timer is not None else _write_leaderboard(expdir)
+    if missing:
+        print(f"{len(missing)} of {len(expected_runs(bench, tracks, upstreams))} runs have no results.json yet:\n"
+              + "\n".join(f"  {stage}  ({root / name})" for stage, name in missing), flush=True)
+    return markdown
 
 
 def _upstream_spec(bench: BenchmarkConfig, task: str, name: str,
@@ -349,6 +568,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="downstream experiments trained at once, one thread each (default: the config's jobs, else 1: "
                         "one at a time, all threads)")
     distributed.add_device_option(p)
+    p.add_argument("--collect", action="store_true",
+                   help="run nothing: write the leaderboard from whatever has finished and list the missing runs")
+    s = p.add_argument_group("launchers", "--launcher slurm or submitit-local: one job per pre-training run and per "
+                                          "(track, upstream), through submitit; each setting also a key of the "
+                                          "YAML's launcher: section (the flag wins)")
+    s.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: this process and its --jobs workers (default); slurm: submit to Slurm; "
+                        "submitit-local: the same jobs as local subprocesses (at most --jobs at once; the test path)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="with --launcher slurm: print the first job's sbatch script and the job list, submit nothing")
+    s.add_argument("--partition", help="Slurm partition")
+    s.add_argument("--time", type=int, help="minutes per job (default 240); a job out of time is requeued and resumes")
+    s.add_argument("--gpus-per-node", type=int, help="GPUs per job")
+    s.add_argument("--cpus-per-task", type=int, help="CPU cores per job (its training threads)")
+    s.add_argument("--mem-gb", type=float, help="memory per job")
+    s.add_argument("--array-parallelism", type=int, help="most tasks of one job array at once (default 256)")
+    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="another #SBATCH flag, e.g. --sbatch account=my_lab (repeatable)")
+    s.add_argument("--job-folder", help="submitit's pickles and logs, %%j the job id (default: <expdir>/slurm/%%j)")
+    s.add_argument("--job-per", choices=JOB_PER,
+                   help="one downstream job per (track, upstream) group (default), or per upstream (all its tracks)")
     args = p.parse_args(argv)
     return run_main(lambda: _run(args), log_level=logging.WARNING,
                     resume_hint="run the same command again to go on (finished runs are kept, stopped ones resume)")
@@ -367,12 +607,42 @@ def _run(args: argparse.Namespace) -> int:
     upstreams = _subset(args.upstreams, bench.upstreams, "upstream")
     tracks = _subset(args.tasks, list(bench.tasks), "task")
     expdir = args.expdir or Path("exp") / f"benchmark-{args.data if args.data in PRESETS else config.stem}"
-    markdown = run_benchmark(bench, expdir, args.override, upstreams, tracks, args.jobs or bench.jobs)
-    print(markdown)
+    if args.dry_run and args.launcher != "slurm":
+        raise ConfigError("--dry-run prints the sbatch script of --launcher slurm; add --launcher slurm")
+    if args.collect:
+        markdown = collect_benchmark(bench, expdir, upstreams, tracks)
+        print(markdown or f"no run under {expdir / 'downstream'} has finished yet")
+        return 0
+    if args.launcher == "local":
+        markdown = run_benchmark(bench, expdir, args.override, upstreams, tracks, args.jobs or bench.jobs)
+    else:
+        bench.launcher = _launcher_flags(bench.launcher, args)
+        try:
+            markdown = launch_benchmark(bench, expdir, args.override, upstreams, tracks, args.launcher,
+                                        device=args.device, jobs=args.jobs or bench.jobs, dry_run=args.dry_run)
+        except JobsFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        if args.dry_run:
+            return 0
+    print(markdown or "no run has finished")
     print(stage_times(expdir / "timing.tsv"))
     print(f"wall time {(time.perf_counter() - started) / 60:.1f} min -> {expdir}/leaderboard.csv, leaderboard.md, "
           f"report.html; stage times in {expdir}/timing.tsv")
     return 0
+
+
+def _launcher_flags(cfg: LauncherConfig, args: argparse.Namespace) -> LauncherConfig:
+    """The YAML's launcher settings with the command line's on top."""
+    flags = {key: getattr(args, key) for key in ("partition", "time", "gpus_per_node", "cpus_per_task", "mem_gb",
+                                                 "array_parallelism") if getattr(args, key) is not None}
+    if args.job_folder:
+        flags["folder"] = args.job_folder
+    if args.job_per:
+        flags["job_per"] = args.job_per
+    if args.sbatch:
+        flags["additional_parameters"] = parse_overrides(args.sbatch)
+    return check_launcher(merge(cfg, flags, "launcher"), "launcher (with the command line's flags)")
 
 
 def stage_times(timing_tsv: Path) -> str:
