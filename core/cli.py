@@ -7,9 +7,10 @@ import sys
 from typing import Callable
 
 from . import signals
+from .locks import FolderBusyError
 from .logs import setup_console_logging
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FolderBusyError)
 """Errors that describe bad input (:class:`core.config.ConfigError` is a ValueError): shown without a traceback."""
 
 RESUME_HINT = "run the same command again to resume"

@@ -29,6 +29,7 @@ import yaml
 from core import distributed, runs
 from core.checkpoint import atomic_write_text
 from core.config import ConfigError, claim_folder, merge, to_dict
+from core.locks import exclusive
 from core.logs import log_to_file
 from core.runs import Results
 from core.training import TrainingLoop, seed_everything
@@ -224,7 +225,15 @@ class Experiment:
 
         Under torchrun, every process trains on its share of each batch (:mod:`core.distributed`);
         process 0 validates, saves and evaluates, and alone returns the results (the others: ``{}``).
+        A second process asked to train the same experiment while one does is refused
+        (:class:`core.locks.FolderBusyError`, naming the holder).
         """
+        if not distributed.is_main():
+            return self._train()
+        with exclusive(self.dir, f"experiment '{self.dir.name}'"):
+            return self._train()
+
+    def _train(self) -> dict:
         cfg, tcfg, ft = self.cfg, self.cfg.train, self.cfg.finetune
         if ft.enabled and distributed.world_size() > 1:
             raise ConfigError("fine-tuning (finetune.enabled) runs in one process; launch it without torchrun")

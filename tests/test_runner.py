@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from core.config import parse_overrides
+from core.locks import FolderBusyError, exclusive
 from corpora.manifest import Record, write_manifest
 from downstream.cli import main
 from downstream.runner import Experiment, RunSpec, resolve_config
@@ -65,6 +66,17 @@ def test_resume_after_interruption_matches_uninterrupted_run(sc_root: Path, tmp_
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
     ra, rb = (json.loads((tmp_path / f"exp/{n}/results.json").read_text()) for n in ("whole", "killed"))
     assert ra["splits"]["test"]["accuracy"] == rb["splits"]["test"]["accuracy"]
+
+
+def test_a_second_process_training_the_same_experiment_is_refused(sc_root: Path, tmp_path: Path):
+    """Two trainers of one folder would overwrite each other's checkpoints: the second is refused, naming the
+    holder; once the holder is gone (its lock released, as the kernel does for a killed process) it trains."""
+    experiment = _run(tmp_path, "busy", _overrides(sc_root, tmp_path))
+    with exclusive(tmp_path / "exp" / "busy", "a test holding it"):
+        with pytest.raises(FolderBusyError, match=r"experiment 'busy' .* is in use by process \d+ on "):
+            experiment.train()
+    assert not (tmp_path / "exp" / "busy" / "results.json").exists()
+    assert experiment.train()["splits"]["test"]["accuracy"] >= 0.75
 
 
 def test_evaluate_mode_and_changed_config(sc_root: Path, tmp_path: Path, capsys):

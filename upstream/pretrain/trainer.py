@@ -17,6 +17,7 @@ import torch
 
 from core import distributed
 from core.config import ConfigError, claim_folder, merge, parse_overrides
+from core.locks import exclusive
 from core.logs import log_to_file
 from core.runs import RESUME_CHECKPOINT, SUMMARY_FILE, UPSTREAM_FILE
 from core.training import LoopConfig, TrainingLoop
@@ -143,7 +144,14 @@ class Pretrainer:
 
     def run(self) -> dict:
         """Pre-train to ``train.total_steps`` (resuming from ``last.pt`` if present); return the summary
-        (process 0; the others ``{}``)."""
+        (process 0; the others ``{}``). A second process asked to pre-train into the same folder while one
+        does is refused (:class:`core.locks.FolderBusyError`, naming the holder)."""
+        if not distributed.is_main():
+            return self._run()
+        with exclusive(self.dir, f"pre-training folder '{self.dir.name}'"):
+            return self._run()
+
+    def _run(self) -> dict:
         tcfg = self.cfg.train
         if distributed.is_main():
             log_to_file(log, self.dir / "train.log")
