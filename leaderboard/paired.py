@@ -57,7 +57,10 @@ def paired_differences(runs: pd.DataFrame, pairs: list[tuple[str, str]], split: 
     labelled = [(_label(upstreams, a), _label(upstreams, b)) for a, b in pairs]
     rows = []
     for track, group in runs.groupby("track", sort=False):
-        group = group.assign(_v=_metric_values(group, metric))
+        try:
+            group = group.assign(_v=_metric_values(group, metric))
+        except ValueError:  # another metric that this track does not record (a --metric of one track)
+            continue
         means = group.groupby("upstream")["_v"].mean()
         for a, b in labelled:
             if a in means and b in means:
@@ -68,7 +71,8 @@ def paired_differences(runs: pd.DataFrame, pairs: list[tuple[str, str]], split: 
                              "difference": means[a] - means[b]})
     per_pair = pd.DataFrame(rows)
     if per_pair.empty:
-        raise ValueError(f"no track has {split} results for both upstreams of any pair")
+        raise ValueError(f"no track has {split} results{f' with metric {metric}' if metric else ''} for both "
+                         "upstreams of any pair")
     summary = []
     for (track, metric_name, higher), group in per_pair.groupby(["track", "metric", "higher_is_better"], sort=False):
         d = group["difference"].to_numpy()
