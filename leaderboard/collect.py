@@ -21,7 +21,8 @@ import pandas as pd
 from core.runs import RESULTS_FILE, Results
 
 COLUMNS = [
-    "upstream", "task", "track", "dataset", "split", "metric", "value", "higher_is_better", "other_metrics",
+    "upstream", "task", "track", "dataset", "split", "metric", "value", "selection_value", "higher_is_better",
+    "other_metrics",
     "seed", "learning_rate", "utterances", "trials", "experiment", "upstream_checkpoint", "upstream_fingerprint",
     "checkpoint_step", "train_steps", "steps_per_second", "train_seconds", "upstream_parameters", "pretrain_hours",
     "parameters_used", "macs_per_second", "rtf", "peak_mem_mb", "cost_device", "layer_weights", "path",
@@ -32,7 +33,8 @@ SUMMARY_COLUMNS = ["upstream", "task", "track", "dataset", "split", "metric", "h
 BOOKKEEPING_KEYS = ("utterances", "trials", "seconds")
 """Counts and timings a split records beside its metrics; ``trials``: the verification trials scored (ASV)."""
 _DTYPES = {
-    "value": "float64", "higher_is_better": "bool", "seed": "Int64", "learning_rate": "float64", "utterances": "Int64",
+    "value": "float64", "selection_value": "float64", "higher_is_better": "bool", "seed": "Int64",
+    "learning_rate": "float64", "utterances": "Int64",
     "trials": "Int64", "checkpoint_step": "Int64",
     "train_steps": "Int64", "steps_per_second": "float64", "train_seconds": "float64",
     "upstream_parameters": "Int64", "pretrain_hours": "float64",
@@ -78,12 +80,14 @@ def _rows_of(path: Path) -> list[dict]:
     rows = []
     for split, metrics in results.splits.items():
         value = metrics[metric]
+        chosen_by = metrics.get(results.selection_metric or metric, value)  # what picked the run's checkpoint
         others = {k: v for k, v in metrics.items() if k != metric and k not in BOOKKEEPING_KEYS}
         utterances, trials = _count(metrics, "utterances"), _count(metrics, "trials")
         rows.append({
             "upstream": results.upstream_label or results.upstream, "task": results.task,
             "track": results.track or results.task, "dataset": results.dataset or "unspecified", "split": split,
-            "metric": metric, "value": float(value), "higher_is_better": results.higher_is_better,
+            "metric": metric, "value": float(value), "selection_value": float(chosen_by),
+            "higher_is_better": results.higher_is_better,
             "other_metrics": json.dumps(others, sort_keys=True), "utterances": utterances, "trials": trials,
             **provenance,
             "experiment": results.experiment or path.parent.name,

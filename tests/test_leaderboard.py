@@ -613,3 +613,18 @@ def test_pareto_front_ties_and_missing_points():
     score = pd.Series([5.0, 5.0, 4.0, 9.0, 6.0], index=list("abcde"))
     front = pareto_front(cost, score)
     assert list(front[front].index) == ["a", "b", "e"]  # equal points both stay; c is beaten; d has no cost
+
+
+def test_the_rate_is_chosen_on_the_metric_that_selected_checkpoints(tmp_path):
+    """IC selects checkpoints on slot accuracy when utterance accuracy is 0 on dev at every rate: the learning-rate
+    search must compare slot accuracies, not a tie of zeros (which would keep whichever rate came first)."""
+    root = tmp_path / "ic"
+    for lr, slot in ((1e-4, 0.30), (1e-3, 0.45), (1e-2, 0.40)):
+        payload = _results("fbank_global", 1, 0.0, 0.0, task="ic")
+        payload["learning_rate"], payload["selection_metric"] = lr, "slot_accuracy"
+        for split in ("dev", "test"):
+            payload["splits"][split]["slot_accuracy"] = slot
+        _write(root, f"ic-lr{lr}", payload)
+    runs = choose_learning_rates(collect(root))
+    assert set(runs.loc[runs["selected"], "learning_rate"]) == {1e-3}
+    assert chosen_rates(collect(root))["chosen_lr"].tolist() == [1e-3]
