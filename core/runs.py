@@ -21,6 +21,7 @@ A pre-training run ``<expdir>/pretrain/<name>/`` (see :mod:`upstream.pretrain`):
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -67,6 +68,18 @@ def pretraining_summary_of(checkpoint: str | Path | None) -> Path | None:
     if not checkpoint or Path(checkpoint).name != UPSTREAM_FILE:
         return None
     return Path(checkpoint).parent / SUMMARY_FILE
+
+
+def pretrain_hours(checkpoint: str | Path | None) -> float | None:
+    """Hours of audio the upstream was pre-trained on, from the ``summary.json`` that
+    ``upstream.pretrain`` writes beside ``upstream.pt``; None when unknown (foreign checkpoints)."""
+    summary = pretraining_summary_of(checkpoint)
+    if summary is None:
+        return None
+    try:
+        return float(json.loads(summary.read_text())["train_hours_of_audio"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 SCHEMA_VERSION = 1

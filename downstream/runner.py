@@ -39,7 +39,7 @@ from corpora.manifest import Record
 from upstream import Featurizer, Upstream, build_upstream
 from upstream.base import FinetuneMasking
 from upstream.cost import cached_cost
-from upstream.registry import save_upstream
+from upstream.registry import save_upstream, upstream_label
 
 from .cache import FeatureCache, FeatureSubset, collate_features, kept_layers
 from .config import ExperimentConfig, tri_stage_scale
@@ -423,7 +423,7 @@ class Experiment:
             + ("+finetuned" if self.cfg.finetune.enabled else ""), finetuned=self.cfg.finetune.enabled,
             upstream_fingerprint=upstream.fingerprint(),
             upstream_parameters=sum(p.numel() for p in upstream.parameters()), cost=cost or earlier.get("cost"),
-            pretrain_hours=pretrain_hours(self.spec.upstream_ckpt), experiment=self.dir.name,
+            pretrain_hours=runs.pretrain_hours(self.spec.upstream_ckpt), experiment=self.dir.name,
             seed=self.cfg.train.seed, learning_rate=self.cfg.train.lr,
             checkpoint_step=ckpt["position"]["step"], layer_weights=ckpt["layer_weights"],
             primary_metric=self.task.primary_metric, selection_metric=self.task.selection_metric,
@@ -437,31 +437,3 @@ class Experiment:
         return results
 
 
-def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
-    """How the leaderboard names an upstream: ``apc:apc_tiny`` (pre-training folder or checkpoint
-    file name), ``hf:wavlm-base-plus`` (a model folder's name), ``hf:microsoft/wavlm-base-plus`` (a
-    model id as given), ``apc:random`` (learnable weights, no checkpoint; ``hf:wavlm-random`` for the
-    Hugging Face upstream, which holds several families), or ``fbank`` (nothing learnt)."""
-    if ckpt:
-        path = Path(ckpt)
-        if not path.exists():  # a model id
-            return f"{name}:{ckpt}"
-        if path.is_dir():
-            return f"{name}:{path.name}"
-        return f"{name}:{path.parent.name if path.name == runs.UPSTREAM_FILE else path.stem}"
-    if not upstream.has_weights:
-        return name
-    family = getattr(upstream, "family", None)  # one upstream name, several model families (hf)
-    return f"{name}:{family}-random" if family else f"{name}:random"
-
-
-def pretrain_hours(ckpt: str | None) -> float | None:
-    """Hours of audio the upstream was pre-trained on, from the ``summary.json`` that
-    ``upstream.pretrain`` writes beside ``upstream.pt``; None when unknown (foreign checkpoints)."""
-    summary = runs.pretraining_summary_of(ckpt)
-    if summary is None:
-        return None
-    try:
-        return float(json.loads(summary.read_text())["train_hours_of_audio"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -331,7 +331,7 @@ def test_qbe_chooses_the_best_dev_layer(tmp_path, monkeypatch):
 
 
 def test_upstream_label_matches_the_runner(tmp_path):
-    from downstream.runner import upstream_label as runner_label  # noqa: PLC0415  (the rule this one copies)
+    from downstream.runner import upstream_label as runner_label  # noqa: PLC0415  (both now call upstream.registry.upstream_label)
     from upstream import build_upstream  # noqa: PLC0415
 
     fbank = build_upstream("fbank")

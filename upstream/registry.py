@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from core.checkpoint import atomic_save
+from core.runs import UPSTREAM_FILE
 
 from .base import Upstream
 from .fbank.model import FbankUpstream
@@ -154,3 +155,21 @@ def save_upstream(model: Upstream, path: str | Path) -> Path:
     whatever device the model is on)."""
     state = {key: value.cpu() for key, value in model.state_dict().items()}
     return atomic_save({"upstream": model.name, "settings": model.settings(), "state_dict": state}, path)
+
+
+def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
+    """How the leaderboard names an upstream: ``apc:apc_tiny`` (pre-training folder or checkpoint
+    file name), ``hf:wavlm-base-plus`` (a model folder's name), ``hf:microsoft/wavlm-base-plus`` (a
+    model id as given), ``apc:random`` (learnable weights, no checkpoint; ``hf:wavlm-random`` for the
+    Hugging Face upstream, which holds several families), or ``fbank`` (nothing learnt)."""
+    if ckpt:
+        path = Path(ckpt)
+        if not path.exists():  # a model id
+            return f"{name}:{ckpt}"
+        if path.is_dir():
+            return f"{name}:{path.name}"
+        return f"{name}:{path.parent.name if path.name == UPSTREAM_FILE else path.stem}"
+    if not upstream.has_weights:
+        return name
+    family = getattr(upstream, "family", None)  # one upstream name, several model families (hf)
+    return f"{name}:{family}-random" if family else f"{name}:random"

@@ -43,7 +43,7 @@ from corpora.librispeech import find_split_dir, read_librispeech_dir
 from corpora.manifest import Record
 from downstream.cache import FeatureCache
 from upstream import Upstream, build_upstream
-from upstream.registry import save_upstream
+from upstream.registry import save_upstream, upstream_label
 
 from .dtw import MIN_QUERY_FRAMES, match_scores
 from .metrics import ATWV_THRESHOLD, BETA, COST_FA, P_TARGET, VALUE_HIT, detection_metrics
@@ -195,7 +195,7 @@ def run_qbe(out_dir: str | Path, upstream_name: str, upstream_ckpt: str | None, 
         upstream=upstream_name, upstream_checkpoint=upstream_ckpt,
         upstream_label=upstream_label(upstream_name, upstream_ckpt, upstream),
         upstream_fingerprint=upstream.fingerprint(), upstream_parameters=sum(p.numel() for p in upstream.parameters()),
-        pretrain_hours=pretrain_hours(upstream_ckpt), experiment=out_dir.name, seed=cfg.seed, learning_rate=None,
+        pretrain_hours=runs.pretrain_hours(upstream_ckpt), experiment=out_dir.name, seed=cfg.seed, learning_rate=None,
         layer_weights=[1.0 if layer == chosen else 0.0 for layer in range(upstream.num_layers)],
         primary_metric=PRIMARY_METRIC, selection_metric=PRIMARY_METRIC, higher_is_better=True,
         torch=torch.__version__, host=platform.node(),
@@ -348,30 +348,3 @@ def _upstream(out_dir: Path, name: str, ckpt: str | None, cfg: QbEConfig, docume
     if random_weights or needs_fit:
         save_upstream(upstream, fitted)
     return upstream.eval()
-
-
-def upstream_label(name: str, ckpt: str | None, upstream: Upstream) -> str:
-    """The leaderboard's name of an upstream: the same rule as :func:`downstream.runner.upstream_label`
-    (copied: this package stays below the runner; ``tests/test_qbe.py`` checks that the two agree)."""
-    if ckpt:
-        path = Path(ckpt)
-        if not path.exists():
-            return f"{name}:{ckpt}"
-        if path.is_dir():
-            return f"{name}:{path.name}"
-        return f"{name}:{path.parent.name if path.name == runs.UPSTREAM_FILE else path.stem}"
-    if not upstream.has_weights:
-        return name
-    family = getattr(upstream, "family", None)
-    return f"{name}:{family}-random" if family else f"{name}:random"
-
-
-def pretrain_hours(ckpt: str | None) -> float | None:
-    """Hours of pre-training audio from the ``summary.json`` beside a pre-training run's ``upstream.pt``."""
-    summary = runs.pretraining_summary_of(ckpt)
-    if summary is None:
-        return None
-    try:
-        return float(json.loads(summary.read_text())["train_hours_of_audio"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
