@@ -81,6 +81,28 @@ def _crop(split: str, utterance: str, duration: float, crop_seconds: float, seed
     return 0.0, duration
 
 
+def _utterance(audio: Path, relative: str, split: str, where: str, crop_seconds: float, seed: int,
+               skipped: Skipped) -> Record | None:
+    """The record of ``<audio>/<relative>`` (its speaker the first folder), cropped as :func:`_crop` says; None
+    (and a line in ``skipped``) when it cannot be decoded. ``where`` names the list line that names it.
+
+    Raises:
+        FileNotFoundError: the file does not exist (``where`` and the path named).
+    """
+    path = audio / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: {relative} not found under {audio}")
+    try:
+        duration, _ = audio_info(path)
+    except AudioError as e:
+        skipped.append((f"{where} {path}", e.reason))
+        return None
+    utterance = str(Path(relative).with_suffix(""))
+    start, duration = _crop(split, utterance, duration, crop_seconds, seed)
+    speaker = Path(relative).parts[0]
+    return Record(id=utterance, path=str(path), duration=duration, start=start, speaker=speaker, label=speaker)
+
+
 def _read(root: Path, crop_seconds: float, seed: int) -> tuple[dict[str, list[Record]], Skipped]:
     split_file = root / IDEN_SPLIT
     if not split_file.is_file():
@@ -89,19 +111,9 @@ def _read(root: Path, crop_seconds: float, seed: int) -> tuple[dict[str, list[Re
     records: dict[str, list[Record]] = {split: [] for split in SETS.values()}
     skipped: Skipped = []
     for lineno, split, relative in read_iden_split(split_file):
-        path = audio / relative
-        if not path.is_file():
-            raise FileNotFoundError(f"{split_file}:{lineno}: {relative} not found under {audio}")
-        try:
-            duration, _ = audio_info(path)
-        except AudioError as e:
-            skipped.append((f"{split_file}:{lineno} {path}", e.reason))
-            continue
-        utterance = str(Path(relative).with_suffix(""))
-        speaker = Path(relative).parts[0]
-        start, duration = _crop(split, utterance, duration, crop_seconds, seed)
-        records[split].append(Record(id=utterance, path=str(path), duration=duration, start=start,
-                                     speaker=speaker, label=speaker))
+        record = _utterance(audio, relative, split, f"{split_file}:{lineno}", crop_seconds, seed, skipped)
+        if record is not None:
+            records[split].append(record)
     return records, skipped
 
 
@@ -185,9 +197,10 @@ def _read_verification(root: Path, files: dict[str, Path], held_out: set[str], c
     audio = audio_folder(root)
     split_file = root / IDEN_SPLIT
     if split_file.is_file():
-        where = {relative: f"{split_file}:{lineno}" for lineno, _, relative in read_iden_split(split_file)}
+        entries = read_iden_split(split_file)
+        where = {relative: f"{split_file}:{lineno}" for lineno, _, relative in entries}
         chosen = [(("train" if split == "train" else "dev"), relative)
-                  for _, split, relative in read_iden_split(split_file) if Path(relative).parts[0] not in held_out]
+                  for _, split, relative in entries if Path(relative).parts[0] not in held_out]
     else:
         where, chosen = {}, []
         by_speaker: dict[str, list[str]] = {}
@@ -202,19 +215,9 @@ def _read_verification(root: Path, files: dict[str, Path], held_out: set[str], c
     records: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
     skipped: Skipped = []
     for split, relative in chosen:
-        path = audio / relative
-        if not path.is_file():
-            raise FileNotFoundError(f"{where.get(relative, audio)}: {relative} not found under {audio}")
-        try:
-            duration, _ = audio_info(path)
-        except AudioError as e:
-            skipped.append((f"{where.get(relative, path)} {path}", e.reason))
-            continue
-        utterance = str(Path(relative).with_suffix(""))
-        start, duration = _crop(split, utterance, duration, crop_seconds, seed)
-        speaker = Path(relative).parts[0]
-        records[split].append(Record(id=utterance, path=str(path), duration=duration, start=start,
-                                     speaker=speaker, label=speaker))
+        record = _utterance(audio, relative, split, where.get(relative, str(audio)), crop_seconds, seed, skipped)
+        if record is not None:
+            records[split].append(record)
     for utterance, path in sorted(files.items()):
         try:
             duration, _ = audio_info(path)
