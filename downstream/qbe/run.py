@@ -127,6 +127,13 @@ def resolve_qbe_config(yaml_dict: dict, *updates: dict) -> QbEConfig:
     return cfg
 
 
+def claim_qbe_folder(out_dir: Path, upstream_name: str, upstream_ckpt: str | None, cfg: QbEConfig) -> None:
+    """Write (or check) the run folder's ``config.yaml``: a folder made under another config is an error
+    (:func:`core.config.claim_folder`)."""
+    claim_folder(Path(out_dir), {"run": {"task": TASK, "upstream": upstream_name, "upstream_ckpt": upstream_ckpt},
+                                 "config": to_dict(cfg)}, f"QbE run '{Path(out_dir).name}'")
+
+
 def run_qbe(out_dir: str | Path, upstream_name: str, upstream_ckpt: str | None, cfg: QbEConfig) -> dict:
     """Run the whole protocol (module docstring) into ``out_dir``; returns the results record as a dict."""
     t_start = time.perf_counter()
@@ -136,8 +143,7 @@ def run_qbe(out_dir: str | Path, upstream_name: str, upstream_ckpt: str | None, 
     if bool(cfg.alignments) == bool(cfg.word_alignments):
         raise ValueError("QbE needs exactly one of alignments (phone alignments, --alignments) and word_alignments "
                          "(--word-alignments) for the query split")
-    claim_folder(out_dir, {"run": {"task": TASK, "upstream": upstream_name, "upstream_ckpt": upstream_ckpt},
-                           "config": to_dict(cfg)}, f"QbE run '{out_dir.name}'")
+    claim_qbe_folder(out_dir, upstream_name, upstream_ckpt, cfg)
     log_to_file(log, out_dir / LOG_FILE)
     query_utterances = read_librispeech_dir(find_split_dir(cfg.root, cfg.queries_split))
     documents = read_librispeech_dir(find_split_dir(cfg.root, cfg.documents_split))

@@ -59,11 +59,11 @@ import yaml
 
 from core import distributed, runs, signals
 from core.cli import run_main
-from core.config import ConfigError, claim_folder, load_yaml, merge, parse_overrides, to_dict
+from core.config import ConfigError, load_yaml, merge, parse_overrides
 from core.logs import setup_console_logging
 from downstream.cli import TRAINING_FREE
 from downstream.config import ExperimentConfig
-from downstream.qbe.run import TASK as QBE_TASK, QbEConfig, resolve_qbe_config, run_qbe
+from downstream.qbe.run import TASK as QBE_TASK, QbEConfig, claim_qbe_folder, resolve_qbe_config, run_qbe
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
 from downstream.tasks.transcribed import frame_rate_settings
@@ -395,10 +395,8 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
             if job.task == QBE_TASK:
                 cfg = resolve_qbe_config(load_yaml(job.config), upstream_settings,
                                          parse_overrides([*overrides, *variant]))
-                # the snapshot run_qbe claims its folder with: a changed config is an error now, not once it runs
-                claim_folder(folder, {"run": {"task": QBE_TASK, "upstream": spec.upstream,
-                                              "upstream_ckpt": spec.upstream_ckpt}, "config": to_dict(cfg)},
-                             f"QbE run '{exp_name}'")
+                # as run_qbe claims its folder: a changed config is an error now, not once it runs
+                claim_qbe_folder(folder, spec.upstream, spec.upstream_ckpt, cfg)
                 action = functools.partial(run_qbe, folder, spec.upstream, spec.upstream_ckpt, cfg)
             elif job.task in TRAINING_FREE:
                 raise ConfigError(f"tasks.{track}: the benchmark does not run the training-free task {job.task!r}")
