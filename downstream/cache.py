@@ -137,6 +137,27 @@ class FeatureSubset(Dataset):
         return i, self.features[self.positions[i]][1]
 
 
+class MeanFrameSubset(Dataset):
+    """Item i: (i, the mean over time of ``subset``'s item i as a one-frame utterance (1, L, D), float32).
+
+    For a head and featurizer whose output depends on the frames only through their mean
+    (:attr:`downstream.heads.utterance.ProjMeanLinear.reads_frame_mean`,
+    :attr:`upstream.featurizer.Featurizer.frame_affine`), the mean frame gives the same output as the
+    whole utterance, and a training step reads L x D numbers per utterance instead of T x L x D. The
+    means are computed once, here (summed in float64), so data-loading workers receive them made.
+    """
+
+    def __init__(self, subset: Dataset):
+        self.means = [torch.as_tensor(subset[i][1]).double().mean(0, keepdim=True).float()
+                      for i in range(len(subset))]
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, self.means[i]
+
+
 def _record_key(r: Record) -> tuple[str, str, float]:
     return r.id, r.path, r.start
 

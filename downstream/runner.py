@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch.utils.data import Dataset
 
 from core import distributed, runs
 from core.checkpoint import atomic_write_text
@@ -41,7 +42,7 @@ from upstream.base import FinetuneMasking
 from upstream.cost import cached_cost
 from upstream.registry import save_upstream, upstream_label
 
-from .cache import FeatureCache, FeatureSubset, collate_features, kept_layers
+from .cache import FeatureCache, MeanFrameSubset, collate_features, kept_layers
 from .config import ExperimentConfig, tri_stage_scale
 from .tasks import Task, get_task
 
@@ -77,7 +78,7 @@ class FeatureSource:
     :meth:`Experiment._cached_splits`) or, without it, the live upstream.
     """
 
-    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, cached: FeatureSubset | None):
+    def __init__(self, upstream: Upstream, records: list[Record], cfg: ExperimentConfig, cached: Dataset | None):
         self.upstream, self.records, self.cfg, self.cached = upstream, records, cfg, cached
 
     def batches(self, index_batches: list[list[int]], grad: bool = False):
@@ -96,6 +97,14 @@ class FeatureSource:
                 out = self.upstream(wavs.to(device, non_blocking=True), lengths.to(device))
                 stacked = out.stacked() if layers is None else out.stacked()[:, :, layers]
             yield idx, stacked, out.lengths.to(device)
+
+
+def reads_mean_frame(featurizer: Featurizer, head: torch.nn.Module) -> bool:
+    """Whether ``head(featurizer(x))`` depends on an utterance's frames only through their mean, so that
+    the mean frame, as a one-frame utterance, gives the same output: an affine featurizer
+    (:attr:`Featurizer.frame_affine`) under a head that declares ``reads_frame_mean`` (SUPERB's
+    ``proj_mean_linear`` and ``mean_linear``)."""
+    return featurizer.frame_affine and getattr(head, "reads_frame_mean", False)
 
 
 class Downstream(torch.nn.Module):
@@ -197,14 +206,20 @@ class Experiment:
             save_upstream(upstream, fitted)  # evaluate must see the same random weights and statistics
         return upstream
 
-    def _cached_splits(self, upstream: Upstream, splits: dict[str, list[Record]]) -> dict[str, FeatureSubset]:
+    def _cached_splits(self, upstream: Upstream, splits: dict[str, list[Record]], featurizer: Featurizer,
+                       head: torch.nn.Module) -> dict[str, Dataset]:
         """Each split's features from the cache (one entry for the whole corpus), or nothing when the
-        cache is off or the upstream is fine-tuned (it changes, so features come from the live model)."""
+        cache is off or the upstream is fine-tuned (it changes, so features come from the live model).
+        Where the head reads only the mean frame of what an affine featurizer makes (:func:`reads_mean_frame`),
+        each utterance is its mean frame (:class:`MeanFrameSubset`): the same outputs, far less to read."""
         cfg = self.cfg
         if not cfg.cache.enabled or cfg.finetune.enabled:
             return {}
-        return FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.featurizer.layers).get_splits(
+        subsets = FeatureCache(cfg.cache.root, cfg.cache.dtype, cfg.featurizer.layers).get_splits(
             upstream, splits, cfg.train.batch_seconds, cfg.train.batch_size, desc="extract every split")
+        if reads_mean_frame(featurizer, head):
+            return {name: MeanFrameSubset(subset) for name, subset in subsets.items()}
+        return subsets
 
     def _cost(self, upstream: Upstream) -> dict | None:
         """The upstream's cost record (:func:`upstream.cost.cached_cost`, kept under ``<cache.root>/cost``);
@@ -243,7 +258,7 @@ class Experiment:
             if distributed.is_main() and not ft.enabled:  # measured before extraction fills memory; evaluate reads it
                 self._cost(upstream)
             t0 = time.perf_counter()
-            cached = self._cached_splits(upstream, splits)
+            cached = self._cached_splits(upstream, splits, featurizer, head)
             sources = {s: FeatureSource(upstream, splits[s], cfg, cached.get(s)) for s in ("train", "dev")}
             extract_s = time.perf_counter() - t0
         model = distributed.data_parallel(Downstream(featurizer, head))
@@ -386,7 +401,8 @@ class Experiment:
         for module in (upstream, featurizer, head):
             module.eval()
         records = splits[split]
-        source = FeatureSource(upstream, records, self.cfg, self._cached_splits(upstream, splits).get(split))
+        source = FeatureSource(upstream, records, self.cfg,
+                               self._cached_splits(upstream, splits, featurizer, head).get(split))
         batches = DurationBatcher([r.duration for r in records], self.cfg.train.batch_seconds,
                                   self.cfg.train.batch_size, seed=0).sequential()
         for idx, feats, lengths in source.batches(batches):
@@ -400,7 +416,7 @@ class Experiment:
         earlier = json.loads(results_path.read_text()) if results_path.is_file() else {}
         metrics_by_split = dict(earlier.get("splits") or {})
         cost = self._cost(upstream)  # before extraction: a measurement (or the one train made) reads memory cleanly
-        cached = self._cached_splits(upstream, splits)
+        cached = self._cached_splits(upstream, splits, featurizer, head)
         for split in split_names:
             if split not in splits:
                 raise ValueError(f"unknown split {split!r}; available: {', '.join(splits)}")

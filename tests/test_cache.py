@@ -7,8 +7,10 @@ import torch
 from corpora.batching import AudioDataset, collate_waveforms
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands
-from downstream.cache import CacheSpaceError, FeatureCache, cache_key, estimate_bytes
-from upstream import build_upstream
+from downstream.cache import CacheSpaceError, FeatureCache, MeanFrameSubset, cache_key, collate_features, estimate_bytes
+from downstream.heads import HEADS
+from downstream.runner import reads_mean_frame
+from upstream import Featurizer, build_upstream
 
 
 class CountingUpstream(torch.nn.Module):
@@ -263,3 +265,26 @@ def test_without_locks_the_first_rename_wins_and_the_other_writer_reuses_it(reco
     first = cache.get(up, records[:4], batch_seconds=2.0).entry
     second = cache._build(up, records[:4], 2.0, 32, "extract")  # a process that missed it too, finishing later
     assert second == first and [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
+
+
+@pytest.mark.parametrize("head_name", ["proj_mean_linear", "mean_linear"])
+def test_mean_frame_gives_the_whole_utterances_output(head_name: str):
+    """An affine featurizer under a head that reads the frame mean: the mean frame of each utterance, as a
+    one-frame utterance, gives the output of its padded frames (what cached training of KS/IC/ER/SID uses)."""
+    torch.manual_seed(0)
+    utterances = [torch.randn(t, 3, 8) * 4 + 1 for t in (5, 17, 11)]  # (T, L, D), different lengths
+    featurizer = Featurizer(3)
+    featurizer.weights.data = torch.tensor([0.3, -1.0, 2.0])
+    head = HEADS[head_name](8, 6)
+    assert reads_mean_frame(featurizer, head)
+    _, feats, lengths = collate_features(list(enumerate(utterances)))
+    whole, _ = head(featurizer(feats, lengths), lengths)
+    means = MeanFrameSubset(list(enumerate(utterances)))
+    _, mean_feats, mean_lengths = collate_features([means[i] for i in range(len(means))])
+    assert mean_feats.shape == (3, 1, 3, 8) and mean_lengths.tolist() == [1, 1, 1]
+    pooled, _ = head(featurizer(mean_feats, mean_lengths), mean_lengths)
+    torch.testing.assert_close(pooled, whole, rtol=1e-5, atol=1e-5)
+    # not where a frame's output depends on more than its own hidden states (and an affine map of them)
+    assert not reads_mean_frame(Featurizer(3, layer_norm=True), head)
+    assert not reads_mean_frame(Featurizer(3, utterance_mean_norm=True), head)
+    assert not reads_mean_frame(featurizer, HEADS["stats_linear"](8, 6))

@@ -54,6 +54,13 @@ class Featurizer(nn.Module):
             hidden = F.layer_norm(hidden, hidden.shape[-1:])
         return torch.einsum("btld,l->btd", hidden, F.softmax(self.weights, dim=0))
 
+    @property
+    def frame_affine(self) -> bool:
+        """Whether the output frame is an affine function of the same frame's hidden states alone (a
+        weighted sum or one layer, without layer norm or the per-utterance mean): then the mean of the
+        output frames is the featurizer applied to the mean of the input frames."""
+        return not (self.layer_norm or self.utterance_mean_norm)
+
     def layer_weights(self) -> list[float]:
         """The normalised weight of each layer (a one-hot vector for single-layer modes)."""
         if self.weights is None:

@@ -30,6 +30,9 @@ class MeanLinear(nn.Module):
 
     level = "utterance"
     options_class = NoOptions
+    reads_frame_mean = True
+    """The output depends on the frames only through their mean: an utterance's mean frame, given as a
+    one-frame utterance, gives the same output (the runner's pooled-first training, :mod:`downstream.runner`)."""
 
     def __init__(self, input_dim: int, output_dim: int, options: NoOptions | None = None):
         super().__init__()
@@ -54,6 +57,9 @@ class ProjMeanLinear(nn.Module):
 
     level = "utterance"
     options_class = ProjMeanLinearOptions
+    reads_frame_mean = True
+    """The projection is affine and precedes the mean, so mean(W x_t + b) = W mean(x_t) + b: the output
+    depends on the frames only through their mean (as :attr:`MeanLinear.reads_frame_mean`)."""
 
     def __init__(self, input_dim: int, output_dim: int, options: ProjMeanLinearOptions | None = None):
         super().__init__()
