@@ -239,6 +239,53 @@ def test_a_training_free_qbe_track(sc_root: Path, tmp_path: Path, capsys):
             load_benchmark(config)
 
 
+def test_a_qbe_track_aligns_its_queries_with_a_probe_the_benchmark_trains(sc_root: Path, tmp_path: Path, capsys):
+    """``align:`` on a qbe track: the benchmark trains the PR probe once, aligns the query split with it and
+    gives every QbE run that file; a second run reuses both; misplaced or conflicting entries are refused."""
+    config, expdir = _config(tmp_path, sc_root), tmp_path / "out"
+    qbe = _qbe_config(tmp_path)
+    settings = yaml.safe_load(qbe.read_text())
+    corpus = settings["root"]
+    del settings["alignments"], settings["lexicon"]  # the probe's phones are the CMU dictionary's, as PR's
+    qbe.write_text(yaml.safe_dump(settings))
+    pr = tmp_path / "pr.yaml"  # the probe trains on the documents' split and aligns the queries' (dev-clean)
+    pr.write_text(yaml.safe_dump({"task": {"corpus": "librispeech", "root": corpus, "train_set": "test-clean",
+                                           "dev_set": "dev-clean", "test_set": "dev-clean"},
+                                  "train": {"total_steps": 10, "eval_every": 5, "save_every": 5, "lr": 0.01},
+                                  "cache": {"root": str(tmp_path / "cache")}}))
+    bench = yaml.safe_load(config.read_text())
+    bench["upstreams"] = ["fbank"]
+    bench["tasks"] = {"qbe": {"task": "qbe", "config": str(qbe), "align": {"config": str(pr)}}}
+    config.write_text(yaml.safe_dump(bench))
+    argv = ["--data", str(config), "--expdir", str(expdir)]
+    assert main(argv) == 0
+    probe = expdir / "align" / "qbe_align-fbank-seed1337"
+    assert json.loads((probe / "results.json").read_text())["task"] == "pr"
+    alignments = pd.read_csv(probe / "alignments-dev.tsv", sep="\t")
+    assert list(alignments.columns) == ["id", "start", "end", "phone"]
+    assert set(alignments["id"]) == {"10-1-0000", "10-1-0001"}  # the query split's utterances, every one
+    run = yaml.safe_load((expdir / "downstream/qbe-fbank-seed1337/config.yaml").read_text())
+    assert run["config"]["alignments"] == str((probe / "alignments-dev.tsv").resolve())
+    timing = pd.read_csv(expdir / "timing.tsv", sep="\t").set_index("stage")
+    assert timing.loc["align qbe: train qbe_align-fbank-seed1337", "status"] == "ran"
+    assert main(argv) == 0  # the probe, its alignments and the search: all reused
+    timing = pd.read_csv(expdir / "timing.tsv", sep="\t").set_index("stage")
+    assert set(timing.loc[[s for s in timing.index if s.startswith(("align", "qbe"))], "status"]) == {"reused"}
+    assert "aligner dev PER" in capsys.readouterr().out
+
+    for bad, message in (({"task": "ks", "config": str(pr), "align": {"config": str(pr)}}, "only a qbe track"),
+                         ({"task": "qbe", "config": str(_qbe_config(tmp_path / "named")), "align": {"config": str(pr)}},
+                          "already names alignments"),
+                         ({"task": "qbe", "config": str(qbe), "align": {"config": str(pr), "upstream": "hubert_x"}},
+                          "neither a baseline"),
+                         ({"task": "qbe", "config": str(qbe), "align": {"config": str(pr), "lr": 1}},
+                          r"tasks.qbe.align: expected keys")):
+        bench["tasks"] = {"qbe": bad}
+        config.write_text(yaml.safe_dump(bench))
+        with pytest.raises(ConfigError, match=message):
+            load_benchmark(config)
+
+
 # ---------------------------------------------------------------- through submitit: Slurm and its local stand-in
 
 

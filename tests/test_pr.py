@@ -9,11 +9,11 @@ import torch
 from core.config import parse_overrides
 from corpora.folds import heldout_fold, subset_minutes
 from corpora.manifest import Record
+from downstream.alignment import align_split
 from downstream.heads.frame import FrameLinear, FrameOptions
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks.phonemes import ARPABET, PhonemeLexicon, espeak_arpabet, ipa_to_arpabet
 from downstream.tasks.pr import PhonemeRecognition, phone_errors
-from recipes.pr.align import align_split
 from tests.conftest import shared_data, tone_transcripts
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
@@ -154,7 +154,7 @@ def test_pr_trains_a_linear_probe_and_writes_phone_hypotheses(tmp_path: Path):
     assert results["metric_info"]["phonemes"]["oov_tokens"] == 0 and results["learning_rate"] == 0.05
     head = torch.load(tmp_path / "exp/pr/checkpoints/best.pt", weights_only=False)["head"]
     assert list(head) == ["linear.weight", "linear.bias"]  # SUPERB's PR head: one linear layer
-    alignments, failed = align_split(exp, "test")  # the head's scores through recipes.pr.align
+    alignments, failed = align_split(exp, "test")  # the head's scores through downstream.alignment
     assert len(alignments) + len(failed) == 6 and alignments
     assert all(label in {"AY", "AH", "OW", "SIL"} for segments in alignments.values() for *_, label in segments)
 

@@ -9,7 +9,7 @@ from torchaudio.functional import TokenSpan
 from core.config import merge
 from corpora.alignments import SILENCE, phones_at, read_alignments, write_alignments
 from corpora.manifest import ManifestError
-from recipes.pr.align import segments
+from downstream.alignment import segments
 from upstream.pretrain import PretrainConfig, Pretrainer
 from upstream.pretrain.target_quality import heldout_phone_purity, main, purity_and_pnmi
 

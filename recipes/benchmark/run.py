@@ -61,6 +61,7 @@ from core import distributed, runs, signals
 from core.cli import run_main
 from core.config import ConfigError, load_yaml, merge, parse_overrides
 from core.logs import setup_console_logging
+from downstream.alignment import align_to_file, aligner_dev_per
 from downstream.cli import TRAINING_FREE
 from downstream.config import ExperimentConfig
 from downstream.qbe.run import TASK as QBE_TASK, QbEConfig, claim_qbe_folder, resolve_qbe_config, run_qbe
@@ -102,6 +103,20 @@ class PretrainJob:
 
 
 @dataclass
+class AlignJob:
+    """How a QbE track gets the phone alignments of its query split: a phoneme-recognition probe on
+    ``upstream`` (a baseline or a pre-trained upstream of the config) trained by ``config`` (a PR YAML)
+    with ``overrides``, once, into ``<expdir>/align/<track>_align-<upstream>-seed1337/``, then its
+    CTC forced alignment of ``split`` (:func:`downstream.alignment.align_to_file`) written there as
+    ``alignments-<split>.tsv`` and given to every run of the track as ``alignments``."""
+
+    config: str
+    upstream: str = "fbank"
+    overrides: list[str] = field(default_factory=list)
+    split: str = "dev"
+
+
+@dataclass
 class TaskJob:
     """One leaderboard track: a task with its config and overrides."""
 
@@ -114,6 +129,8 @@ class TaskJob:
     lrs: list[float] = field(default_factory=list)
     """Learning-rate grid: each (upstream, seed, fold) trains once per rate and the leaderboard keeps,
     per upstream, the rate with the best dev mean. Empty: the task config's ``train.lr`` alone."""
+    align: AlignJob | None = None
+    """A QbE track's alignments, made by the benchmark (:class:`AlignJob`), instead of a file its config names."""
 
 
 @dataclass
@@ -143,7 +160,7 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
     pretrain = raw.get("pretrain") or {}
     pretrain_jobs = {name: _job(PretrainJob, spec, f"{where}: pretrain.upstreams.{name}")
                      for name, spec in (pretrain.get("upstreams") or {}).items()}
-    tasks = {name: _job(TaskJob, spec, f"{where}: tasks.{name}") for name, spec in (raw.get("tasks") or {}).items()}
+    tasks = {name: _task_job(spec, f"{where}: tasks.{name}") for name, spec in (raw.get("tasks") or {}).items()}
     upstreams = list(raw.get("upstreams") or [])
     for name in upstreams:
         if name.removeprefix(TWIN_PREFIX) not in pretrain_jobs and name not in BASELINES:
@@ -157,6 +174,8 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
     for name, job in tasks.items():
         if job.task in TRAINING_FREE and (job.folds or job.lrs):
             raise ConfigError(f"{where}: tasks.{name}: {job.task} is training-free (no head): no folds, no lrs")
+        if job.align is not None:
+            _check_align(job, pretrain_jobs, f"{where}: tasks.{name}.align")
         if job.folds and job.task not in FOLD_KEYS:
             raise ConfigError(f"{where}: tasks.{name}.folds: only {', '.join(FOLD_KEYS)} re-split into folds")
         if any(not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 for lr in job.lrs):
@@ -165,6 +184,27 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
         raise ConfigError(f"{where}: needs at least one upstream and one task")
     return BenchmarkConfig(list(pretrain.get("data") or []), pretrain_jobs, upstreams, tasks, int(raw.get("seeds", 1)),
                            int(raw.get("jobs", 1)), load_launcher(raw.get("launcher"), f"{where}: launcher"))
+
+
+def _task_job(spec: dict, where: str) -> TaskJob:
+    if isinstance(spec, dict) and spec.get("align") is not None:
+        spec = {**spec, "align": _job(AlignJob, spec["align"], f"{where}.align")}
+    return _job(TaskJob, spec, where)
+
+
+def _check_align(job: TaskJob, pretrain_jobs: dict[str, PretrainJob], where: str) -> None:
+    """An ``align`` entry belongs to a QbE track whose config names no alignments, and names an upstream
+    the config can build (a baseline or one of ``pretrain.upstreams``) and an existing PR config."""
+    if job.task != QBE_TASK:
+        raise ConfigError(f"{where}: only a {QBE_TASK} track takes its alignments from the benchmark")
+    named = [k for k in ("alignments", "word_alignments") if load_yaml(job.config).get(k)]
+    if named:
+        raise ConfigError(f"{where}: {job.config} already names {named[0]}; give either the file or align")
+    if job.align.upstream not in BASELINES and job.align.upstream not in pretrain_jobs:
+        raise ConfigError(f"{where}.upstream: {job.align.upstream!r} is neither a baseline ({', '.join(BASELINES)}) "
+                          f"nor in pretrain.upstreams")
+    if not Path(job.align.config).is_file():
+        raise FileNotFoundError(f"{where}.config not found: {job.align.config}")
 
 
 def _job(cls, spec: dict, where: str):
@@ -219,14 +259,44 @@ def run_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstre
     timer = Timer(expdir / "timing.tsv")
     overrides = {track: _track_overrides(bench, track, extra) for track in tracks}
     _build_corpora(bench, tracks, overrides, expdir, timer)
-    checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain")
+    checkpoints, to_pretrain = _pretrain_plan(bench, _with_aligners(bench, tracks, upstreams), expdir / "pretrain")
     for name, job, folder, finished in to_pretrain:  # in the config's order: a teacher comes before its student
         pretrainer = _pretrainer(job, folder, bench.pretrain_data, expdir / "pretrain")  # a changed config: error
         timer.run(f"pretrain {name}", pretrainer.run, done_already=finished)
+    _align_tracks(bench, tracks, overrides, checkpoints, expdir, timer)
     groups = [group for track in tracks
               for group in _track_runs(bench, track, overrides[track], upstreams, checkpoints, expdir / "downstream")]
     _train_all(groups, timer, jobs)
     return timer.run("leaderboard", lambda: _write_leaderboard(expdir), done_already=False)
+
+
+def _with_aligners(bench: BenchmarkConfig, tracks: list[str], upstreams: list[str]) -> list[str]:
+    """``upstreams`` and the upstreams the tracks' alignment probes use (their checkpoints are planned too)."""
+    aligners = [bench.tasks[t].align.upstream for t in tracks if bench.tasks[t].align is not None]
+    return list(dict.fromkeys([*upstreams, *aligners]))
+
+
+def _align_tracks(bench: BenchmarkConfig, tracks: list[str], overrides: dict[str, list[str]],
+                  checkpoints: dict[str, str | None], expdir: Path, timer: Timer, *, make: bool = True) -> None:
+    """The alignment stage of every track with ``align`` (:class:`AlignJob`): train its PR probe and align
+    its split unless done, then put ``alignments=<the TSV>`` first in the track's overrides (a command
+    line ``-o alignments=`` still wins). ``make=False``: only the override (``--dry-run``)."""
+    for track in tracks:
+        align = bench.tasks[track].align
+        if align is None:
+            continue
+        name = f"{track}_align"
+        probe = dataclasses.replace(bench, tasks={name: TaskJob("pr", align.config, list(align.overrides))}, seeds=1)
+        out = expdir / "align" / _experiment_name(name, align.upstream, "-seed1337") / f"alignments-{align.split}.tsv"
+        if make:
+            [[run]] = _track_runs(probe, name, list(align.overrides), [align.upstream], checkpoints, expdir / "align")
+            timer.run(f"align {track}: train {run.folder.name}", run.action, done_already=run.done)
+            exp = Experiment.load(run.folder.parent, run.folder.name)
+            timer.run(f"align {track}: {align.split} of {run.folder.name}",
+                      functools.partial(align_to_file, exp, [align.split], out), done_already=out.is_file())
+            per = aligner_dev_per(exp)
+            print(f"alignments of {track}: {out} (aligner dev PER {per if per is None else round(per, 1)})", flush=True)
+        overrides[track] = [f"alignments={out.resolve()}", *overrides[track]]
 
 
 def _write_leaderboard(expdir: Path) -> str:
@@ -429,7 +499,9 @@ def launch_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], ups
     jobs_folder = Path(cfg.folder) if cfg.folder else expdir / "slurm" / "%j"
     overrides = {track: _track_overrides(bench, track, extra) for track in tracks}
     if dry_run:
-        checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain", check=False)
+        checkpoints, to_pretrain = _pretrain_plan(bench, _with_aligners(bench, tracks, upstreams), expdir / "pretrain",
+                                                  check=False)
+        _align_tracks(bench, tracks, overrides, checkpoints, expdir, Timer(os.devnull), make=False)
         plan = _launch_plan(bench, tracks, upstreams, overrides, checkpoints, to_pretrain, expdir, resolve=False)
         print(launchers.dry_run(plan, cfg, jobs_folder, expdir.name))
         return None
@@ -437,11 +509,18 @@ def launch_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], ups
     expdir.mkdir(parents=True, exist_ok=True)
     timer = Timer(expdir / "timing.tsv")
     _build_corpora(bench, tracks, overrides, expdir, timer)
-    checkpoints, to_pretrain = _pretrain_plan(bench, upstreams, expdir / "pretrain")
+    checkpoints, to_pretrain = _pretrain_plan(bench, _with_aligners(bench, tracks, upstreams), expdir / "pretrain")
     for name, job, run_dir, finished in to_pretrain:
         _pretrainer(job, run_dir, bench.pretrain_data, expdir / "pretrain")  # a changed config: error before submitting
         if finished:
             timer.record(f"pretrain {name}", 0.0, reused=True)
+    pending = {name for name, _, _, finished in to_pretrain if not finished}
+    waiting = [t for t in tracks if bench.tasks[t].align is not None and bench.tasks[t].align.upstream in pending]
+    if waiting:
+        raise ConfigError(f"tasks.{waiting[0]}.align.upstream {bench.tasks[waiting[0]].align.upstream!r} is not "
+                          "pre-trained yet, and a launch aligns before it submits: align with a baseline, or "
+                          "pre-train it first (--tasks without this track)")
+    _align_tracks(bench, tracks, overrides, checkpoints, expdir, timer)  # here, before the jobs: one short probe
     plan = _launch_plan(bench, tracks, upstreams, overrides, checkpoints, to_pretrain, expdir, resolve=True,
                         timer=timer)
     failed = None
