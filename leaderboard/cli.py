@@ -10,32 +10,47 @@ Writes into ``--out`` (default: RESULTS_ROOT)::
     leaderboard.md    the same as a Markdown table (also printed)
     layer_weights.csv per upstream, track, dataset and layer: the learned layer weight's mean, std and
                       number of runs (seeds, folds) at the chosen learning rate; multi-layer upstreams only
+    qbe_layers.csv    only where the folder holds both a qbe and a pr track: per upstream, the layer QbE
+                      chose on dev (per seed) with every layer's dev MTWV and MAP, next to the PR head's
+                      mean learned layer weights and top layer (python -m leaderboard.layers)
     report.html       self-contained page: the table, per-task bars, layer-weight heat maps (one per
-                      upstream, its tracks side by side), SUPERB score against MACs and against
-                      parameters with the Pareto front, pre-training curves
+                      upstream, its tracks side by side), QbE's best layer against PR's weights (with
+                      qbe_layers.csv), SUPERB score against MACs and against parameters with the Pareto
+                      front, pre-training curves
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from pathlib import Path
 
 from core.cli import run_main
 
 from .collect import collect
+from .layers import PR_TRACK, QBE_TRACK, layer_comparison, report_section, write_csv
 from .report import format_markdown, layer_weight_profiles, render_html
 from .score import DEFAULT_REFERENCES, leaderboard_table, with_overrides
 from .select import choose_learning_rates
 
 OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "layer_weights.csv", "report.html")
+QBE_LAYERS = "qbe_layers.csv"
+"""Written besides :data:`OUTPUTS` where the results hold both a ``qbe`` and a ``pr`` track."""
 
 
 def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseline: str = "fbank",
                   references=None, title: str | None = None) -> str:
-    """Write :data:`OUTPUTS` for the results under ``results_root`` into ``out_dir``; returns the Markdown.
+    """Write :data:`OUTPUTS` (and :data:`QBE_LAYERS` where there are QbE and PR runs) for the results under
+    ``results_root`` into ``out_dir``; returns the Markdown.
 
     ValueError when there is no usable result for ``split``.
     """
+    return _write_all(results_root, out_dir, split, baseline, references, title)[0]
+
+
+def _write_all(results_root: Path, out_dir: Path, split: str, baseline: str, references,
+               title: str | None) -> tuple[str, list[str]]:
+    """:func:`write_outputs`; (the Markdown, the names of the files written)."""
     runs = collect(results_root)
     if runs.empty:
         where = "" if results_root.is_dir() else " (no such directory)"
@@ -53,10 +68,21 @@ def write_outputs(results_root: Path, out_dir: Path, split: str = "test", baseli
      .to_csv(out_dir / "layer_weights.csv", index=False))
     table.to_csv(out_dir / "leaderboard.csv", index=False)
     (out_dir / "leaderboard.md").write_text(markdown + "\n", encoding="utf-8")
+    written, extra = list(OUTPUTS), []
+    if {QBE_TRACK, PR_TRACK} <= set(runs["track"]):
+        try:
+            layers = layer_comparison(runs, split=split, source=str(results_root))
+        except ValueError as err:  # the qbe runs record no per-layer results: the rest of the board stands
+            warnings.warn(f"{QBE_LAYERS} not written: {err}", stacklevel=2)
+        else:
+            write_csv(layers, out_dir / QBE_LAYERS)
+            written.insert(written.index("report.html"), QBE_LAYERS)
+            if not layers.empty:
+                extra.append(report_section(layers))
     page = render_html(table, runs, split, baseline, references, search_roots=[results_root],
-                       title=title or f"Leaderboard: {results_root}")
+                       title=title or f"Leaderboard: {results_root}", extra_sections=extra)
     (out_dir / "report.html").write_text(page, encoding="utf-8")
-    return markdown
+    return markdown, written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 def _board(args: argparse.Namespace) -> int:
     """Write the outputs and print the table."""
     references = with_overrides(args.reference)
-    markdown = write_outputs(args.results_root, args.out or args.results_root, args.split, args.baseline,
-                             references, args.title)
     out = args.out or args.results_root
+    markdown, written = _write_all(args.results_root, out, args.split, args.baseline, references, args.title)
     print(markdown)
-    print(f"-> {', '.join(str(out / name) for name in OUTPUTS)}")
+    print(f"-> {', '.join(str(out / name) for name in written)}")
     return 0

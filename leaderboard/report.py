@@ -9,6 +9,8 @@ The HTML page embeds its plots as PNG data URIs (no other files, no scripts):
   layers each task draws on (:func:`layer_weight_profiles`, also written as ``layer_weights.csv``);
 - the SUPERB score against MACs per second of audio and against parameters, one point per ranked
   upstream (random twins hollow), the Pareto front drawn (:func:`plot_cost`, docs/cost.md);
+- where the board holds QbE and PR runs, QbE's best layer per upstream against PR's learned layer
+  weights (:mod:`leaderboard.layers`, passed in as an extra section);
 - pre-training curves (validation loss against step) from the ``curve.tsv`` that
   ``upstream.pretrain`` writes beside each ``upstream.pt``.
 """
@@ -19,6 +21,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -333,8 +336,12 @@ img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
 
 
 def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: str,
-                references: dict[str, tuple[Reference, ...]], search_roots: list[Path], title: str) -> str:
-    """The self-contained report page (``runs``: every run; only those at the chosen learning rates are shown)."""
+                references: dict[str, tuple[Reference, ...]], search_roots: list[Path], title: str,
+                extra_sections: Sequence[tuple[str, object, str, str]] = ()) -> str:
+    """The self-contained report page (``runs``: every run; only those at the chosen learning rates are shown).
+
+    ``extra_sections``: (heading, figure or None, note, HTML table or ``""``) each, shown after the
+    layer-weight maps (e.g. :func:`leaderboard.layers.report_section`)."""
     lr_search = chosen_rates(runs)
     runs = choose_learning_rates(runs)
     runs = runs[runs["selected"]]
@@ -345,10 +352,11 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
                  "the upstreams no other one beats on both score and cost. MACs: FlopCounterMode over one forward "
                  "pass, averaged over the input lengths in results.json's cost record; FFT front ends and "
                  "element-wise work are not counted (docs/cost.md).")
-    sections = [("Primary metric per task", plot_metrics(runs, split), ""),
-                ("Which layers each task uses, per upstream", plot_layer_weights(runs, split), layer_note),
-                ("Score against cost", plot_cost(table), cost_note),
-                ("Pre-training curves", plot_pretraining(runs, search_roots), "")]
+    sections = [("Primary metric per task", plot_metrics(runs, split), "", ""),
+                ("Which layers each task uses, per upstream", plot_layer_weights(runs, split), layer_note, ""),
+                *extra_sections,
+                ("Score against cost", plot_cost(table), cost_note, ""),
+                ("Pre-training curves", plot_pretraining(runs, search_roots), "", "")]
     refs = column_references(metric_table(runs, split), runs, split, baseline, references)
     ref_items = "".join(
         f"<li><b>{html.escape(r.column)}</b> {html.escape(r.metric)} = {r.value:g}: {html.escape(r.source)}"
@@ -364,9 +372,11 @@ def render_html(table: pd.DataFrame, runs: pd.DataFrame, split: str, baseline: s
             f"<p class='note'>References (score 1000):</p><ul class='note'>{ref_items}</ul>"]
     if not lr_search.empty:
         body.append("<h2>Learning-rate search (dev)</h2>" + lr_search.to_html(index=False, escape=True, border=0))
-    for heading, fig, note in sections:
-        if fig is not None:
-            body.append(f"<h2>{heading}</h2>" + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
-                        + f"<img alt='{heading}' src='{_png(fig)}'>")
+    for heading, fig, note, table_html in sections:
+        if fig is not None or table_html:
+            body.append(f"<h2>{html.escape(heading)}</h2>"
+                        + (f"<p class='note'>{html.escape(note)}</p>" if note else "") + table_html
+                        + (f"<img alt='{html.escape(heading, quote=True)}' src='{_png(fig)}'>" if fig is not None
+                           else ""))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
