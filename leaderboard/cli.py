@@ -17,6 +17,7 @@ Writes into ``--out`` (default: RESULTS_ROOT)::
                       upstream, its tracks side by side), QbE's best layer against PR's weights (with
                       qbe_layers.csv), SUPERB score against MACs and against parameters with the Pareto
                       front, pre-training curves
+    score_vs_cost.png the score-against-cost figure of the report, where a ranked upstream has a cost record
 """
 from __future__ import annotations
 
@@ -29,11 +30,13 @@ from core.cli import run_main
 
 from .collect import collect
 from .layers import PR_TRACK, QBE_TRACK, layer_comparison, report_section, write_csv
-from .report import format_markdown, layer_weight_profiles, render_html
+from .report import format_markdown, layer_weight_profiles, plot_cost, render_html, save_figure
 from .score import DEFAULT_REFERENCES, leaderboard_table, with_overrides
 from .select import choose_learning_rates
 
 OUTPUTS = ("runs.csv", "leaderboard.csv", "leaderboard.md", "layer_weights.csv", "report.html")
+COST_FIGURE = "score_vs_cost.png"
+"""Written besides :data:`OUTPUTS` where a ranked upstream has a cost record (:func:`leaderboard.report.plot_cost`)."""
 QBE_LAYERS = "qbe_layers.csv"
 """Written besides :data:`OUTPUTS` where the results hold both a ``qbe`` and a ``pr`` track."""
 
@@ -79,6 +82,10 @@ def _write_all(results_root: Path, out_dir: Path, split: str, baseline: str, ref
             written.insert(written.index("report.html"), QBE_LAYERS)
             if not layers.empty:
                 extra.append(report_section(layers))
+    cost_figure = plot_cost(table)
+    if cost_figure is not None:
+        save_figure(cost_figure, out_dir / COST_FIGURE)
+        written.append(COST_FIGURE)
     page = render_html(table, runs, split, baseline, references, search_roots=[results_root],
                        title=title or f"Leaderboard: {results_root}", extra_sections=extra)
     (out_dir / "report.html").write_text(page, encoding="utf-8")

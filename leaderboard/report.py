@@ -316,6 +316,13 @@ def plot_pretraining(runs: pd.DataFrame, search: list[Path]):
     return fig
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG (the report's resolution) and close it."""
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _png(fig) -> str:
     """The figure as a base64 PNG data URI; the figure is closed."""
     buffer = io.BytesIO()

@@ -602,6 +602,7 @@ def test_cost_columns_score_against_cost_and_the_pareto_front(tmp_path):
     assert main([str(root), "--out", str(tmp_path / "out")]) == 0
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Score against cost" in page and page.count("data:image/png;base64,") == 2  # bars, cost
+    assert (tmp_path / "out" / "score_vs_cost.png").read_bytes().startswith(b"\x89PNG")
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
     assert {"macs_per_second", "rtf", "peak_mem_mb", "parameters_used", "cost_device"} <= set(board.columns)
 
