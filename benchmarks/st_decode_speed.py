@@ -43,7 +43,7 @@ def main() -> None:
     head.eval()
     records = splits[args.split][: args.n]
     cfg = exp.cfg
-    cached = exp._cached_splits(upstream, {**splits, "sample": records})  # the corpus's entry: "sample" adds no record
+    cached = exp._cached_splits(upstream, {**splits, "sample": records}, featurizer, head)  # "sample" adds no record
     source = FeatureSource(upstream, records, cfg, cached.get("sample"))
     batches = DurationBatcher([r.duration for r in records], cfg.train.batch_seconds, cfg.train.batch_size,
                               seed=0).sequential()

@@ -16,6 +16,7 @@ Layout of one entry, ``<root>/<key>/``:
     ``features.bin``  raw (sum of T_i, L, D) array in ``dtype``
     ``index.npy``     (N, 2) int64: frame offset and frame count of record i (manifest order)
     ``meta.json``     shape, dtype, kept layers, upstream fingerprint, the ids of the records
+    ``means.npy``     (N, L, D) float32 mean frame of each record, added on first use (:class:`MeanFrameSubset`)
 The key hashes the upstream fingerprint (name, settings, every weight), the records (id, path,
 segment, file size and modification time) and the cache settings, so any change of checkpoint,
 audio list or feature settings is a miss. Entries are built in a temporary folder
@@ -60,6 +61,8 @@ except ImportError:  # not POSIX: no locking; the rename alone keeps entries who
 
 log = logging.getLogger("downstream")
 CACHE_VERSION = 1
+MEANS_FILE = "means.npy"
+"""Each utterance's mean frame, made on first use by utterance heads that read only that (:class:`MeanFrameSubset`)."""
 DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
 """Stored types; bfloat16 values are kept as their raw 16 bits (NumPy has no bfloat16)."""
 SPACE_MARGIN = 1.05, 256 * 2**20
@@ -118,6 +121,26 @@ class CachedFeatures(Dataset):
             return i, torch.from_numpy(frames.view(np.int16)).view(torch.bfloat16)
         return i, torch.from_numpy(frames)
 
+    def mean_frames(self) -> Path:
+        """``means.npy`` of the entry, (N, L, D) float32: each utterance's mean frame (summed in float64; NaN
+        where it has no frames), computed on first use under the entry's lock and written atomically."""
+        path = self.entry / MEANS_FILE
+        if path.is_file():
+            return path
+        with entry_lock(self.entry.parent, self.entry.name):
+            if path.is_file():  # another process made it while this one waited
+                return path
+            means = np.empty((len(self), self.num_layers, self.hidden_size), dtype=np.float32)
+            for i in tqdm(range(len(self)), desc="mean frames", unit="utt", leave=False,
+                          disable=not distributed.is_main()):
+                frames = self[i][1]
+                means[i] = frames.double().mean(0).float().numpy() if len(frames) else np.nan
+            tmp = path.with_name(f".{MEANS_FILE}.tmp-{socket.gethostname()}-{os.getpid()}")
+            with open(tmp, "wb") as f:
+                np.save(f, means)
+            os.replace(tmp, path)
+        return path
+
     def __del__(self):
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
@@ -138,24 +161,38 @@ class FeatureSubset(Dataset):
 
 
 class MeanFrameSubset(Dataset):
-    """Item i: (i, the mean over time of ``subset``'s item i as a one-frame utterance (1, L, D), float32).
+    """Item i: (i, the mean over time of ``subset``'s item i as a one-frame utterance (1, L, D), float32;
+    an utterance of no frames stays (0, L, D), as it pools to zeros either way).
 
     For a head and featurizer whose output depends on the frames only through their mean
     (:attr:`downstream.heads.utterance.ProjMeanLinear.reads_frame_mean`,
     :attr:`upstream.featurizer.Featurizer.frame_affine`), the mean frame gives the same output as the
     whole utterance, and a training step reads L x D numbers per utterance instead of T x L x D. The
-    means are computed once, here (summed in float64), so data-loading workers receive them made.
+    means of every utterance of the entry are computed once per entry (:meth:`CachedFeatures.mean_frames`)
+    and memory-mapped, so resident memory stays flat and every run of the entry reads the same file.
     """
 
-    def __init__(self, subset: Dataset):
-        self.means = [torch.as_tensor(subset[i][1]).double().mean(0, keepdim=True).float()
-                      for i in range(len(subset))]
+    def __init__(self, subset: FeatureSubset):
+        self.path = subset.features.mean_frames()
+        self.positions = subset.positions
+        self.counts = subset.features.index[:, 1]
+        self.shape = (subset.features.num_layers, subset.features.hidden_size)
+        self._means: np.ndarray | None = None
+        self._pid: int | None = None
 
     def __len__(self) -> int:
-        return len(self.means)
+        return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
-        return i, self.means[i]
+        position = self.positions[i]
+        if self.counts[position] == 0:
+            return i, torch.zeros((0, *self.shape))
+        if self._pid != os.getpid():  # one mapping per process (DataLoader workers fork)
+            self._means, self._pid = np.load(self.path, mmap_mode="r"), os.getpid()
+        return i, torch.from_numpy(np.array(self._means[position:position + 1]))
+
+    def __getstate__(self) -> dict:  # a spawned worker maps the file itself
+        return {**self.__dict__, "_means": None, "_pid": None}
 
 
 def _record_key(r: Record) -> tuple[str, str, float]:

@@ -279,7 +279,13 @@ def test_a_qbe_track_aligns_its_queries_with_a_probe_the_benchmark_trains(sc_roo
                          ({"task": "qbe", "config": str(qbe), "align": {"config": str(pr), "upstream": "hubert_x"}},
                           "neither a baseline"),
                          ({"task": "qbe", "config": str(qbe), "align": {"config": str(pr), "lr": 1}},
-                          r"tasks.qbe.align: expected keys")):
+                          r"tasks.qbe.align: expected keys"),
+                         ({"task": "qbe", "config": str(qbe), "overrides": ["corpus=quesst14"],
+                           "align": {"config": str(pr)}}, "brings its own queries"),
+                         ({"task": "qbe", "config": str(qbe), "align": {"config": str(pr), "split": "valid"}},
+                          r"tasks.qbe.align.split: 'valid'"),
+                         ({"task": "qbe", "config": str(qbe), "align": {"config": "pr/no_such_recipe"}},
+                          "no_such_recipe")):
         bench["tasks"] = {"qbe": bad}
         config.write_text(yaml.safe_dump(bench))
         with pytest.raises(ConfigError, match=message):

@@ -1,13 +1,24 @@
 """The frozen-feature cache: hits, misses, invalidation, and equality with the live upstream."""
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from corpora.batching import AudioDataset, collate_waveforms
 from corpora.manifest import Record, read_manifest
 from corpora.speech_commands import prepare_speech_commands
-from downstream.cache import CacheSpaceError, FeatureCache, MeanFrameSubset, cache_key, collate_features, estimate_bytes
+from downstream.cache import (
+    CachedFeatures,
+    CacheSpaceError,
+    FeatureCache,
+    FeatureSubset,
+    MeanFrameSubset,
+    cache_key,
+    collate_features,
+    estimate_bytes,
+)
 from downstream.heads import HEADS
 from downstream.runner import reads_mean_frame
 from upstream import Featurizer, build_upstream
@@ -267,23 +278,43 @@ def test_without_locks_the_first_rename_wins_and_the_other_writer_reuses_it(reco
     assert second == first and [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
 
 
+def _entry(folder: Path, utterances: list[torch.Tensor]) -> Path:
+    """A cache entry written by hand (float32, the layout :class:`CachedFeatures` reads)."""
+    folder.mkdir(parents=True)
+    frames = torch.cat(utterances).numpy().astype(np.float32)
+    frames.tofile(folder / "features.bin")
+    counts = [len(u) for u in utterances]
+    np.save(folder / "index.npy", np.array([[sum(counts[:i]), n] for i, n in enumerate(counts)], dtype=np.int64))
+    _, layers, dim = utterances[0].shape
+    (folder / "meta.json").write_text(json.dumps({"num_layers": layers, "hidden_size": dim, "dtype": "float32"}))
+    return folder
+
+
 @pytest.mark.parametrize("head_name", ["proj_mean_linear", "mean_linear"])
-def test_mean_frame_gives_the_whole_utterances_output(head_name: str):
+def test_mean_frame_gives_the_whole_utterances_output(head_name: str, tmp_path: Path):
     """An affine featurizer under a head that reads the frame mean: the mean frame of each utterance, as a
-    one-frame utterance, gives the output of its padded frames (what cached training of KS/IC/ER/SID uses)."""
+    one-frame utterance, gives the output of its padded frames (what cached training of KS/IC/ER/SID uses),
+    an utterance of no frames included; the means are computed once per entry and read back after."""
     torch.manual_seed(0)
-    utterances = [torch.randn(t, 3, 8) * 4 + 1 for t in (5, 17, 11)]  # (T, L, D), different lengths
+    utterances = [torch.randn(t, 3, 8) * 4 + 1 for t in (5, 17, 0, 11)]  # (T, L, D), different lengths
+    features = CachedFeatures(_entry(tmp_path / "entry", utterances))
+    subset = FeatureSubset(features, [3, 0, 2, 1])
     featurizer = Featurizer(3)
     featurizer.weights.data = torch.tensor([0.3, -1.0, 2.0])
     head = HEADS[head_name](8, 6)
     assert reads_mean_frame(featurizer, head)
-    _, feats, lengths = collate_features(list(enumerate(utterances)))
+    _, feats, lengths = collate_features([subset[i] for i in range(len(subset))])
     whole, _ = head(featurizer(feats, lengths), lengths)
-    means = MeanFrameSubset(list(enumerate(utterances)))
+    means = MeanFrameSubset(subset)
     _, mean_feats, mean_lengths = collate_features([means[i] for i in range(len(means))])
-    assert mean_feats.shape == (3, 1, 3, 8) and mean_lengths.tolist() == [1, 1, 1]
+    assert mean_feats.shape == (4, 1, 3, 8) and mean_lengths.tolist() == [1, 1, 0, 1]
     pooled, _ = head(featurizer(mean_feats, mean_lengths), mean_lengths)
+    assert torch.isfinite(pooled).all()
     torch.testing.assert_close(pooled, whole, rtol=1e-5, atol=1e-5)
+    made = (tmp_path / "entry" / "means.npy").stat().st_mtime_ns
+    again = MeanFrameSubset(FeatureSubset(CachedFeatures(tmp_path / "entry"), [1]))
+    torch.testing.assert_close(again[0][1], means[3][1])  # utterance 1 both times
+    assert (tmp_path / "entry" / "means.npy").stat().st_mtime_ns == made  # read back, not made again
     # not where a frame's output depends on more than its own hidden states (and an affine map of them)
     assert not reads_mean_frame(Featurizer(3, layer_norm=True), head)
     assert not reads_mean_frame(Featurizer(3, utterance_mean_norm=True), head)

@@ -59,12 +59,19 @@ import yaml
 
 from core import distributed, runs, signals
 from core.cli import run_main
-from core.config import ConfigError, load_yaml, merge, parse_overrides
+from core.config import ConfigError, config_file, load_yaml, merge, parse_overrides
 from core.logs import setup_console_logging
 from downstream.alignment import align_to_file, aligner_dev_per
 from downstream.cli import TRAINING_FREE
 from downstream.config import ExperimentConfig
-from downstream.qbe.run import TASK as QBE_TASK, QbEConfig, claim_qbe_folder, resolve_qbe_config, run_qbe
+from downstream.qbe.run import (
+    LIBRISPEECH,
+    TASK as QBE_TASK,
+    QbEConfig,
+    claim_qbe_folder,
+    resolve_qbe_config,
+    run_qbe,
+)
 from downstream.runner import Experiment, RunSpec, resolve_config
 from downstream.tasks import get_task
 from downstream.tasks.transcribed import frame_rate_settings
@@ -100,6 +107,10 @@ class PretrainJob:
     config: str = ""
     overrides: list[str] = field(default_factory=list)
     checkpoint: str = ""
+
+
+ALIGN_SPLITS = ("train", "dev", "test")
+"""The splits of a PR experiment an ``align`` entry can align."""
 
 
 @dataclass
@@ -197,14 +208,18 @@ def _check_align(job: TaskJob, pretrain_jobs: dict[str, PretrainJob], where: str
     the config can build (a baseline or one of ``pretrain.upstreams``) and an existing PR config."""
     if job.task != QBE_TASK:
         raise ConfigError(f"{where}: only a {QBE_TASK} track takes its alignments from the benchmark")
-    named = [k for k in ("alignments", "word_alignments") if load_yaml(job.config).get(k)]
+    qbe = resolve_qbe_config(load_yaml(job.config), parse_overrides(job.overrides))
+    if qbe.corpus != LIBRISPEECH:
+        raise ConfigError(f"{where}: the {qbe.corpus} corpus brings its own queries; only {LIBRISPEECH} is aligned")
+    named = [k for k in ("alignments", "word_alignments") if getattr(qbe, k)]
     if named:
         raise ConfigError(f"{where}: {job.config} already names {named[0]}; give either the file or align")
     if job.align.upstream not in BASELINES and job.align.upstream not in pretrain_jobs:
         raise ConfigError(f"{where}.upstream: {job.align.upstream!r} is neither a baseline ({', '.join(BASELINES)}) "
                           f"nor in pretrain.upstreams")
-    if not Path(job.align.config).is_file():
-        raise FileNotFoundError(f"{where}.config not found: {job.align.config}")
+    config_file(job.align.config)  # a ConfigError naming it when it is neither a file nor a recipe
+    if job.align.split not in ALIGN_SPLITS:
+        raise ConfigError(f"{where}.split: {job.align.split!r}; a PR experiment's splits are {', '.join(ALIGN_SPLITS)}")
 
 
 def _job(cls, spec: dict, where: str):
