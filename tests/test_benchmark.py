@@ -26,7 +26,7 @@ from recipes.benchmark.launcher import (
     submissions,
     submit_command,
 )
-from recipes.benchmark.run import PRESETS, load_benchmark, main
+from recipes.benchmark.run import PRESETS, expected_runs, load_benchmark, main
 
 from .test_qbe import _tone_corpus
 
@@ -290,6 +290,26 @@ def test_a_qbe_track_aligns_its_queries_with_a_probe_the_benchmark_trains(sc_roo
         config.write_text(yaml.safe_dump(bench))
         with pytest.raises(ConfigError, match=message):
             load_benchmark(config)
+
+
+def test_a_track_sets_its_own_seeds(sc_root: Path, tmp_path: Path, capsys):
+    """``seeds`` on a track: that track's runs take it, the others the benchmark's; ``--seeds`` sets every
+    track's (shown by --collect's list of missing runs); a bad value names the track."""
+    config = _config(tmp_path, sc_root)
+    bench = yaml.safe_load(config.read_text())
+    bench["tasks"]["ks3"] = {**bench["tasks"]["ks"], "seeds": 3}
+    config.write_text(yaml.safe_dump(bench))
+    loaded = load_benchmark(config)
+    names = [name for _, name in expected_runs(loaded, ["ks", "ks3"], ["fbank"])]
+    assert names == ["ks-fbank-seed1337", "ks3-fbank-seed1337", "ks3-fbank-seed1338", "ks3-fbank-seed1339"]
+    argv = ["--data", str(config), "--expdir", str(tmp_path / "out"), "--upstreams", "fbank", "--collect"]
+    assert main(argv) == 0 and "4 of 4 runs have no results.json yet" in capsys.readouterr().out
+    assert main([*argv, "--seeds", "2"]) == 0 and "4 of 4 runs have no results.json yet" in capsys.readouterr().out
+    assert main([*argv, "--seeds", "1"]) == 0 and "2 of 2 runs have no results.json yet" in capsys.readouterr().out
+    bench["tasks"]["ks3"]["seeds"] = -1
+    config.write_text(yaml.safe_dump(bench))
+    with pytest.raises(ConfigError, match="tasks.ks3.seeds must be a whole number"):
+        load_benchmark(config)
 
 
 # ---------------------------------------------------------------- through submitit: Slurm and its local stand-in

@@ -142,6 +142,8 @@ class TaskJob:
     per upstream, the rate with the best dev mean. Empty: the task config's ``train.lr`` alone."""
     align: AlignJob | None = None
     """A QbE track's alignments, made by the benchmark (:class:`AlignJob`), instead of a file its config names."""
+    seeds: int = 0
+    """Seeds of this track (0: the benchmark's ``seeds``); ``--seeds`` on the command line sets every track's."""
 
 
 @dataclass
@@ -189,6 +191,9 @@ def load_benchmark(path: Path) -> BenchmarkConfig:
             _check_align(job, pretrain_jobs, f"{where}: tasks.{name}.align")
         if job.folds and job.task not in FOLD_KEYS:
             raise ConfigError(f"{where}: tasks.{name}.folds: only {', '.join(FOLD_KEYS)} re-split into folds")
+        if not isinstance(job.seeds, int) or isinstance(job.seeds, bool) or job.seeds < 0:
+            raise ConfigError(f"{where}: tasks.{name}.seeds must be a whole number >= 1 (0: the benchmark's), "
+                              f"got {job.seeds!r}")
         if any(not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0 for lr in job.lrs):
             raise ConfigError(f"{where}: tasks.{name}.lrs must be positive numbers, got {job.lrs}")
     if not upstreams or not tasks:
@@ -445,7 +450,7 @@ def _variants(bench: BenchmarkConfig, track: str) -> list[tuple[str, str, list[s
     return [(f"-seed{seed}{fold_suffix}{lr_suffix}",
              f" seed {seed}{fold_suffix.replace('-', ' ')}{lr_suffix.replace('-', ' ')}",
              [*fold_overrides, *lr_overrides, f"{seed_key}={seed}"])
-            for seed in range(1337, 1337 + bench.seeds)
+            for seed in range(1337, 1337 + (job.seeds or bench.seeds))
             for fold_suffix, fold_overrides in folds
             for lr_suffix, lr_overrides in rates]
 
@@ -696,6 +701,7 @@ def _run(args: argparse.Namespace) -> int:
     bench = load_benchmark(config)
     if args.seeds is not None:
         bench.seeds = args.seeds
+        bench.tasks = {name: dataclasses.replace(job, seeds=0) for name, job in bench.tasks.items()}
     upstreams = _subset(args.upstreams, bench.upstreams, "upstream")
     tracks = _subset(args.tasks, list(bench.tasks), "task")
     expdir = args.expdir or Path("exp") / f"benchmark-{args.data if args.data in PRESETS else config.stem}"
