@@ -131,8 +131,7 @@ class CachedFeatures(Dataset):
             if path.is_file():  # another process made it while this one waited
                 return path
             means = np.empty((len(self), self.num_layers, self.hidden_size), dtype=np.float32)
-            for i in tqdm(range(len(self)), desc="mean frames", unit="utt", leave=False,
-                          disable=not distributed.is_main()):
+            for i in tqdm(range(len(self)), desc="mean frames", unit="utt", leave=False):
                 frames = self[i][1]
                 means[i] = frames.double().mean(0).float().numpy() if len(frames) else np.nan
             tmp = path.with_name(f".{MEANS_FILE}.tmp-{socket.gethostname()}-{os.getpid()}")

@@ -14,13 +14,13 @@ import submitit
 import torch
 import yaml
 
+from core import launcher
 from core.config import ConfigError
-from recipes.benchmark import launcher
-from recipes.benchmark.launcher import (
-    BenchmarkTask,
+from core.launcher import (
     Job,
     JobsFailed,
     LauncherConfig,
+    SubmititTask,
     sbatch_script,
     slurm_parameters,
     submissions,
@@ -378,7 +378,7 @@ def test_submitit_local_jobs_wait_for_their_pretraining_job(sc_root: Path, tmp_p
     assert len(list((expdir / "slurm").glob("*/*_result.pkl"))) == 3
 
 
-class PreemptedOnce(BenchmarkTask):
+class PreemptedOnce(SubmititTask):
     """A job that, on its first attempt, is pre-empted at its 15th update: the USR2 that Slurm sends
     (``--signal=USR2@90``) and submitit turns into ``checkpoint()`` and a requeue."""
 
@@ -402,7 +402,7 @@ def test_a_preempted_job_is_requeued_and_resumes(sc_root: Path, tmp_path: Path, 
     """The job ks-fbank, pre-empted mid-run (USR2 at update 15 of 20) in a submitit subprocess, is
     checkpointed by submitit (the same task again), requeued, and resumes from its step-10 checkpoint."""
     config, expdir = _config(tmp_path, sc_root), tmp_path / "out"
-    monkeypatch.setattr(launcher, "BenchmarkTask", PreemptedOnce)
+    monkeypatch.setattr(launcher, "SubmititTask", PreemptedOnce)
     monkeypatch.setenv("SUPERB_TEST_PREEMPTED", str(tmp_path / "preempted"))
     assert main(["--data", str(config), "--expdir", str(expdir), "--launcher", "submitit-local",
                  "--upstreams", "fbank", "-o", "cost.lengths_s=[1.0]", "-o", "cost.repeats=1"]) == 0
@@ -410,7 +410,7 @@ def test_a_preempted_job_is_requeued_and_resumes(sc_root: Path, tmp_path: Path, 
     train_log = (expdir / "downstream/ks-fbank-seed1337/train.log").read_text()
     assert "resumed from" in train_log and "at step 10" in train_log
     job_log = "".join(log.read_text() for log in (expdir / "slurm").glob("*/*_log.err"))
-    assert "benchmark job ks-fbank: pre-empted or out of time; requeued" in job_log
+    assert "job ks-fbank: pre-empted or out of time; requeued" in job_log
     assert json.loads((expdir / "downstream/ks-fbank-seed1337/results.json").read_text())["upstream"] == "fbank"
     assert pd.read_csv(expdir / "leaderboard.csv")["upstream"].tolist() == ["fbank"]
 

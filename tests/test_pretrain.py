@@ -127,3 +127,31 @@ def test_folder_made_before_the_augment_section_resumes(sc_root: Path, tmp_path:
         Pretrainer(tmp_path / "old", "apc", _cfg("apc", AUGMENT), [sc_root])
     Pretrainer(tmp_path / "old", "apc", cfg, [sc_root])
     assert yaml.safe_load(cfg_file.read_text())["config"]["augment"]["enabled"] is False
+
+
+def test_pretraining_as_a_submitit_job(sc_root: Path, tmp_path: Path, capsys):
+    """``--launcher submitit-local``: the run goes through submitit's pickling path in a subprocess and ends
+    as a local run does; a second launch submits nothing; ``--launcher slurm --dry-run`` prints the job
+    script (no cluster needed); a changed config is refused before anything is submitted."""
+    base = ["-u", "apc", "-n", "job", "-p", str(tmp_path), "--data", str(sc_root), "-o", "upstream.preset=tiny",
+            "-o", "upstream.hidden_size=32", "-o", "upstream.num_layers=2", "-o", "train.total_steps=4",
+            "-o", "train.eval_every=2", "-o", "train.save_every=2", "-o", "train.batch_size=8",
+            "-o", "train.batch_seconds=8.0", "-o", "train.valid_fraction=0.15", "-o", "train.num_workers=0"]
+    assert main([*base, "--launcher", "slurm", "--dry-run", "--partition", "gpu", "--gpus-per-node", "1",
+                 "--time", "600", "--sbatch", "account=speech_lab"]) == 0
+    script = capsys.readouterr().out
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=600",
+                 "#SBATCH --account=speech_lab", "#SBATCH --job-name=job-pretrain-job", "-m submitit.core._submit",
+                 "#  1. pretrain-job"):
+        assert line in script, line
+    assert not (tmp_path / "job").exists()  # a dry run writes nothing
+
+    assert main([*base, "--launcher", "submitit-local"]) == 0
+    assert json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert build_upstream("apc", tmp_path / "job" / "upstream.pt").hidden_size == 32
+    assert any((tmp_path / "job" / "slurm").glob("*/*_log.out"))  # submitit's job folder, its logs
+    assert "checkpoint for run_downstream.py" in capsys.readouterr().out
+    assert main([*base, "--launcher", "submitit-local"]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert main([*base, "-o", "train.lr=0.5", "--launcher", "submitit-local"]) == 2
+    assert "job" in capsys.readouterr().err

@@ -31,7 +31,7 @@ Idempotent: a second run trains nothing; an interrupted run resumes each experim
 checkpoint. An experiment folder whose config differs from what the benchmark config now asks for is
 an error naming the differences (delete the folder, or use another ``--expdir``), never reused.
 ``--launcher slurm`` submits the pre-training runs and one job per (track, upstream) through submitit
-(:mod:`recipes.benchmark.launcher`; ``--dry-run`` prints the first job's sbatch script),
+(:mod:`core.launcher`; ``--dry-run`` prints the first job's sbatch script),
 ``--launcher submitit-local`` runs the same jobs as local subprocesses; ``--collect`` writes the
 leaderboard from whatever has finished and lists the runs still missing.
 ``--data demo`` (default) uses the toolkit's own corpora (``recipes/benchmark/demo.yaml``),
@@ -57,9 +57,18 @@ import pandas as pd
 import torch
 import yaml
 
-from core import distributed, runs, signals
+from core import distributed, launcher as launchers, runs, signals
 from core.cli import run_main
-from core.config import ConfigError, config_file, load_yaml, merge, parse_overrides
+from core.config import ConfigError, config_file, load_yaml, parse_overrides
+from core.launcher import (
+    Job,
+    JobsFailed,
+    LauncherConfig,
+    Stage,
+    add_launcher_options,
+    launcher_from_args,
+    load_launcher,
+)
 from core.logs import setup_console_logging
 from downstream.alignment import align_to_file, aligner_dev_per
 from downstream.cli import TRAINING_FREE
@@ -78,9 +87,6 @@ from downstream.tasks.transcribed import frame_rate_settings
 from upstream import build_upstream
 from upstream.pretrain import Pretrainer, resolve_pretrain_config
 from upstream.registry import checkpoint_settings, takes_model_ids
-
-from . import launcher as launchers
-from .launcher import JOB_PER, LAUNCHERS, Job, JobsFailed, LauncherConfig, Stage, check_launcher, load_launcher
 
 HERE = Path(__file__).parent
 PRESETS = {"demo": HERE / "demo.yaml", "shared": HERE / "shared.yaml"}
@@ -500,7 +506,7 @@ def _track_runs(bench: BenchmarkConfig, track: str, overrides: list[str], upstre
     return groups
 
 
-# ---------------------------------------------------------------- through submitit (recipes/benchmark/launcher.py)
+# ---------------------------------------------------------------- through submitit (core/launcher.py)
 
 
 def launch_benchmark(bench: BenchmarkConfig, expdir: Path, extra: list[str], upstreams: list[str], tracks: list[str],
@@ -667,25 +673,10 @@ def main(argv: list[str] | None = None) -> int:
     distributed.add_device_option(p)
     p.add_argument("--collect", action="store_true",
                    help="run nothing: write the leaderboard from whatever has finished and list the missing runs")
-    s = p.add_argument_group("launchers", "--launcher slurm or submitit-local: one job per pre-training run and per "
-                                          "(track, upstream), through submitit; each setting also a key of the "
-                                          "YAML's launcher: section (the flag wins)")
-    s.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                   help="local: this process and its --jobs workers (default); slurm: submit to Slurm; "
-                        "submitit-local: the same jobs as local subprocesses (at most --jobs at once; the test path)")
-    s.add_argument("--dry-run", action="store_true",
-                   help="with --launcher slurm: print the first job's sbatch script and the job list, submit nothing")
-    s.add_argument("--partition", help="Slurm partition")
-    s.add_argument("--time", type=int, help="minutes per job (default 240); a job out of time is requeued and resumes")
-    s.add_argument("--gpus-per-node", type=int, help="GPUs per job")
-    s.add_argument("--cpus-per-task", type=int, help="CPU cores per job (its training threads)")
-    s.add_argument("--mem-gb", type=float, help="memory per job")
-    s.add_argument("--array-parallelism", type=int, help="most tasks of one job array at once (default 256)")
-    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                   help="another #SBATCH flag, e.g. --sbatch account=my_lab (repeatable)")
-    s.add_argument("--job-folder", help="submitit's pickles and logs, %%j the job id (default: <expdir>/slurm/%%j)")
-    s.add_argument("--job-per", choices=JOB_PER,
-                   help="one downstream job per (track, upstream) group (default), or per upstream (all its tracks)")
+    add_launcher_options(p, "--launcher slurm or submitit-local: one job per pre-training run and per (track, "
+                            "upstream), through submitit (at most --jobs at once with submitit-local); each setting "
+                            "also a key of the YAML's launcher: section (the flag wins)",
+                         "<expdir>/slurm/%%j", job_per=True)
     args = p.parse_args(argv)
     return run_main(lambda: _run(args), log_level=logging.WARNING,
                     resume_hint="run the same command again to go on (finished runs are kept, stopped ones resume)")
@@ -714,7 +705,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.launcher == "local":
         markdown = run_benchmark(bench, expdir, args.override, upstreams, tracks, args.jobs or bench.jobs)
     else:
-        bench.launcher = _launcher_flags(bench.launcher, args)
+        bench.launcher = launcher_from_args(bench.launcher, args)
         try:
             markdown = launch_benchmark(bench, expdir, args.override, upstreams, tracks, args.launcher,
                                         device=args.device, jobs=args.jobs or bench.jobs, dry_run=args.dry_run)
@@ -728,19 +719,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wall time {(time.perf_counter() - started) / 60:.1f} min -> {expdir}/leaderboard.csv, leaderboard.md, "
           f"report.html; stage times in {expdir}/timing.tsv")
     return 0
-
-
-def _launcher_flags(cfg: LauncherConfig, args: argparse.Namespace) -> LauncherConfig:
-    """The YAML's launcher settings with the command line's on top."""
-    flags = {key: getattr(args, key) for key in ("partition", "time", "gpus_per_node", "cpus_per_task", "mem_gb",
-                                                 "array_parallelism") if getattr(args, key) is not None}
-    if args.job_folder:
-        flags["folder"] = args.job_folder
-    if args.job_per:
-        flags["job_per"] = args.job_per
-    if args.sbatch:
-        flags["additional_parameters"] = parse_overrides(args.sbatch)
-    return check_launcher(merge(cfg, flags, "launcher"), "launcher (with the command line's flags)")
 
 
 def stage_times(timing_tsv: Path) -> str:

@@ -1,9 +1,10 @@
-"""The benchmark's jobs through submitit: on a Slurm cluster (``--launcher slurm``), or as local
-subprocesses through the same pickling path (``--launcher submitit-local``, the test path).
+"""Jobs through submitit: on a Slurm cluster (``--launcher slurm``), or as local subprocesses through the
+same pickling path (``--launcher submitit-local``, the test path). The benchmark
+(``python -m recipes.benchmark``) and pre-training (``python -m upstream.pretrain``) launch with it.
 
 A :class:`Job` is one unit of work with the names of the jobs it must wait for: a pre-training run,
 or one (track, upstream) group of downstream runs (seeds, folds, learning rates), which shares one
-feature cache. Each is pickled as a :class:`BenchmarkTask`, a :class:`submitit.helpers.Checkpointable`:
+feature cache. Each is pickled as a :class:`SubmititTask`, a :class:`submitit.helpers.Checkpointable`:
 when Slurm warns of pre-emption or of the time limit (``USR2``, ``--signal=USR2@90``) submitit pickles
 the same task again and requeues it; the new attempt skips the runs that have a ``results.json`` and
 resumes the others from their last checkpoint (``train.save_every``).
@@ -16,6 +17,7 @@ scheduler to hold jobs back, so it submits a job when the jobs it waits for have
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import logging
@@ -34,20 +36,20 @@ import torch
 from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import _make_sbatch_string
 
-from core import distributed, signals
-from core.config import ConfigError, merge
-from core.logs import setup_console_logging
+from . import distributed, signals
+from .config import ConfigError, merge, parse_overrides
+from .logs import setup_console_logging
 
-log = logging.getLogger("recipes.benchmark")
+log = logging.getLogger("launcher")
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
-"""``local``: the benchmark's own process pool (:func:`recipes.benchmark.run.run_benchmark`); the others
-go through submitit (this module)."""
+"""``local``: the command's own process (the benchmark: its process pool); the others go through submitit
+(this module)."""
 JOB_PER = ("track-upstream", "upstream")
 """What one downstream job runs: one (track, upstream) group (its seeds, folds and rates, which share a
 feature cache), or every group of one upstream, track after track (fewer, longer jobs)."""
 JOBS_FILE = "slurm_jobs.tsv"
-"""In the benchmark's folder: the Slurm jobs of the last submission (name, job id, dependencies), so
+"""In the experiment folder: the Slurm jobs of the last submission (name, job id, dependencies), so
 a second submission while they still run is refused."""
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
                  "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
@@ -127,8 +129,9 @@ class Job:
     """Names of the jobs that must end well first."""
 
 
-class BenchmarkTask(Checkpointable):
-    """What a submitit job runs: sets the process up as a benchmark worker and calls the job's action.
+class SubmititTask(Checkpointable):
+    """What a submitit job runs: sets the process up as a worker (logging, stop signals, threads, device)
+    and calls the job's action.
 
     ``checkpoint`` (called by submitit on pre-emption or time-out) returns the same task: runs already
     finished are skipped by the new attempt, the one under way resumes from its last checkpoint."""
@@ -142,11 +145,11 @@ class BenchmarkTask(Checkpointable):
         if self.threads:
             torch.set_num_threads(self.threads)
         distributed.init(self.device)
-        log.info("benchmark job %s on %s", self.name, distributed.describe_device())
+        log.info("job %s on %s", self.name, distributed.describe_device())
         return self.action()
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        log.warning("benchmark job %s: pre-empted or out of time; requeued, its runs resume from their last "
+        log.warning("job %s: pre-empted or out of time; requeued, its runs resume from their last "
                     "checkpoints", self.name)
         return super().checkpoint(*args, **kwargs)
 
@@ -288,11 +291,11 @@ def _launch(jobs, tasks, kind, cfg, folder, parallel, prefix, record, on_finishe
         raise ValueError(f"launcher {kind!r}: submitit launches slurm or submitit-local jobs")
 
 
-def _task(job: Job, device: str, threads: int) -> BenchmarkTask:
-    return BenchmarkTask(job.name, job.action, device, threads)
+def _task(job: Job, device: str, threads: int) -> SubmititTask:
+    return SubmititTask(job.name, job.action, device, threads)
 
 
-def _submit_slurm(jobs: list[Job], tasks: dict[str, BenchmarkTask], cfg: LauncherConfig, folder: Path, prefix: str,
+def _submit_slurm(jobs: list[Job], tasks: dict[str, SubmititTask], cfg: LauncherConfig, folder: Path, prefix: str,
                   record: Path | None) -> dict:
     check_available("slurm")
     executor = submitit.SlurmExecutor(folder, max_num_timeout=cfg.max_num_timeout)
@@ -435,3 +438,45 @@ def _stop_local(running: dict, grace_seconds: float = 120.0) -> None:
     deadline = time.monotonic() + grace_seconds
     while any(not handle.done() for handle in running.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- command-line flags
+
+
+def add_launcher_options(parser: argparse.ArgumentParser, description: str, default_folder: str,
+                         job_per: bool = False) -> argparse._ArgumentGroup:
+    """The launcher flags (``--launcher``, ``--dry-run`` and one per :class:`LauncherConfig` key) as an
+    argument group of ``parser``; ``job_per``: also ``--job-per`` (the benchmark's)."""
+    s = parser.add_argument_group("launchers", description)
+    s.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: this process (default); slurm: submit to Slurm; submitit-local: the same jobs as "
+                        "local subprocesses (the test path)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="with --launcher slurm: print the first job's sbatch script and the job list, submit nothing")
+    s.add_argument("--partition", help="Slurm partition")
+    s.add_argument("--time", type=int, help="minutes per job (default 240); a job out of time is requeued and resumes")
+    s.add_argument("--gpus-per-node", type=int, help="GPUs per job")
+    s.add_argument("--cpus-per-task", type=int, help="CPU cores per job (its training threads)")
+    s.add_argument("--mem-gb", type=float, help="memory per job")
+    s.add_argument("--array-parallelism", type=int, help="most tasks of one job array at once (default 256)")
+    s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="another #SBATCH flag, e.g. --sbatch account=my_lab (repeatable)")
+    s.add_argument("--job-folder", help=f"submitit's pickles and logs, %%j the job id (default: {default_folder})")
+    if job_per:
+        s.add_argument("--job-per", choices=JOB_PER,
+                       help="one downstream job per (track, upstream) group (default), or per upstream "
+                            "(all its tracks)")
+    return s
+
+
+def launcher_from_args(cfg: LauncherConfig, args: argparse.Namespace) -> LauncherConfig:
+    """``cfg`` (a YAML's ``launcher:`` section, or the defaults) with the command line's flags on top, checked."""
+    flags = {key: getattr(args, key) for key in ("partition", "time", "gpus_per_node", "cpus_per_task", "mem_gb",
+                                                 "array_parallelism") if getattr(args, key, None) is not None}
+    if args.job_folder:
+        flags["folder"] = args.job_folder
+    if getattr(args, "job_per", None):
+        flags["job_per"] = args.job_per
+    if args.sbatch:
+        flags["additional_parameters"] = parse_overrides(args.sbatch)
+    return check_launcher(merge(cfg, flags, "launcher"), "launcher (with the command line's flags)")
