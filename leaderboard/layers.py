@@ -39,7 +39,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot is imported: the non-interactive backend (as report.py)
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
@@ -48,7 +47,7 @@ from core.cli import run_main
 from core.runs import Results
 
 from .collect import _is_number, collect
-from .report import layer_weight_profiles, weight_centre
+from .report import layer_weight_profiles, small_multiples, weight_centre
 from .select import choose_learning_rates
 
 QBE_TRACK, PR_TRACK = "qbe", "pr"
@@ -285,11 +284,7 @@ def plot_layer_comparison(table: pd.DataFrame):
     None for an empty table."""
     if table.empty:
         return None
-    ncols = min(4, len(table))
-    nrows = math.ceil(len(table) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(table):]:
-        ax.set_visible(False)
+    fig, axes = small_multiples(len(table), 3.6, 2.8)
     repeated = table["upstream"].duplicated(keep=False)
     for ax, row, again in zip(axes.flat, table.itertuples(index=False), repeated, strict=False):  # spare: hidden
         handles = []

@@ -294,16 +294,24 @@ def pretraining_curves(runs: pd.DataFrame, search: list[Path]) -> dict[str, pd.D
     return curves
 
 
+def small_multiples(count: int, width: float, height: float):
+    """A grid of ``count`` panels of ``width`` x ``height`` inches, at most 4 per row; the spare axes hidden.
+    Returns the figure and the (rows, 4 or fewer) array of axes."""
+    ncols = min(4, count)
+    nrows = math.ceil(count / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def plot_pretraining(runs: pd.DataFrame, search: list[Path]):
     """Small multiples of training and validation loss per pre-trained upstream; None without curves."""
     curves = pretraining_curves(runs, search)
     if not curves:
         return None
-    ncols = min(4, len(curves))
-    nrows = math.ceil(len(curves) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(curves):]:
-        ax.set_visible(False)
+    fig, axes = small_multiples(len(curves), 3.2, 2.6)
     for ax, (upstream, curve) in zip(axes.flat, sorted(curves.items()), strict=False):  # spare axes: hidden above
         ax.plot(curve["step"], curve["train_loss"], label="train")
         ax.plot(curve["step"], curve["valid_loss"], label="valid")
